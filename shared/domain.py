@@ -1,0 +1,139 @@
+"""Domain records of the service: vaults, chunks, recovery points, jobs, usage events.
+
+Words:
+- Vault: one tenant's backup store, with its own blob container in each region.
+- Chunk: an encrypted piece of backed-up data, stored once per vault as one blob
+  and named by its keyed id (see docs/design.md).
+- Recovery point: one backup of one item (a set of paths on one machine). It is
+  committed only once every chunk it references is verified.
+- Job: a restore the service prepared (a plan and a short-lived read-only SAS).
+- Usage event: a metered fact (stored bytes, a protected instance) for billing.
+
+Plain dataclasses, no I/O. `to_doc`/`from_doc` give the JSON documents the
+index stores; `etag` is the index's concurrency token, never stored by us.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+REDUNDANCIES = ("LRS", "GRS")
+
+
+def shard_of(chunk_id: str) -> str:
+    """The index shard of a chunk: the first two hex digits of its id."""
+    return chunk_id[:2]
+
+
+def container_name(vault_id: str) -> str:
+    """The blob container holding a vault's blobs, the same name in every region."""
+    return f"vault-{vault_id}"
+
+
+def chunk_blob_name(chunk_id: str) -> str:
+    return f"chunks/{chunk_id[:2]}/{chunk_id}"
+
+
+def point_blob_prefix(point_id: str) -> str:
+    return f"points/{point_id}/"
+
+
+class _Doc:
+    """to_doc/from_doc for the dataclasses below: snake_case fields ↔ camelCase JSON."""
+
+    _etag_field = "etag"
+
+    def to_doc(self) -> dict[str, Any]:
+        doc = {}
+        for f in fields(self):  # type: ignore[arg-type]
+            if f.name == self._etag_field:
+                continue
+            doc[_camel(f.name)] = getattr(self, f.name)
+        doc.update(self._doc_extra())
+        return doc
+
+    def _doc_extra(self) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]):
+        kwargs = {}
+        for f in fields(cls):  # type: ignore[arg-type]
+            key = _camel(f.name)
+            if key in doc:
+                kwargs[f.name] = doc[key]
+        kwargs["etag"] = doc.get("_etag")
+        return cls(**kwargs)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+@dataclass
+class Vault(_Doc):
+    id: str
+    tenant_id: str
+    name: str
+    redundancy: str
+    kdf: dict[str, Any]  # public: algorithm, salt (base64) and parameters
+    signing_key: str  # hex HMAC key agents sign messages with; not a data key
+    created_at: str
+    first_backup_at: str | None = None
+    etag: str | None = None
+
+
+@dataclass
+class ChunkRecord(_Doc):
+    id: str  # the chunk id
+    vault_id: str
+    size: int
+    content_md5: str  # base64, as Azure Storage reports it
+    state: str  # "verified" or "rejected"
+    recorded_at: str
+    reason: str | None = None  # why a chunk was rejected
+    etag: str | None = None
+
+    def _doc_extra(self) -> dict[str, Any]:
+        return {"shard": shard_of(self.id)}
+
+
+@dataclass
+class RecoveryPoint(_Doc):
+    id: str
+    vault_id: str
+    item: str
+    state: str  # "pending", "committed" or "failed"
+    created_at: str
+    manifest_blob: str
+    refs_blob: str
+    chunk_count: int
+    stats: dict[str, Any] = field(default_factory=dict)
+    committed_at: str | None = None
+    reason: str | None = None
+    etag: str | None = None
+
+
+@dataclass
+class Job(_Doc):
+    id: str
+    vault_id: str
+    kind: str  # "restore"
+    point_id: str
+    status: str  # "ready" or "failed"
+    created_at: str
+    plan: dict[str, Any] = field(default_factory=dict)
+    reason: str | None = None
+    etag: str | None = None
+
+
+@dataclass
+class UsageEvent(_Doc):
+    id: str  # deterministic, so replays do not double-count
+    vault_id: str
+    kind: str  # "stored_bytes" or "protected_instance"
+    quantity: int
+    at: str
+    point_id: str | None = None
+    etag: str | None = None

@@ -1,0 +1,209 @@
+"""Ports: the small interfaces the domain and handlers use for storage, queues and the index.
+
+Words:
+- BlobContainer: one container of one storage account (a vault's container in
+  one region). Blobs are written once; `put` without overwrite is create-only.
+- BlobAccount: one region's storage account; hands out containers and SAS URLs.
+- Queue: one storage queue carrying text (JSON) messages.
+- Index: the service's metadata (vaults, chunks, recovery points, jobs,
+  usage) kept in Cosmos DB.
+
+Errors: `BlobNotFound`, `BlobAlreadyExists`, `Conflict` and `PreconditionFailed`
+are permanent answers about the data and are never retried by adapters.
+`TransientError` (timeouts, 5xx, connection refused) may succeed if retried;
+whether to retry is the caller's decision (the Functions host retries a failed
+message). Every adapter passes the same contract tests (tests/contract).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Iterable, Iterator
+
+from shared.domain import ChunkRecord, Job, RecoveryPoint, UsageEvent, Vault
+
+
+class StorageError(Exception):
+    """Base of the errors ports raise."""
+
+
+class BlobNotFound(StorageError):
+    pass
+
+
+class BlobAlreadyExists(StorageError):
+    pass
+
+
+class Conflict(StorageError):
+    """A document with this id already exists in its partition."""
+
+
+class PreconditionFailed(StorageError):
+    """An ETag-checked replace lost a race: re-read and try again."""
+
+
+class TransientError(StorageError):
+    """The service did not answer or answered 5xx: retrying may succeed."""
+
+
+@dataclass(frozen=True)
+class BlobProperties:
+    name: str
+    size: int
+    content_md5: bytes | None  # what Azure Storage computed on a single Put Blob
+    etag: str
+    last_modified: datetime | None = None
+
+
+class BlobContainer(ABC):
+    name: str
+
+    @abstractmethod
+    def create(self) -> None:
+        """Create the container; does nothing if it exists."""
+
+    @abstractmethod
+    def put(self, name: str, data: bytes, *, overwrite: bool = False) -> BlobProperties:
+        """Write `data` as one Put Blob. Without overwrite, raises BlobAlreadyExists if the blob exists."""
+
+    @abstractmethod
+    def properties(self, name: str) -> BlobProperties:
+        """Raises BlobNotFound."""
+
+    @abstractmethod
+    def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        """Read the whole blob or a range of it. Raises BlobNotFound."""
+
+    @abstractmethod
+    def delete(self, name: str) -> None:
+        """Delete the blob; does nothing if it is absent."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Names of the blobs under `prefix`, in lexical order."""
+
+
+class BlobAccount(ABC):
+    region: str
+
+    @abstractmethod
+    def container(self, name: str) -> BlobContainer:
+        """The container `name` (not created by this call)."""
+
+    @abstractmethod
+    def container_sas_url(self, container: str, permissions: str, expiry: datetime) -> str:
+        """A URL with a SAS for one container. permissions is Azure's letters: "r" read,
+        "c" create (new blobs only), "w" write, "d" delete, "l" list."""
+
+    @abstractmethod
+    def container_from_url(self, url: str) -> BlobContainer:
+        """The container a SAS URL made by container_sas_url points at, with only that SAS's rights."""
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    id: str
+    pop_receipt: str
+    body: str
+    dequeue_count: int
+    inserted_on: datetime | None = None
+
+
+class Queue(ABC):
+    name: str
+
+    @abstractmethod
+    def create(self) -> None:
+        """Create the queue; does nothing if it exists."""
+
+    @abstractmethod
+    def send(self, body: str, *, visibility_timeout: int = 0) -> None:
+        """Add a message, visible after visibility_timeout seconds."""
+
+    @abstractmethod
+    def receive(self, max_messages: int, visibility_timeout: int) -> list[ReceivedMessage]:
+        """Take up to max_messages visible messages, hidden for visibility_timeout seconds."""
+
+    @abstractmethod
+    def delete(self, message: ReceivedMessage) -> None:
+        pass
+
+    @abstractmethod
+    def release(self, message: ReceivedMessage, visibility_timeout: int) -> None:
+        """Make a received message visible again after visibility_timeout seconds."""
+
+    @abstractmethod
+    def approximate_count(self) -> int:
+        pass
+
+    @abstractmethod
+    def peek(self, max_messages: int = 32) -> list[str]:
+        """Bodies of up to max_messages visible messages, without taking them."""
+
+
+class Index(ABC):
+    """The service's metadata. Every write is idempotent or ETag-checked; every
+    read names its partition (vault or tenant)."""
+
+    # vaults (partition /tenantId)
+    @abstractmethod
+    def create_vault(self, vault: Vault) -> Vault:
+        """Raises Conflict if a vault with this id exists in the tenant."""
+
+    @abstractmethod
+    def get_vault(self, tenant_id: str, vault_id: str) -> Vault | None:
+        pass
+
+    @abstractmethod
+    def list_vaults(self, tenant_id: str) -> list[Vault]:
+        pass
+
+    @abstractmethod
+    def replace_vault(self, vault: Vault) -> Vault:
+        """Replace if vault.etag still matches; raises PreconditionFailed."""
+
+    # chunks (hierarchical partition /vaultId,/shard)
+    @abstractmethod
+    def add_chunk(self, chunk: ChunkRecord) -> bool:
+        """Create the record if absent. True if created, False if it was already there (unchanged)."""
+
+    @abstractmethod
+    def get_chunks(self, vault_id: str, chunk_ids: Iterable[str]) -> dict[str, ChunkRecord]:
+        """The records that exist among chunk_ids, by id."""
+
+    # recovery points (partition /vaultId)
+    @abstractmethod
+    def create_point(self, point: RecoveryPoint) -> RecoveryPoint:
+        """Raises Conflict if it exists."""
+
+    @abstractmethod
+    def get_point(self, vault_id: str, point_id: str) -> RecoveryPoint | None:
+        pass
+
+    @abstractmethod
+    def replace_point(self, point: RecoveryPoint) -> RecoveryPoint:
+        """Replace if point.etag still matches; raises PreconditionFailed."""
+
+    @abstractmethod
+    def list_points(self, vault_id: str, item: str | None = None) -> list[RecoveryPoint]:
+        """Newest first."""
+
+    # jobs (partition /vaultId)
+    @abstractmethod
+    def create_job(self, job: Job) -> Job:
+        """Raises Conflict if it exists."""
+
+    @abstractmethod
+    def get_job(self, vault_id: str, job_id: str) -> Job | None:
+        pass
+
+    # usage events (partition /vaultId)
+    @abstractmethod
+    def add_usage_event(self, event: UsageEvent) -> bool:
+        """Create if absent (the event id makes it idempotent). True if created."""
+
+    @abstractmethod
+    def list_usage_events(self, vault_id: str) -> list[UsageEvent]:
+        pass
