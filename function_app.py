@@ -1,0 +1,8 @@
+"""The Azure Functions app: registers one blueprint per concern, nothing else."""
+import azure.functions as func
+
+from functions import api, commit, ingest, restore
+
+app = func.FunctionApp()
+for blueprint in (ingest.bp, commit.bp, restore.bp, api.bp):
+    app.register_functions(blueprint)

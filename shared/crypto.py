@@ -1,0 +1,184 @@
+"""Keys, keyed chunk ids, the encrypted envelope and message signatures.
+
+Words (docs/design.md is the normative spec):
+- passphrase: the customer's secret, at least 16 characters; never leaves the agent.
+- master key: Argon2id(passphrase, the vault's public salt).
+- subkeys: HKDF-SHA256 of the master key, one per purpose (chunk ids, chunk
+  encryption, manifests, the key check value).
+- envelope: MAGIC | version | algorithm | nonce | AES-256-GCM(ciphertext+tag),
+  with a key derived per object and AAD binding vault id, object name and version.
+
+Only library primitives are used (cryptography, blake3); nothing here is hand-rolled crypto.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import struct
+from dataclasses import dataclass
+
+import blake3
+import zstandard
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+MIN_PASSPHRASE_CHARS = 16
+
+MAGIC = b"SKV1"
+FORMAT_VERSION = 1
+ALG_AES256_GCM = 1
+NONCE_BYTES = 12
+HEADER = struct.Struct(">4sBB12s")  # magic, version, algorithm, nonce
+HEADER_BYTES = HEADER.size
+TAG_BYTES = 16
+
+# Plaintext framing: one flag byte, then the payload.
+FRAME_RAW = 0
+FRAME_ZSTD = 1
+ZSTD_LEVEL = 3
+
+KDF_PARAMS = {"algorithm": "argon2id", "iterations": 3, "memoryKiB": 65536, "lanes": 4}
+
+
+class CryptoError(Exception):
+    """Base of this module's errors."""
+
+
+class WeakPassphrase(CryptoError):
+    pass
+
+
+class WrongKeyOrTampered(CryptoError):
+    """Authentication failed: the data was changed, or the key is not this vault's."""
+
+
+class BadEnvelope(CryptoError):
+    """The bytes are not a Skyvault envelope of a version this code reads."""
+
+
+@dataclass(frozen=True)
+class VaultKeys:
+    chunk_id_key: bytes
+    chunk_key: bytes
+    manifest_key: bytes
+    check_key: bytes
+
+    def key_check_value(self) -> str:
+        """A MAC of a constant: lets the service tell a wrong passphrase without learning any key."""
+        return hmac.new(self.check_key, b"skyvault key check v1", hashlib.sha256).hexdigest()
+
+
+def check_passphrase(passphrase: str) -> None:
+    if len(passphrase) < MIN_PASSPHRASE_CHARS:
+        raise WeakPassphrase(f"the passphrase must have at least {MIN_PASSPHRASE_CHARS} characters")
+
+
+def derive_keys(passphrase: str, salt: bytes, params: dict | None = None) -> VaultKeys:
+    check_passphrase(passphrase)
+    p = params or KDF_PARAMS
+    if p.get("algorithm") != "argon2id":
+        raise CryptoError(f"unknown key derivation {p.get('algorithm')!r}")
+    master = Argon2id(salt=salt, length=32, iterations=p["iterations"], lanes=p["lanes"],
+                      memory_cost=p["memoryKiB"]).derive(passphrase.encode("utf-8"))
+    return VaultKeys(
+        chunk_id_key=_hkdf(master, b"skyvault chunk id"),
+        chunk_key=_hkdf(master, b"skyvault chunk encryption"),
+        manifest_key=_hkdf(master, b"skyvault manifest"),
+        check_key=_hkdf(master, b"skyvault key check"),
+    )
+
+
+def new_salt() -> bytes:
+    return os.urandom(16)
+
+
+def _hkdf(key: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(key)
+
+
+def chunk_id(keys: VaultKeys, plaintext: bytes | memoryview) -> str:
+    """Keyed BLAKE3 of the plaintext: equal data in two vaults gets different ids."""
+    return blake3.blake3(plaintext, key=keys.chunk_id_key, max_threads=1).hexdigest()
+
+
+def frame(plaintext: bytes | memoryview, compressor: zstandard.ZstdCompressor | None = None) -> bytes:
+    """zstd-compress unless that does not make it smaller; the flag byte says which."""
+    packed = (compressor or zstandard.ZstdCompressor(level=ZSTD_LEVEL)).compress(plaintext)
+    if len(packed) < len(plaintext):
+        return bytes([FRAME_ZSTD]) + packed
+    return bytes([FRAME_RAW]) + bytes(plaintext)
+
+
+def unframe(framed: bytes) -> bytes:
+    if not framed:
+        raise BadEnvelope("empty plaintext frame")
+    flag, body = framed[0], memoryview(framed)[1:]
+    if flag == FRAME_RAW:
+        return bytes(body)
+    if flag == FRAME_ZSTD:
+        return zstandard.ZstdDecompressor().decompress(body)
+    raise BadEnvelope(f"unknown frame flag {flag}")
+
+
+def _aad(header: bytes, vault_id: str, name: str) -> bytes:
+    return header[:6] + vault_id.encode() + b"\0" + name.encode()
+
+
+def _object_key(key: bytes, name: str) -> bytes:
+    # One key per object, so no key encrypts anywhere near 2^32 messages with random nonces.
+    return _hkdf(key, b"skyvault object " + name.encode())
+
+
+def seal(key: bytes, vault_id: str, name: str, framed: bytes, nonce: bytes | None = None) -> bytes:
+    """Encrypt an already framed plaintext into an envelope bound to (vault_id, name)."""
+    header = HEADER.pack(MAGIC, FORMAT_VERSION, ALG_AES256_GCM, nonce or os.urandom(NONCE_BYTES))
+    sealed = AESGCM(_object_key(key, name)).encrypt(header[6:], framed, _aad(header, vault_id, name))
+    return header + sealed
+
+
+def parse_header(envelope: bytes) -> tuple[int, int, bytes]:
+    """(version, algorithm, nonce) of an envelope; raises BadEnvelope."""
+    if len(envelope) < HEADER_BYTES:
+        raise BadEnvelope(f"envelope of {len(envelope)} bytes is shorter than its header")
+    magic, version, algorithm, nonce = HEADER.unpack_from(envelope)
+    if magic != MAGIC:
+        raise BadEnvelope("not a Skyvault envelope (bad magic)")
+    if version != FORMAT_VERSION or algorithm != ALG_AES256_GCM:
+        raise BadEnvelope(f"unsupported envelope version {version} algorithm {algorithm}")
+    return version, algorithm, nonce
+
+
+def open_envelope(key: bytes, vault_id: str, name: str, envelope: bytes) -> bytes:
+    """Authenticate and decrypt; returns the framed plaintext. Raises WrongKeyOrTampered or BadEnvelope."""
+    parse_header(envelope)
+    header = envelope[:HEADER_BYTES]
+    try:
+        return AESGCM(_object_key(key, name)).decrypt(
+            header[6:], envelope[HEADER_BYTES:], _aad(header, vault_id, name))
+    except InvalidTag:
+        raise WrongKeyOrTampered(f"{name}: authentication failed (tampered, or not this vault's key)") from None
+
+
+def encrypt_chunk(keys: VaultKeys, vault_id: str, cid: str, plaintext: bytes | memoryview,
+                  compressor: zstandard.ZstdCompressor | None = None) -> bytes:
+    return seal(keys.chunk_key, vault_id, cid, frame(plaintext, compressor))
+
+
+def decrypt_chunk(keys: VaultKeys, vault_id: str, cid: str, envelope: bytes) -> bytes:
+    """Decrypt a chunk and check that its content still hashes to its id."""
+    plaintext = unframe(open_envelope(keys.chunk_key, vault_id, cid, envelope))
+    if not hmac.compare_digest(chunk_id(keys, plaintext), cid):
+        raise WrongKeyOrTampered(f"chunk {cid}: content does not match its id")
+    return plaintext
+
+
+def sign(key: bytes, payload: bytes) -> str:
+    return hmac.new(key, payload, hashlib.sha256).hexdigest()
+
+
+def verify_signature(key: bytes, payload: bytes, signature: str) -> bool:
+    return hmac.compare_digest(sign(key, payload), signature)

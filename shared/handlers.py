@@ -1,0 +1,341 @@
+"""The service's use cases: create a vault, ingest chunks, commit recovery points,
+prepare restores, and the agent-facing look-ups.
+
+Handlers take their dependencies (`Services`) as an argument and never read
+settings or build clients themselves; functions/ turns triggers into calls of
+these and maps their errors. Every message handler is idempotent: a replayed
+message finds its work done and changes nothing.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+from shared import crypto, formats
+from shared.domain import (REDUNDANCIES, ChunkRecord, Job, RecoveryPoint, UsageEvent, Vault,
+                           chunk_blob_name, container_name)
+from shared.ports import (BlobAccount, BlobContainer, BlobNotFound, Conflict, Index,
+                          PreconditionFailed, Queue)
+
+AGENT_CREDENTIALS_TTL = timedelta(days=1)
+RESTORE_SAS_TTL = timedelta(hours=1)
+LOOKUP_MAX_IDS = 1000
+REFS_QUERY_BATCH = 500
+INGEST_QUEUE, COMMIT_QUEUE, RESTORE_QUEUE, REPLICATE_QUEUE = "ingest", "commit", "restore", "replicate"
+AGENT_QUEUES = (INGEST_QUEUE, COMMIT_QUEUE, RESTORE_QUEUE)
+ALL_QUEUES = (*AGENT_QUEUES, REPLICATE_QUEUE)
+
+
+class ServiceError(Exception):
+    """An error with an HTTP status for the API, raised by handlers."""
+
+    status = 400
+
+
+class UnknownVault(ServiceError):
+    status = 404
+
+
+class NotFound(ServiceError):
+    status = 404
+
+
+class Forbidden(ServiceError):
+    status = 403
+
+
+class KeyMismatch(ServiceError):
+    status = 409
+
+
+class ChunksPending(Exception):
+    """A commit arrived before all its chunks were verified: the message is retried later."""
+
+
+class ChunkNotUploaded(Exception):
+    """A message names a chunk blob that does not exist (yet): retried, then poisoned."""
+
+
+@dataclass
+class Services:
+    index: Index
+    primary: BlobAccount
+    queue: Callable[[str], Queue]
+    queue_sas_url: Callable[[str, str, datetime], str]
+    api_url: str = ""
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(timezone.utc).isoformat()
+
+
+# Vaults
+
+def create_vault(services: Services, tenant_id: str, name: str, redundancy: str) -> tuple[Vault, dict]:
+    """Create a vault and its container; returns the vault and the agent credentials document."""
+    if redundancy not in REDUNDANCIES:
+        raise ServiceError(f"redundancy must be one of {', '.join(REDUNDANCIES)}, not {redundancy!r}")
+    for label, value in (("tenant", tenant_id), ("vault name", name)):
+        if not formats.NAME_ID.match(value):
+            raise ServiceError(f"{label} {value!r} must be 1-63 letters, digits, '.', '_' or '-'")
+    if any(v.name == name for v in services.index.list_vaults(tenant_id)):
+        raise ServiceError(f"tenant {tenant_id} already has a vault named {name!r}")
+    vault = Vault(
+        id=secrets.token_hex(6), tenant_id=tenant_id, name=name, redundancy=redundancy,
+        kdf={**crypto.KDF_PARAMS, "salt": base64.b64encode(crypto.new_salt()).decode()},
+        signing_key=secrets.token_hex(32), created_at=_iso(services.clock()),
+    )
+    services.primary.container(container_name(vault.id)).create()
+    vault = services.index.create_vault(vault)
+    return vault, agent_credentials(services, vault)
+
+
+def agent_credentials(services: Services, vault: Vault) -> dict[str, Any]:
+    """What an agent needs: create-only blob SAS for its own container, add-only queue SAS,
+    the public KDF parameters and the signing key. Short-lived; renewed through the API."""
+    expiry = services.clock() + AGENT_CREDENTIALS_TTL
+    return {
+        "kind": "skyvault-agent-credentials",
+        "version": 1,
+        "tenantId": vault.tenant_id,
+        "vaultId": vault.id,
+        "vaultName": vault.name,
+        "redundancy": vault.redundancy,
+        "kdf": vault.kdf,
+        "signingKey": vault.signing_key,
+        "apiUrl": services.api_url,
+        "expiresAt": _iso(expiry),
+        "blobContainerUrl": services.primary.container_sas_url(container_name(vault.id), "c", expiry),
+        "queueUrls": {q: services.queue_sas_url(q, "a", expiry) for q in AGENT_QUEUES},
+    }
+
+
+def _vault_for(services: Services, tenant_id: str, vault_id: str) -> Vault:
+    vault = services.index.get_vault(tenant_id, vault_id)
+    if vault is None:
+        raise UnknownVault(f"no vault {vault_id} in tenant {tenant_id}")
+    return vault
+
+
+def _verified_message(services: Services, text: str | bytes, kind: str) -> tuple[dict, Vault]:
+    body = formats.parse_message(text)
+    if body["type"] != kind:
+        raise formats.MalformedMessage(f"a {body['type']!r} message on the {kind} queue")
+    vault = _vault_for(services, body["tenantId"], body["vaultId"])
+    formats.verify_message(body, bytes.fromhex(vault.signing_key))
+    return body, vault
+
+
+# Ingest
+
+def ingest_chunks(services: Services, text: str | bytes) -> dict[str, int]:
+    """Verify and index the chunks a message declares, without downloading them.
+
+    Idempotent: chunks already in the index are skipped, so a replayed message
+    changes nothing. A chunk whose blob contradicts the message is indexed as
+    rejected (with the reason) so that a commit referencing it fails clearly."""
+    body, vault = _verified_message(services, text, "chunks")
+    container = services.primary.container(container_name(vault.id))
+    declared = {entry["id"]: entry for entry in body["chunks"]}
+    known = services.index.get_chunks(vault.id, declared)
+    counts = {"verified": 0, "rejected": 0, "already": len(known)}
+    for cid, entry in declared.items():
+        if cid in known:
+            continue
+        record = _verify_chunk(container, vault, entry, _iso(services.clock()))
+        if services.index.add_chunk(record):
+            counts[record.state] += 1
+            if record.state == "verified" and vault.redundancy == "GRS":
+                services.queue(REPLICATE_QUEUE).send(json.dumps(
+                    {"v": 1, "tenantId": vault.tenant_id, "vaultId": vault.id, "blob": chunk_blob_name(cid)}))
+        else:
+            counts["already"] += 1
+    return counts
+
+
+def _verify_chunk(container: BlobContainer, vault: Vault, entry: dict, now: str) -> ChunkRecord:
+    cid, name = entry["id"], chunk_blob_name(entry["id"])
+    try:
+        props = container.properties(name)
+    except BlobNotFound:
+        raise ChunkNotUploaded(f"chunk blob {name} is not in vault {vault.id}") from None
+    md5 = base64.b64encode(props.content_md5).decode() if props.content_md5 else ""
+    reason = None
+    if props.size != entry["size"]:
+        reason = f"blob has {props.size} bytes, message declares {entry['size']}"
+    elif md5 != entry["md5"]:
+        reason = f"blob MD5 {md5 or '(none recorded)'} differs from the declared {entry['md5']}"
+    else:
+        try:
+            crypto.parse_header(container.read(name, 0, crypto.HEADER_BYTES))
+        except crypto.BadEnvelope as e:
+            reason = str(e)
+    return ChunkRecord(id=cid, vault_id=vault.id, size=props.size, content_md5=md5,
+                       state="rejected" if reason else "verified", recorded_at=now, reason=reason)
+
+
+# Commit
+
+def commit_point(services: Services, text: str | bytes) -> RecoveryPoint:
+    """Make a recovery point committed once every chunk it references is verified.
+
+    Idempotent: a committed or failed point is returned unchanged. Raises
+    ChunksPending while chunks are still unverified, so the message is retried."""
+    body, vault = _verified_message(services, text, "commit")
+    index = services.index
+    point = index.get_point(vault.id, body["pointId"])
+    if point is None:
+        try:
+            point = index.create_point(RecoveryPoint(
+                id=body["pointId"], vault_id=vault.id, item=body["item"], state="pending",
+                created_at=body["createdAt"], manifest_blob=formats.manifest_blob(body["pointId"]),
+                refs_blob=formats.refs_blob(body["pointId"]), chunk_count=body["chunkCount"],
+                stats=body["stats"]))
+        except Conflict:
+            point = index.get_point(vault.id, body["pointId"])
+    if point.state != "pending":
+        return point
+    container = services.primary.container(container_name(vault.id))
+    try:
+        refs = formats.decode_refs(container.read(point.refs_blob))
+        crypto.parse_header(container.read(point.manifest_blob, 0, crypto.HEADER_BYTES))
+    except BlobNotFound as e:
+        return _finish_point(services, vault, point, "failed", f"missing blob: {e}")
+    except (formats.MalformedMessage, crypto.BadEnvelope, UnicodeDecodeError) as e:
+        return _finish_point(services, vault, point, "failed", f"bad point blob: {e}")
+    if len(refs) != point.chunk_count:
+        return _finish_point(services, vault, point, "failed",
+                             f"reference list holds {len(refs)} chunks, the commit declares {point.chunk_count}")
+    records: dict[str, ChunkRecord] = {}
+    for start in range(0, len(refs), REFS_QUERY_BATCH):
+        records.update(index.get_chunks(vault.id, refs[start:start + REFS_QUERY_BATCH]))
+    rejected = [r for r in records.values() if r.state != "verified"]
+    if rejected:
+        return _finish_point(services, vault, point, "failed",
+                             f"{len(rejected)} chunks were rejected, e.g. {rejected[0].id}: {rejected[0].reason}")
+    missing = len(refs) - len(records)
+    if missing:
+        raise ChunksPending(f"point {point.id}: {missing} of {len(refs)} chunks are not verified yet")
+    point.stats = {**point.stats, "storedBytes": sum(r.size for r in records.values())}
+    return _finish_point(services, vault, point, "committed", None)
+
+
+def _finish_point(services: Services, vault: Vault, point: RecoveryPoint, state: str,
+                  reason: str | None) -> RecoveryPoint:
+    now = _iso(services.clock())
+    point.state, point.reason = state, reason
+    if state == "committed":
+        point.committed_at = now
+    try:
+        point = services.index.replace_point(point)
+    except PreconditionFailed:
+        # Another invocation finished it first; theirs stands.
+        return services.index.get_point(vault.id, point.id)
+    if state == "committed":
+        _mark_first_backup(services, vault, now)
+        services.index.add_usage_event(UsageEvent(
+            id=f"point-{point.id}", vault_id=vault.id, kind="stored_bytes",
+            quantity=point.stats["storedBytes"], at=now, point_id=point.id))
+    return point
+
+
+def _mark_first_backup(services: Services, vault: Vault, now: str) -> None:
+    while vault.first_backup_at is None:
+        vault.first_backup_at = now
+        try:
+            services.index.replace_vault(vault)
+        except PreconditionFailed:
+            vault = services.index.get_vault(vault.tenant_id, vault.id)
+
+
+# Restore
+
+def prepare_restore(services: Services, text: str | bytes) -> Job:
+    """Create a restore job: a plan and a short-lived read-only SAS. Restores are free:
+    no usage event is recorded. Idempotent on the job id the agent chose."""
+    body, vault = _verified_message(services, text, "restore")
+    existing = services.index.get_job(vault.id, body["id"])
+    if existing is not None:
+        return existing
+    now = services.clock()
+    point = services.index.get_point(vault.id, body["pointId"])
+    job = Job(id=body["id"], vault_id=vault.id, kind="restore", point_id=body["pointId"],
+              status="ready", created_at=_iso(now))
+    if point is None or point.state != "committed":
+        job.status = "failed"
+        job.reason = (f"recovery point {body['pointId']} is "
+                      f"{'unknown' if point is None else point.state}, not committed")
+    else:
+        expiry = now + RESTORE_SAS_TTL
+        job.plan = {
+            "region": services.primary.region,
+            "containerUrl": services.primary.container_sas_url(container_name(vault.id), "r", expiry),
+            "manifestBlob": point.manifest_blob,
+            "expiresAt": _iso(expiry),
+        }
+    try:
+        return services.index.create_job(job)
+    except Conflict:
+        return services.index.get_job(vault.id, job.id)
+
+
+# HTTP API for agents (every request is signed with the vault's signing key)
+
+def authenticate(services: Services, tenant_id: str, vault_id: str, method: str, path: str,
+                 body: bytes, headers: dict[str, str]) -> Vault:
+    vault = _vault_for(services, tenant_id, vault_id)
+    try:
+        formats.verify_request(bytes.fromhex(vault.signing_key), method, path, body,
+                               {k.lower(): v for k, v in headers.items()}, services.clock())
+    except formats.BadSignature as e:
+        raise Forbidden(str(e)) from None
+    return vault
+
+
+def lookup_chunks(services: Services, vault: Vault, request: dict) -> dict:
+    """Which of the given chunk ids the vault already holds verified (for dedup)."""
+    ids = request.get("ids")
+    if not isinstance(ids, list) or len(ids) > LOOKUP_MAX_IDS or not all(
+            isinstance(i, str) and formats.HEX_ID.match(i) for i in ids):
+        raise ServiceError(f"'ids' must be a list of at most {LOOKUP_MAX_IDS} hex chunk ids")
+    found = services.index.get_chunks(vault.id, ids)
+    return {"verified": sorted(cid for cid, r in found.items() if r.state == "verified")}
+
+
+def list_points(services: Services, vault: Vault, item: str | None) -> dict:
+    return {"points": [p.to_doc() for p in services.index.list_points(vault.id, item)]}
+
+
+def job_status(services: Services, vault: Vault, job_id: str) -> dict:
+    job = services.index.get_job(vault.id, job_id)
+    if job is None:
+        raise NotFound(f"no job {job_id} in vault {vault.id}")
+    return job.to_doc()
+
+
+def record_key_check(services: Services, vault: Vault, request: dict) -> dict:
+    """Keep the first agent's key check value; tell later agents whether their passphrase matches."""
+    value = request.get("keyCheck")
+    if not isinstance(value, str) or not formats.HEX_ID.match(value):
+        raise ServiceError("'keyCheck' must be 64 hex digits")
+    while True:
+        stored = vault.kdf.get("keyCheck")
+        if stored is not None:
+            if stored != value:
+                raise KeyMismatch("the passphrase does not match the one this vault was first used with")
+            return {"status": "match"}
+        vault.kdf = {**vault.kdf, "keyCheck": value}
+        try:
+            services.index.replace_vault(vault)
+            return {"status": "recorded"}
+        except PreconditionFailed:
+            vault = _vault_for(services, vault.tenant_id, vault.id)
+
+
+def renew_credentials(services: Services, vault: Vault) -> dict:
+    return agent_credentials(services, vault)

@@ -1,0 +1,257 @@
+"""Restore: ask the service for a restore job (a plan and a read-only SAS), read the
+encrypted manifest, then rebuild the tree, authenticating every chunk.
+
+Chunks are downloaded and decrypted ahead of the writer by a thread pool, in
+the order the manifest needs them. Each file is written to a temporary name
+and renamed into place only when all its bytes authenticated; a file whose
+chunk fails is named in the error and never left with wrong bytes.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import tempfile
+import time
+import uuid
+
+import zstandard
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from shared import crypto, formats
+from shared.domain import chunk_blob_name
+from shared.ports import BlobContainer, BlobNotFound, StorageError
+from skyvault.vaultclient import AgentError, AgentVault
+
+DOWNLOAD_WORKERS = 4
+PREFETCH = 8
+JOB_WAIT_S = 120.0
+
+
+class RestoreFailed(AgentError):
+    pass
+
+
+@dataclass
+class RestoreReport:
+    point_id: str
+    region: str = ""
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    bytes_written: int = 0
+    chunks_downloaded: int = 0
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+class _Prefetcher:
+    """Downloads and decrypts chunks in the order given, at most PREFETCH ahead of the writer."""
+
+    def __init__(self, ids: Iterator[str], fetch: Callable[[str], bytes], pool: ThreadPoolExecutor):
+        self._ids, self._fetch, self._pool = ids, fetch, pool
+        self._ahead: deque[tuple[str, Future]] = deque()
+        self._last: tuple[str | None, Future | None] = (None, None)
+        self.fetched = 0
+        self._fill()
+
+    def _fill(self) -> None:
+        while len(self._ahead) < PREFETCH:
+            cid = next(self._ids, None)
+            if cid is None:
+                return
+            self._ahead.append((cid, self._pool.submit(self._fetch, cid)))
+
+    def get(self, cid: str) -> bytes:
+        """The next chunk the writer needs (the same one again for consecutive extents)."""
+        if self._last[0] != cid:
+            queued, future = self._ahead.popleft()
+            self._fill()
+            if queued != cid:
+                raise RuntimeError(f"internal error: restore wanted chunk {cid}, the prefetcher had {queued}")
+            self._last = (cid, future)
+            self.fetched += 1
+        # The same future answers consecutive extents, and re-raises its failure for each of them.
+        return self._last[1].result()
+
+
+def _needed_chunks(entries: list[dict]) -> Iterator[str]:
+    """Chunk ids in the order the files need them, consecutive repeats collapsed."""
+    last = None
+    for entry in entries:
+        for cid, _offset, _length in entry.get("extents", ()):
+            if cid != last:
+                yield cid
+                last = cid
+
+
+class Restore:
+    def __init__(self, vault: AgentVault, progress: Callable[[str], None] = lambda _: None):
+        if vault.keys is None:
+            raise AgentError("restore needs the vault keys: give the passphrase")
+        self.vault, self.keys, self.progress = vault, vault.keys, progress
+
+    def open_point(self, point_id: str) -> tuple[BlobContainer, dict[str, Any], str]:
+        """Create a restore job and read the point's manifest root through its read-only SAS."""
+        if not formats.POINT_ID.match(point_id):
+            raise AgentError(f"{point_id!r} is not a recovery point id (see `skyvault points`)")
+        job_id = uuid.uuid4().hex
+        self.vault.send("restore", {"id": job_id, "type": "restore", "pointId": point_id})
+
+        def job() -> dict | None:
+            try:
+                return self.vault.api("GET", f"jobs/{job_id}")
+            except AgentError as e:
+                if " 404 " in str(e):
+                    return None
+                raise
+
+        plan = self.vault.wait_for(f"restore job {job_id}", job, JOB_WAIT_S)
+        if plan["status"] != "ready":
+            raise RestoreFailed(f"restore of {point_id} refused: {plan.get('reason')}")
+        container = self.vault.read_container(plan["plan"]["containerUrl"])
+        name = plan["plan"]["manifestBlob"]
+        try:
+            envelope = container.read(name)
+        except BlobNotFound:
+            raise RestoreFailed(f"the manifest of {point_id} is missing from the vault") from None
+        try:
+            root = json.loads(crypto.unframe(crypto.open_envelope(
+                self.keys.manifest_key, self.vault.vault_id, name, envelope)))
+        except crypto.WrongKeyOrTampered:
+            raise RestoreFailed(f"cannot open the manifest of {point_id}: wrong passphrase, or the manifest "
+                                f"was tampered with") from None
+        return container, root, plan["plan"].get("region", "")
+
+    def _fetcher(self, container: BlobContainer) -> Callable[[str], bytes]:
+        def fetch(cid: str) -> bytes:
+            try:
+                envelope = container.read(chunk_blob_name(cid))
+            except BlobNotFound:
+                raise RestoreFailed(f"chunk {cid} is missing from the vault") from None
+            except StorageError as e:
+                raise RestoreFailed(f"chunk {cid} could not be downloaded: {e}") from None
+            try:
+                return crypto.decrypt_chunk(self.keys, self.vault.vault_id, cid, envelope)
+            except (crypto.CryptoError, zstandard.ZstdError) as e:
+                raise RestoreFailed(f"chunk {cid} failed authentication: {e}") from None
+        return fetch
+
+    def spool_manifest(self, container: BlobContainer, root: dict, spool) -> None:
+        fetch = self._fetcher(container)
+        for cid in root["manifestChunks"]:
+            spool.write(fetch(cid))
+
+    def run(self, point_id: str, target: str, include: list[str] | None = None) -> RestoreReport:
+        started = time.monotonic()
+        report = RestoreReport(point_id=point_id)
+        container, root, report.region = self.open_point(point_id)
+        target_dir = Path(target)
+        if target_dir.exists() and not target_dir.is_dir():
+            raise AgentError(f"restore target {target} exists and is not a directory")
+        target_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(prefix="skyvault-manifest-") as spool:
+            self.spool_manifest(container, root, spool)
+            spool.flush()
+
+            def entries() -> Iterator[dict]:
+                # Its own file handle: the prefetcher and the writer read the manifest at their own pace.
+                with open(spool.name, "rb") as lines:
+                    for line in lines:
+                        entry = formats.parse_manifest_line(line)
+                        if _selected(entry["path"], include):
+                            yield entry
+
+            if include and next(entries(), None) is None:
+                raise AgentError(f"nothing in {point_id} matches {', '.join(include)}")
+            with ThreadPoolExecutor(DOWNLOAD_WORKERS, thread_name_prefix="download") as pool:
+                chunks = _Prefetcher(_needed_chunks(entries()), self._fetcher(container), pool)
+                dirs = self._write_tree(target_dir, entries(), chunks, report)
+                report.chunks_downloaded = chunks.fetched
+        for dest, entry in reversed(dirs):  # after their contents, which change a directory's mtime
+            os.chmod(dest, entry["mode"])
+            os.utime(dest, ns=(entry["mtime"], entry["mtime"]))
+        report.seconds = time.monotonic() - started
+        if report.errors:
+            raise RestoreFailed(f"{len(report.errors)} files could not be restored:\n  " + "\n  ".join(report.errors))
+        return report
+
+    def _write_tree(self, target_dir: Path, entries: Iterator[dict], chunks: "_Prefetcher",
+                    report: RestoreReport) -> list[tuple[Path, dict]]:
+        dirs: list[tuple[Path, dict]] = []
+        for entry in entries:
+            dest = _safe_join(target_dir, entry["path"])
+            kind = entry["type"]
+            if kind == "dir":
+                dest.mkdir(parents=True, exist_ok=True)
+                dirs.append((dest, entry))
+                report.dirs += 1
+            elif kind == "symlink":
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                if dest.is_symlink() or dest.exists():
+                    dest.unlink()
+                os.symlink(entry["target"], dest)
+                os.utime(dest, ns=(entry["mtime"], entry["mtime"]), follow_symlinks=False)
+                report.symlinks += 1
+            elif kind == "file":
+                try:
+                    report.bytes_written += self._write_file(dest, entry, chunks)
+                    report.files += 1
+                except RestoreFailed as e:
+                    report.errors.append(f"{entry['path']}: {e}")
+                    self.progress(f"error: {entry['path']}: {e}")
+        return dirs
+
+    def _write_file(self, dest: Path, entry: dict, chunks: "_Prefetcher") -> int:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".skyvault-", dir=dest.parent)
+        written = 0
+        failure: RestoreFailed | None = None
+        try:
+            with os.fdopen(fd, "wb") as out:
+                # Every extent is taken from the prefetcher, even after a failure, to keep it in step.
+                for cid, offset, length in entry.get("extents", ()):
+                    try:
+                        data = chunks.get(cid)
+                    except RestoreFailed as e:
+                        failure = failure or e
+                        continue
+                    out.write(memoryview(data)[offset:offset + length])
+                    written += length
+            if failure:
+                raise failure
+            if written != entry["size"]:
+                raise RestoreFailed(f"manifest extents give {written} bytes, the file had {entry['size']}")
+            os.chmod(tmp, entry["mode"])
+            os.utime(tmp, ns=(entry["mtime"], entry["mtime"]))
+            os.replace(tmp, dest)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        return written
+
+
+def _selected(path: str, include: list[str] | None) -> bool:
+    """An entry is restored if it or one of its parent directories matches, or it leads to a match."""
+    if not include:
+        return True
+    parts = path.split("/")
+    prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    for pattern in include:
+        pattern = pattern.strip("/")
+        if any(fnmatch.fnmatchcase(p, pattern) for p in prefixes):
+            return True
+        if pattern.startswith(path + "/"):
+            return True
+    return False
+
+
+def _safe_join(target: Path, rel: str) -> Path:
+    parts = rel.split("/")
+    if rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise RestoreFailed(f"manifest path {rel!r} would escape the restore target")
+    return target.joinpath(*parts)

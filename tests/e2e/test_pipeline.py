@@ -1,0 +1,269 @@
+"""End to end through the local Functions host on the emulators: the agent backs up,
+the pipeline verifies, indexes and commits, the agent restores byte for byte."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from shared import bootstrap, crypto
+from shared.adapters.azure_storage import AzureQueue
+from shared.domain import container_name
+from skyvault import backup as backup_module
+from skyvault import cli, home
+from skyvault.backup import Backup
+from skyvault.cache import Cache
+from skyvault.restore import Restore, RestoreFailed
+from skyvault.stack import local
+from skyvault.treedigest import differences, tree_digest
+from skyvault.vaultclient import AgentError, AgentVault, load_credentials
+
+PASSPHRASE = "end to end test passphrase"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    state_dir = tmp_path_factory.mktemp("skyvault-home")
+    saved = {k: os.environ.get(k) for k in ("SKYVAULT_HOME", "SKYVAULT_PASSPHRASE")}
+    os.environ["SKYVAULT_HOME"] = str(state_dir)
+    os.environ["SKYVAULT_PASSPHRASE"] = PASSPHRASE
+    try:
+        state = local.up()
+        yield state
+    finally:
+        local.down()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def services(stack):
+    return bootstrap.build_services(stack["settings"])
+
+
+@pytest.fixture(scope="module")
+def vault(stack, tmp_path_factory):
+    creds_path = tmp_path_factory.mktemp("creds") / "e2e.credentials.json"
+    assert cli.main(["vault", "create", "e2e", "--tenant", "contoso", "--redundancy", "LRS",
+                     "--out", str(creds_path)]) == 0
+    assert cli.main(["register", str(creds_path)]) == 0
+    creds = load_credentials(str(creds_path))
+    return AgentVault(creds, AgentVault.derive_keys(creds, PASSPHRASE))
+
+
+@pytest.fixture(scope="module")
+def cache(stack):
+    c = Cache(home.home() / "cache.sqlite")
+    yield c
+    c.close()
+
+
+def make_tree(root: Path) -> Path:
+    """Every kind of entry a backup must keep."""
+    data = root / "data"
+    (data / "docs" / "nested").mkdir(parents=True)
+    (data / "empty-dir").mkdir()
+    (data / "docs" / "hello.txt").write_text("hello world\n")
+    (data / "docs" / "empty.bin").write_bytes(b"")
+    (data / "docs" / "nested" / "großes Ärgernis 漢字.txt").write_text("non-ascii name\n" * 100)
+    (data / "random.bin").write_bytes(os.urandom(5 * 1024 * 1024 + 123))
+    (data / "text.log").write_bytes(b"".join(b"line %d of a log file\n" % i for i in range(400_000)))
+    small = data / "small"
+    small.mkdir()
+    for i in range(300):
+        (small / f"f{i:04}.txt").write_text(f"small file {i}\n" * (i % 7))
+    script = data / "run.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(0o750)
+    (data / "link-to-hello").symlink_to("docs/hello.txt")
+    (data / "dangling").symlink_to("does/not/exist")
+    os.utime(data / "docs" / "hello.txt", ns=(1_600_000_000_123_456_789, 1_600_000_000_123_456_789))
+    return data
+
+
+def run_backup(vault, cache, paths, item="e2e") -> backup_module.BackupReport:
+    report = Backup(vault, cache, item).run([str(p) for p in paths])
+    assert report.state == "committed", report.reason
+    return report
+
+
+def restore_and_compare(vault, point_id, target: Path, expected: dict, name="data"):
+    Restore(vault).run(point_id, str(target))
+    assert differences(expected, tree_digest(target / name)) == []
+
+
+def test_backup_incremental_and_restore_both_points(vault, cache, tmp_path):
+    data = make_tree(tmp_path)
+    first = run_backup(vault, cache, [data])
+    v1 = tree_digest(data)
+    assert first.files == 307 and first.files_read == 307 and first.symlinks == 2
+    assert first.chunks_uploaded >= 5
+
+    (data / "docs" / "hello.txt").write_text("hello again\n")
+    (data / "small" / "f0007.txt").unlink()
+    (data / "new.txt").write_text("new file\n")
+    second = run_backup(vault, cache, [data])
+    v2 = tree_digest(data)
+    assert second.files_read == 2, "only the changed and the new file are read"
+    assert second.files_unchanged == 305
+    assert second.chunks_uploaded <= 3
+
+    restore_and_compare(vault, first.point_id, tmp_path / "r1", v1)
+    restore_and_compare(vault, second.point_id, tmp_path / "r2", v2)
+
+    third = run_backup(vault, cache, [data])
+    assert third.chunks_uploaded == 0 and third.bytes_uploaded == 0 and third.files_read == 0
+
+
+def test_unchanged_data_from_a_new_machine_uploads_nothing(vault, tmp_path):
+    """With an empty local cache, every file is read, and the service's look-up skips every chunk."""
+    data = make_tree(tmp_path)
+    first = run_backup(vault, Cache(tmp_path / "one.sqlite"), [data], item="machine-a")
+    assert first.chunks_uploaded > 0
+    again = run_backup(vault, Cache(tmp_path / "two.sqlite"), [data], item="machine-b")
+    assert again.files_read == first.files_read
+    assert again.chunks_uploaded == 0
+    assert again.chunks_deduplicated == again.chunks_referenced
+
+
+def test_ten_thousand_small_files_make_few_blobs(vault, cache, services, tmp_path):
+    data = tmp_path / "many"
+    data.mkdir()
+    for i in range(10_000):
+        (data / f"{i:05}.txt").write_text(f"file number {i} " * 5)
+    container = services.primary.container(container_name(vault.vault_id))
+    before = sum(1 for _ in container.list("chunks/"))
+    report = run_backup(vault, cache, [data], item="many")
+    blobs = sum(1 for _ in container.list("chunks/")) - before
+    assert report.files == 10_000
+    assert blobs <= 5, f"{blobs} chunk blobs for 10,000 small files"
+    Restore(vault).run(report.point_id, str(tmp_path / "r"), include=["many/09999.txt", "many/00000.txt"])
+    assert (tmp_path / "r" / "many" / "09999.txt").read_text() == "file number 9999 " * 5
+    assert sorted(p.name for p in (tmp_path / "r" / "many").iterdir()) == ["00000.txt", "09999.txt"]
+
+
+def test_unreadable_file_is_reported_and_the_rest_is_backed_up(vault, cache, tmp_path, monkeypatch):
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "good.txt").write_text("good\n")
+    (data / "bad.txt").write_text("bad\n")
+    real_open = open
+
+    def failing_open(path, *args, **kwargs):
+        if str(path).endswith("bad.txt"):
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(backup_module, "open", failing_open, raising=False)
+    report = run_backup(vault, cache, [data], item="partial")
+    assert report.files == 1
+    assert any("bad.txt" in w for w in report.warnings)
+    Restore(vault).run(report.point_id, str(tmp_path / "r"))
+    assert sorted(p.name for p in (tmp_path / "r" / "d").iterdir()) == ["good.txt"]
+
+
+def test_tampered_chunk_fails_restore_naming_the_file(vault, cache, services, tmp_path):
+    data = tmp_path / "t"
+    data.mkdir()
+    (data / "victim.bin").write_bytes(os.urandom(700_000))
+    (data / "bystander.txt").write_text("unrelated\n" * 10)
+    report = run_backup(vault, cache, [data], item="tamper")
+    victim_chunk = [e for e in cache.previous_file(vault.vault_id, "tamper", "t/victim.bin")[1]][0][0]
+    container = services.primary.container(container_name(vault.vault_id))
+    name = f"chunks/{victim_chunk[:2]}/{victim_chunk}"
+    blob = bytearray(container.read(name))
+    blob[100] ^= 0xFF
+    container.put(name, bytes(blob), overwrite=True)
+    with pytest.raises(RestoreFailed, match="victim.bin") as failure:
+        Restore(vault).run(report.point_id, str(tmp_path / "r"))
+    assert "bystander" not in str(failure.value)
+    assert not (tmp_path / "r" / "t" / "victim.bin").exists()
+    assert not [p for p in (tmp_path / "r" / "t").iterdir() if p.name.startswith(".skyvault-")]
+
+
+def _wait(predicate, timeout=60.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _chunk_count(services, vault_id):
+    container = services.index._container("chunks")
+    return list(container.query_items("SELECT VALUE COUNT(1) FROM c WHERE c.vaultId=@v",
+                                      parameters=[{"name": "@v", "value": vault_id}],
+                                      enable_cross_partition_query=True))[0]
+
+
+@pytest.mark.parametrize("body", [
+    b"this is not json",
+    json.dumps({"v": 1, "type": "chunks", "id": "x", "tenantId": "contoso", "vaultId": "nope",
+                "sig": "0" * 64, "chunks": [{"id": "ab" * 32, "size": 100, "md5": "A" * 22 + "=="}]}).encode(),
+])
+def test_malformed_message_lands_in_poison_and_changes_nothing(vault, services, stack, body):
+    before = _chunk_count(services, vault.vault_id)
+    conn = stack["settings"][bootstrap.STORAGE]
+    poison = AzureQueue(conn, "ingest-poison")
+    poison.create()
+    marker = base64.b64encode(body).decode()
+    AzureQueue.from_url(vault.creds["queueUrls"]["ingest"]).send(marker)
+    _wait(lambda: marker in poison.peek(32), timeout=90, what="the message in ingest-poison")
+    assert _chunk_count(services, vault.vault_id) == before
+
+
+def test_forged_signature_is_refused(vault, services, stack):
+    """A message for this vault signed with another key never reaches the index."""
+    forged = AgentVault({**vault.creds, "signingKey": "00" * 32}, vault.keys)
+    cid = crypto.chunk_id(vault.keys, b"forged")
+    before = _chunk_count(services, vault.vault_id)
+    forged.send("ingest", {"type": "chunks", "chunks": [{"id": cid, "size": 100, "md5": "A" * 22 + "=="}]})
+    poison = AzureQueue(stack["settings"][bootstrap.STORAGE], "ingest-poison")
+    _wait(lambda: any(cid in base64.b64decode(m).decode() for m in poison.peek(32)), timeout=90,
+          what="the forged message in ingest-poison")
+    assert _chunk_count(services, vault.vault_id) == before
+
+
+def test_replayed_messages_change_nothing(vault, cache, services, stack, tmp_path):
+    data = tmp_path / "replay"
+    data.mkdir()
+    (data / "a.bin").write_bytes(os.urandom(600_000))
+    report = run_backup(vault, cache, [data], item="replay")
+    cid = cache.previous_file(vault.vault_id, "replay", "replay/a.bin")[1][0][0]
+    record = services.index.get_chunks(vault.vault_id, [cid])[cid]
+    point = services.index.get_point(vault.vault_id, report.point_id)
+    message = {"type": "chunks", "chunks": [{"id": cid, "size": record.size, "md5": record.content_md5}]}
+    vault.send("ingest", dict(message, id="replayed-ingest"))
+    vault.send("ingest", dict(message, id="replayed-ingest"))
+    vault.send("commit", {"id": "replayed-commit", "type": "commit", "pointId": report.point_id, "item": "replay",
+                          "createdAt": point.created_at, "chunkCount": point.chunk_count,
+                          "manifestChunks": 1, "stats": {}})
+    queues = [AzureQueue(stack["settings"][bootstrap.STORAGE], q) for q in ("ingest", "commit")]
+    _wait(lambda: all(q.approximate_count() == 0 for q in queues), what="the replayed messages to be handled")
+    time.sleep(1)
+    assert services.index.get_chunks(vault.vault_id, [cid])[cid].etag == record.etag
+    assert services.index.get_point(vault.vault_id, report.point_id).etag == point.etag
+
+
+def test_wrong_passphrase_is_refused(vault, stack, tmp_path, monkeypatch):
+    path = tmp_path / "creds.json"
+    path.write_text(json.dumps(vault.creds))
+    monkeypatch.setenv("SKYVAULT_PASSPHRASE", "a wrong but long passphrase")
+    monkeypatch.setenv("SKYVAULT_HOME", str(tmp_path / "other-home"))
+    assert cli.main(["register", str(path)]) == 2
+    assert not (tmp_path / "other-home" / "agent.json").exists()
+
+
+def test_restore_of_unknown_point_is_refused(vault):
+    with pytest.raises(AgentError, match="unknown, not committed"):
+        Restore(vault).run("20990101T000000Z-deadbeef", "/tmp/never-written")
+    assert not Path("/tmp/never-written").exists()
