@@ -1,0 +1,304 @@
+"""Azure Storage adapters: blob containers and accounts, storage queues, and their SAS URLs.
+
+Owns turning the ports' calls into azure-storage-blob / azure-storage-queue
+calls and the SDKs' errors into the ports' errors:
+
+- 404 → BlobNotFound (blobs); 409 on a create-only put → BlobAlreadyExists.
+- 403 → PermissionError: the SAS lacks the right (or has expired). A SAS with
+  "c" but not "w" gets a 403, not a 409, when the blob already exists.
+- 416 (a read that starts past the end) → ValueError.
+- 408, 429, 5xx and connection failures → TransientError.
+- Anything else → StorageError.
+
+Queue messages are text and go out and come back unchanged: whoever writes
+them picks the encoding (the Functions host expects base64 by default).
+
+Service clients are cached per connection string, and retries are short so
+that an unreachable service fails in seconds, not minutes: the caller (the
+Functions host, the agent) owns retrying.
+"""
+from __future__ import annotations
+
+import functools
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Iterator
+
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.storage.blob import BlobServiceClient, ContainerClient, generate_container_sas
+from azure.storage.queue import QueueClient, QueueServiceClient, generate_queue_sas
+
+from shared.ports import (
+    BlobAccount,
+    BlobAlreadyExists,
+    BlobContainer,
+    BlobNotFound,
+    BlobProperties,
+    Queue,
+    ReceivedMessage,
+    StorageError,
+    TransientError,
+)
+
+# The SDKs' defaults back off 15 s + 3^n s with 3 s of jitter and retry a
+# refused connection 3 times: about 80 s before a stopped service is reported.
+_CLIENT_OPTIONS = dict(
+    retry_total=3,
+    retry_connect=1,
+    initial_backoff=0.5,
+    increment_base=2,
+    random_jitter_range=0.5,
+    connection_timeout=5,
+)
+# Put Blob's own limit. Above the SDK's default of 64 MiB it would switch to
+# Put Block + Put Block List, for which Azure records no Content-MD5.
+_MAX_PUT_BLOB_BYTES = 5000 * 1024 * 1024
+MAX_MESSAGE_BYTES = 64 * 1024
+# Get Messages and Peek Messages return at most 32 messages a call.
+_MAX_MESSAGES_PER_CALL = 32
+_TRANSIENT_STATUS = {408, 429}
+
+
+def _is_transient(error: Exception) -> bool:
+    if isinstance(error, (ServiceRequestError, ServiceResponseError)):
+        return True
+    status = getattr(error, "status_code", None) or 0
+    return status in _TRANSIENT_STATUS or status >= 500
+
+
+@contextmanager
+def _blob_errors(what: str):
+    try:
+        yield
+    except ResourceNotFoundError as e:
+        raise BlobNotFound(f"{what}: {_error_code(e) or e.reason}") from e
+    except ResourceExistsError as e:
+        raise BlobAlreadyExists(what) from e
+    except (HttpResponseError, ServiceRequestError, ServiceResponseError) as e:
+        raise _common_error(what, e) from e
+
+
+def _error_code(error: Exception) -> str | None:
+    code = getattr(error, "error_code", None)
+    # Some codes come as StorageErrorCode members, which hash by name, not by value.
+    return getattr(code, "value", code)
+
+
+def _common_error(what: str, error: Exception) -> Exception:
+    if _is_transient(error):
+        return TransientError(f"{what}: {error}")
+    status = getattr(error, "status_code", None)
+    code = _error_code(error)
+    if status == 403:
+        return PermissionError(f"{what}: {code or 'forbidden'}")
+    if status == 416:
+        return ValueError(f"{what}: the range starts past the end of the blob")
+    return StorageError(f"{what}: HTTP {status} {code}")
+
+
+@functools.lru_cache(maxsize=None)
+def _blob_service(connection_string: str) -> BlobServiceClient:
+    return BlobServiceClient.from_connection_string(
+        connection_string, max_single_put_size=_MAX_PUT_BLOB_BYTES, **_CLIENT_OPTIONS)
+
+
+@functools.lru_cache(maxsize=None)
+def _queue_service(connection_string: str) -> QueueServiceClient:
+    return QueueServiceClient.from_connection_string(connection_string, **_CLIENT_OPTIONS)
+
+
+class AzureBlobContainer(BlobContainer):
+    """One container, reached with the account key or with a container SAS."""
+
+    def __init__(self, client: ContainerClient):
+        self._client = client
+        self.name = client.container_name
+
+    def create(self) -> None:
+        with _blob_errors(f"create container {self.name}"):
+            try:
+                self._client.create_container()
+            except ResourceExistsError:
+                pass
+
+    def put(self, name: str, data: bytes, *, overwrite: bool = False) -> BlobProperties:
+        # overwrite=False makes the SDK send If-None-Match: *, so the service
+        # itself refuses to replace a blob another writer put first.
+        with _blob_errors(f"put {self.name}/{name}"):
+            result = self._client.get_blob_client(name).upload_blob(data, overwrite=overwrite)
+        return BlobProperties(
+            name=name,
+            size=len(data),
+            content_md5=_md5_bytes(result.get("content_md5")),
+            etag=result["etag"],
+            last_modified=result.get("last_modified"),
+        )
+
+    def properties(self, name: str) -> BlobProperties:
+        with _blob_errors(f"properties of {self.name}/{name}"):
+            props = self._client.get_blob_client(name).get_blob_properties()
+        return BlobProperties(
+            name=name,
+            size=props.size,
+            content_md5=_md5_bytes(props.content_settings.content_md5),
+            etag=props.etag,
+            last_modified=props.last_modified,
+        )
+
+    def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        with _blob_errors(f"read {self.name}/{name}"):
+            if length == 0:
+                # The SDK cannot download an empty range; still report a missing blob.
+                self._client.get_blob_client(name).get_blob_properties()
+                return b""
+            return self._client.download_blob(name, offset=offset, length=length).readall()
+
+    def delete(self, name: str) -> None:
+        with _blob_errors(f"delete {self.name}/{name}"):
+            try:
+                self._client.delete_blob(name)
+            except ResourceNotFoundError:
+                pass
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        with _blob_errors(f"list {self.name}/{prefix}"):
+            yield from self._client.list_blob_names(name_starts_with=prefix or None)
+
+
+def _md5_bytes(value) -> bytes | None:
+    return bytes(value) if value else None
+
+
+class AzureBlobAccount(BlobAccount):
+    """One region's storage account, reached with a connection string holding its key."""
+
+    def __init__(self, connection_string: str, region: str):
+        self._service = _blob_service(connection_string)
+        self.region = region
+
+    def container(self, name: str) -> AzureBlobContainer:
+        return AzureBlobContainer(self._service.get_container_client(name))
+
+    def container_sas_url(self, container: str, permissions: str, expiry: datetime) -> str:
+        credential = self._service.credential
+        account_key = getattr(credential, "account_key", None)
+        if account_key is None:
+            raise ValueError("container_sas_url needs a connection string with AccountKey")
+        sas = generate_container_sas(
+            credential.account_name, container,
+            account_key=account_key, permission=permissions, expiry=expiry,
+        )
+        return f"{self._service.get_container_client(container).url}?{sas}"
+
+    def container_from_url(self, url: str) -> AzureBlobContainer:
+        return container_from_url(url)
+
+
+def container_from_url(url: str) -> AzureBlobContainer:
+    """The container a SAS URL points at, with only that SAS's rights (what agents hold)."""
+    return AzureBlobContainer(ContainerClient.from_container_url(
+        url, max_single_put_size=_MAX_PUT_BLOB_BYTES, **_CLIENT_OPTIONS))
+
+
+def queue_sas_url(connection_string: str, queue_name: str, permissions: str, expiry: datetime) -> str:
+    """A URL with a SAS for one queue; agents get "a" (add messages only)."""
+    service = _queue_service(connection_string)
+    account_key = getattr(service.credential, "account_key", None)
+    if account_key is None:
+        raise ValueError("queue_sas_url needs a connection string with AccountKey")
+    sas = generate_queue_sas(
+        service.credential.account_name, queue_name,
+        account_key=account_key, permission=permissions, expiry=expiry,
+    )
+    return f"{service.get_queue_client(queue_name).url}?{sas}"
+
+
+@contextmanager
+def _queue_errors(what: str):
+    try:
+        yield
+    except (HttpResponseError, ServiceRequestError, ServiceResponseError) as e:
+        raise _common_error(what, e) from e
+
+
+# A message that was deleted already, or received again by someone else
+# since (its pop receipt changed), answers one of these.
+_GONE_MESSAGE_CODES = {"MessageNotFound", "PopReceiptMismatch"}
+
+
+class AzureQueue(Queue):
+    """One storage queue. delete and release of a message that is gone, or
+    that another consumer has received since, do nothing: it will be handled
+    again by its new holder, and handlers are idempotent."""
+
+    def __init__(self, connection_string: str, name: str):
+        self._client = _queue_service(connection_string).get_queue_client(name)
+        self.name = name
+
+    @classmethod
+    def from_url(cls, queue_url: str) -> AzureQueue:
+        """The queue a SAS URL (see queue_sas_url) points at, with only that SAS's rights."""
+        queue = cls.__new__(cls)
+        queue._client = QueueClient.from_queue_url(queue_url, **_CLIENT_OPTIONS)
+        queue.name = queue._client.queue_name
+        return queue
+
+    def create(self) -> None:
+        with _queue_errors(f"create queue {self.name}"):
+            try:
+                self._client.create_queue()
+            except ResourceExistsError:
+                pass
+
+    def send(self, body: str, *, visibility_timeout: int = 0) -> None:
+        size = len(body.encode("utf-8"))
+        if size > MAX_MESSAGE_BYTES:
+            raise ValueError(f"queue message of {size} bytes is over the {MAX_MESSAGE_BYTES}-byte limit")
+        with _queue_errors(f"send to {self.name}"):
+            self._client.send_message(body, visibility_timeout=visibility_timeout)
+
+    def receive(self, max_messages: int, visibility_timeout: int) -> list[ReceivedMessage]:
+        with _queue_errors(f"receive from {self.name}"):
+            messages = self._client.receive_messages(
+                messages_per_page=min(max_messages, _MAX_MESSAGES_PER_CALL),
+                max_messages=max_messages,
+                visibility_timeout=visibility_timeout,
+            )
+            return [
+                ReceivedMessage(id=m.id, pop_receipt=m.pop_receipt, body=m.content,
+                                dequeue_count=m.dequeue_count, inserted_on=m.inserted_on)
+                for m in messages
+            ]
+
+    def delete(self, message: ReceivedMessage) -> None:
+        with self._unless_gone(f"delete message {message.id} from {self.name}"):
+            self._client.delete_message(message.id, message.pop_receipt)
+
+    def release(self, message: ReceivedMessage, visibility_timeout: int) -> None:
+        with self._unless_gone(f"release message {message.id} to {self.name}"):
+            self._client.update_message(
+                message.id, pop_receipt=message.pop_receipt, visibility_timeout=visibility_timeout)
+
+    @contextmanager
+    def _unless_gone(self, what: str):
+        with _queue_errors(what):
+            try:
+                yield
+            except HttpResponseError as e:
+                if _error_code(e) not in _GONE_MESSAGE_CODES:
+                    raise
+
+    def approximate_count(self) -> int:
+        with _queue_errors(f"count {self.name}"):
+            return self._client.get_queue_properties().approximate_message_count
+
+    def peek(self, max_messages: int = 32) -> list[str]:
+        with _queue_errors(f"peek {self.name}"):
+            messages = self._client.peek_messages(max_messages=min(max_messages, _MAX_MESSAGES_PER_CALL))
+            return [m.content for m in messages]

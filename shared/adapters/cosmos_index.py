@@ -1,0 +1,233 @@
+"""The Index port on Cosmos DB (SQL API): the service's metadata containers and their partition keys.
+
+Owns the database schema (`ensure_schema`), the queries, and turning the
+SDK's errors into the ports' errors: 409 → Conflict, 412 → PreconditionFailed,
+408/429/5xx and connection failures → TransientError, anything else →
+StorageError.
+
+Every call names its partition, and it uses only what behaves the same on
+real Cosmos DB and on the local emulator (@vercel/cosmosdb-server): item
+create/replace, ETag-checked replace, and parameterised queries with WHERE,
+ORDER BY and ARRAY_CONTAINS. Ids are looked up with a query, never with
+read_item: the emulator answers a missing id with a 500, and a 500 must
+stay a TransientError, not become "not found".
+"""
+from __future__ import annotations
+
+import functools
+from collections import defaultdict
+from contextlib import contextmanager
+from typing import Any, Iterable, TypeVar
+
+from azure.core import MatchConditions
+from azure.core.exceptions import AzureError
+from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey
+from azure.cosmos.exceptions import CosmosHttpResponseError
+
+from shared.domain import ChunkRecord, Job, RecoveryPoint, UsageEvent, Vault, shard_of
+from shared.ports import (
+    Conflict,
+    Index,
+    PreconditionFailed,
+    StorageError,
+    TransientError,
+)
+
+VAULTS = "vaults"
+ITEMS = "items"
+POINTS = "recoveryPoints"
+CHUNKS = "chunks"
+USAGE = "usage"
+JOBS = "jobs"
+
+# Chunks are partitioned by vault and then by shard, so that one vault can
+# outgrow a single 20 GB logical partition.
+PARTITION_KEYS = {
+    VAULTS: PartitionKey(path="/tenantId"),
+    ITEMS: PartitionKey(path="/vaultId"),
+    POINTS: PartitionKey(path="/vaultId"),
+    CHUNKS: PartitionKey(path=["/vaultId", "/shard"], kind="MultiHash"),
+    USAGE: PartitionKey(path="/vaultId"),
+    JOBS: PartitionKey(path="/vaultId"),
+}
+
+# Keeps each ARRAY_CONTAINS parameter, and so each query, well under Cosmos DB's
+# limits on query text and parameter size.
+CHUNK_QUERY_BATCH = 500
+
+_CLIENT_OPTIONS = dict(retry_total=3, connection_timeout=5)
+_TRANSIENT_STATUS = {408, 429, 449}
+
+T = TypeVar("T", Vault, ChunkRecord, RecoveryPoint, Job, UsageEvent)
+
+
+@functools.lru_cache(maxsize=None)
+def _client(endpoint: str, key: str) -> CosmosClient:
+    # connection_verify=False and no endpoint discovery: the emulator runs
+    # without TLS while its account metadata advertises https endpoints.
+    return CosmosClient(endpoint, key, connection_verify=False,
+                        enable_endpoint_discovery=False, **_CLIENT_OPTIONS)
+
+
+@contextmanager
+def _cosmos_errors(what: str):
+    try:
+        yield
+    except CosmosHttpResponseError as e:
+        if e.status_code == 409:
+            raise Conflict(what) from e
+        if e.status_code == 412:
+            raise PreconditionFailed(what) from e
+        if e.status_code in _TRANSIENT_STATUS or (e.status_code or 0) >= 500:
+            raise TransientError(f"{what}: HTTP {e.status_code}") from e
+        raise StorageError(f"{what}: HTTP {e.status_code} {e.message}") from e
+    except AzureError as e:
+        # Connection refused, timeouts, broken responses.
+        raise TransientError(f"{what}: {e}") from e
+
+
+class CosmosIndex(Index):
+    """The index in one Cosmos DB database. No I/O happens until the first call."""
+
+    def __init__(self, endpoint: str, key: str, database_name: str):
+        self._endpoint = endpoint
+        self._key = key
+        self.database_name = database_name
+        self._containers: dict[str, ContainerProxy] = {}
+
+    def ensure_schema(self) -> None:
+        """Create the database and its containers if they are absent; leaves existing ones as they are."""
+        with _cosmos_errors(f"create database {self.database_name}"):
+            database = _client(self._endpoint, self._key).create_database_if_not_exists(self.database_name)
+            for name, partition_key in PARTITION_KEYS.items():
+                database.create_container_if_not_exists(name, partition_key=partition_key)
+
+    def _container(self, name: str) -> ContainerProxy:
+        container = self._containers.get(name)
+        if container is None:
+            with _cosmos_errors(f"connect to {self._endpoint}"):
+                database = _client(self._endpoint, self._key).get_database_client(self.database_name)
+            container = self._containers[name] = database.get_container_client(name)
+        return container
+
+    def _create(self, container: str, record: T) -> T:
+        with _cosmos_errors(f"create {container}/{record.id}"):
+            return type(record).from_doc(self._container(container).create_item(record.to_doc()))
+
+    def _replace(self, container: str, record: T) -> T:
+        if record.etag is None:
+            raise ValueError(f"replacing {container}/{record.id} needs the etag it was read with")
+        with _cosmos_errors(f"replace {container}/{record.id}"):
+            try:
+                doc = self._container(container).replace_item(
+                    record.id, record.to_doc(),
+                    etag=record.etag, match_condition=MatchConditions.IfNotModified,
+                )
+            except CosmosHttpResponseError as e:
+                if e.status_code == 404:
+                    raise PreconditionFailed(f"{container}/{record.id} no longer exists") from e
+                raise
+        return type(record).from_doc(doc)
+
+    def _query(self, container: str, query: str, partition_key: Any, **parameters: Any) -> list[dict]:
+        with _cosmos_errors(f"query {container} in partition {partition_key}"):
+            return list(self._container(container).query_items(
+                query,
+                parameters=[{"name": f"@{name}", "value": value} for name, value in parameters.items()],
+                partition_key=partition_key,
+            ))
+
+    def _find(self, container: str, record_type: type[T], partition_field: str,
+              partition_key: str, record_id: str) -> T | None:
+        # The partition key is named in the WHERE clause too: the emulator
+        # does not scope a query by its partition_key argument alone.
+        docs = self._query(
+            container, f"SELECT * FROM c WHERE c.{partition_field} = @pk AND c.id = @id",
+            partition_key, pk=partition_key, id=record_id,
+        )
+        return record_type.from_doc(docs[0]) if docs else None
+
+    # vaults
+
+    def create_vault(self, vault: Vault) -> Vault:
+        return self._create(VAULTS, vault)
+
+    def get_vault(self, tenant_id: str, vault_id: str) -> Vault | None:
+        return self._find(VAULTS, Vault, "tenantId", tenant_id, vault_id)
+
+    def list_vaults(self, tenant_id: str) -> list[Vault]:
+        docs = self._query(VAULTS, "SELECT * FROM c WHERE c.tenantId = @t ORDER BY c.createdAt",
+                           tenant_id, t=tenant_id)
+        return [Vault.from_doc(doc) for doc in docs]
+
+    def replace_vault(self, vault: Vault) -> Vault:
+        return self._replace(VAULTS, vault)
+
+    # chunks
+
+    def add_chunk(self, chunk: ChunkRecord) -> bool:
+        try:
+            self._create(CHUNKS, chunk)
+        except Conflict:
+            return False
+        return True
+
+    def get_chunks(self, vault_id: str, chunk_ids: Iterable[str]) -> dict[str, ChunkRecord]:
+        by_shard: dict[str, set[str]] = defaultdict(set)
+        for chunk_id in chunk_ids:
+            by_shard[shard_of(chunk_id)].add(chunk_id)
+        found: dict[str, ChunkRecord] = {}
+        for shard, ids in by_shard.items():
+            ordered = sorted(ids)
+            for start in range(0, len(ordered), CHUNK_QUERY_BATCH):
+                docs = self._query(
+                    CHUNKS,
+                    "SELECT * FROM c WHERE c.vaultId = @v AND c.shard = @s AND ARRAY_CONTAINS(@ids, c.id)",
+                    [vault_id, shard], v=vault_id, s=shard, ids=ordered[start:start + CHUNK_QUERY_BATCH],
+                )
+                for doc in docs:
+                    found[doc["id"]] = ChunkRecord.from_doc(doc)
+        return found
+
+    # recovery points
+
+    def create_point(self, point: RecoveryPoint) -> RecoveryPoint:
+        return self._create(POINTS, point)
+
+    def get_point(self, vault_id: str, point_id: str) -> RecoveryPoint | None:
+        return self._find(POINTS, RecoveryPoint, "vaultId", vault_id, point_id)
+
+    def replace_point(self, point: RecoveryPoint) -> RecoveryPoint:
+        return self._replace(POINTS, point)
+
+    def list_points(self, vault_id: str, item: str | None = None) -> list[RecoveryPoint]:
+        if item is None:
+            docs = self._query(POINTS, "SELECT * FROM c WHERE c.vaultId = @v ORDER BY c.createdAt DESC",
+                               vault_id, v=vault_id)
+        else:
+            docs = self._query(
+                POINTS, "SELECT * FROM c WHERE c.vaultId = @v AND c.item = @item ORDER BY c.createdAt DESC",
+                vault_id, v=vault_id, item=item,
+            )
+        return [RecoveryPoint.from_doc(doc) for doc in docs]
+
+    # jobs
+
+    def create_job(self, job: Job) -> Job:
+        return self._create(JOBS, job)
+
+    def get_job(self, vault_id: str, job_id: str) -> Job | None:
+        return self._find(JOBS, Job, "vaultId", vault_id, job_id)
+
+    # usage events
+
+    def add_usage_event(self, event: UsageEvent) -> bool:
+        try:
+            self._create(USAGE, event)
+        except Conflict:
+            return False
+        return True
+
+    def list_usage_events(self, vault_id: str) -> list[UsageEvent]:
+        docs = self._query(USAGE, "SELECT * FROM c WHERE c.vaultId = @v ORDER BY c.at", vault_id, v=vault_id)
+        return [UsageEvent.from_doc(doc) for doc in docs]

@@ -1,0 +1,355 @@
+"""In-memory fakes of the ports, for unit tests and the demo: blob accounts, queues, the index.
+
+They keep the semantics the contract tests (tests/contract) pin down for the
+Azure adapters too:
+- Blobs: put is create-only unless overwrite; content_md5 is the MD5 of the
+  data, as Azure records it for a single Put Blob; a container must be
+  created before blobs go in. Container SAS URLs carry their permissions and
+  expiry, and a container opened from one enforces them, raising
+  PermissionError as the adapter does for a 403.
+- Queues: visibility timeouts and dequeue counts follow an injectable clock
+  (seconds, default time.monotonic); a queue must be created before use.
+- Index: Conflict on a duplicate id, ETags that change on every write, and
+  PreconditionFailed for a replace with a stale one.
+Every fake takes a lock around its state: the agent uploads from several threads.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable, Iterable, Iterator, TypeVar
+from urllib.parse import parse_qs, quote, urlsplit
+
+from shared.domain import ChunkRecord, Job, RecoveryPoint, UsageEvent, Vault
+from shared.ports import (
+    BlobAccount,
+    BlobAlreadyExists,
+    BlobContainer,
+    BlobNotFound,
+    BlobProperties,
+    Conflict,
+    Index,
+    PreconditionFailed,
+    Queue,
+    ReceivedMessage,
+    StorageError,
+)
+
+MAX_MESSAGE_BYTES = 64 * 1024
+_FULL_RIGHTS = "rcwdl"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class _StoredBlob:
+    data: bytes
+    etag: str
+    last_modified: datetime
+
+    def properties(self, name: str) -> BlobProperties:
+        return BlobProperties(
+            name=name,
+            size=len(self.data),
+            content_md5=hashlib.md5(self.data, usedforsecurity=False).digest(),
+            etag=self.etag,
+            last_modified=self.last_modified,
+        )
+
+
+class MemoryBlobAccount(BlobAccount):
+    """A storage account held in memory. `utcnow` is the clock SAS expiries are checked against."""
+
+    def __init__(self, region: str = "local", *, utcnow: Callable[[], datetime] = _utcnow):
+        self.region = region
+        self._utcnow = utcnow
+        self._lock = threading.Lock()
+        self._containers: dict[str, dict[str, _StoredBlob]] = {}
+        self._etags = itertools.count(1)
+
+    def container(self, name: str) -> MemoryBlobContainer:
+        return MemoryBlobContainer(self, name)
+
+    def container_sas_url(self, container: str, permissions: str, expiry: datetime) -> str:
+        return f"memory://{self.region}/{container}?sp={permissions}&se={quote(expiry.isoformat())}"
+
+    def container_from_url(self, url: str) -> MemoryBlobContainer:
+        parts = urlsplit(url)
+        if parts.scheme != "memory" or parts.netloc != self.region:
+            raise ValueError(f"{url!r} is not a container URL of memory account {self.region!r}")
+        query = parse_qs(parts.query)
+        try:
+            permissions = query["sp"][0]
+            expiry = datetime.fromisoformat(query["se"][0])
+        except (KeyError, ValueError) as e:
+            raise ValueError(f"{url!r} has no valid sp and se") from e
+        return MemoryBlobContainer(self, parts.path.lstrip("/"), permissions=permissions, expiry=expiry)
+
+
+class MemoryBlobContainer(BlobContainer):
+    """A container of a MemoryBlobAccount, with the account key's rights or only a SAS's."""
+
+    def __init__(self, account: MemoryBlobAccount, name: str, *,
+                 permissions: str | None = None, expiry: datetime | None = None):
+        self.name = name
+        self._account = account
+        self._permissions = permissions
+        self._expiry = expiry
+
+    def _require(self, right: str) -> None:
+        """Raise PermissionError unless this container's SAS grants one of the letters in `right`."""
+        if self._permissions is None:
+            return
+        if self._expiry is not None and self._account._utcnow() >= self._expiry:
+            raise PermissionError(f"the SAS for {self.name} expired at {self._expiry.isoformat()}")
+        if not set(right) & set(self._permissions):
+            raise PermissionError(f"the SAS for {self.name} ({self._permissions!r}) does not allow {right!r}")
+
+    def _blobs(self) -> dict[str, _StoredBlob]:
+        blobs = self._account._containers.get(self.name)
+        if blobs is None:
+            raise BlobNotFound(f"container {self.name} does not exist")
+        return blobs
+
+    def create(self) -> None:
+        if self._permissions is not None:
+            raise PermissionError(f"a container SAS cannot create container {self.name}")
+        with self._account._lock:
+            self._account._containers.setdefault(self.name, {})
+
+    def put(self, name: str, data: bytes, *, overwrite: bool = False) -> BlobProperties:
+        with self._account._lock:
+            self._require("cw")
+            blobs = self._blobs()
+            if name in blobs:
+                # Azure answers 403, not 409, to a SAS that may create but not write.
+                self._require("w")
+                if not overwrite:
+                    raise BlobAlreadyExists(f"{self.name}/{name}")
+            account = self._account
+            blob = blobs[name] = _StoredBlob(bytes(data), f'"0x{next(account._etags):X}"', account._utcnow())
+            return blob.properties(name)
+
+    def _get(self, name: str) -> _StoredBlob:
+        self._require("r")
+        blob = self._blobs().get(name)
+        if blob is None:
+            raise BlobNotFound(f"{self.name}/{name}")
+        return blob
+
+    def properties(self, name: str) -> BlobProperties:
+        with self._account._lock:
+            return self._get(name).properties(name)
+
+    def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        with self._account._lock:
+            data = self._get(name).data
+        if offset > len(data):
+            raise ValueError(f"read {self.name}/{name}: the range starts past the end of the blob")
+        return data[offset:] if length is None else data[offset:offset + length]
+
+    def delete(self, name: str) -> None:
+        with self._account._lock:
+            self._require("d")
+            self._account._containers.get(self.name, {}).pop(name, None)
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        # A generator, like the adapter's: errors surface when iteration starts.
+        with self._account._lock:
+            self._require("l")
+            names = sorted(name for name in self._blobs() if name.startswith(prefix))
+        yield from names
+
+
+@dataclass
+class _Message:
+    id: str
+    body: str
+    visible_at: float
+    dequeue_count: int = 0
+    pop_receipt: str | None = None
+
+
+class MemoryQueue(Queue):
+    """A storage queue in memory. `now` gives seconds; advance it to expire visibility timeouts.
+    delete and release with a stale pop receipt do nothing, as in the adapter."""
+
+    def __init__(self, name: str, *, now: Callable[[], float] = time.monotonic):
+        self.name = name
+        self._now = now
+        self._lock = threading.Lock()
+        self._messages: dict[str, _Message] | None = None
+        self._ids = itertools.count(1)
+
+    def _queue(self) -> dict[str, _Message]:
+        if self._messages is None:
+            raise StorageError(f"queue {self.name} does not exist")
+        return self._messages
+
+    def create(self) -> None:
+        with self._lock:
+            if self._messages is None:
+                self._messages = {}
+
+    def send(self, body: str, *, visibility_timeout: int = 0) -> None:
+        size = len(body.encode("utf-8"))
+        if size > MAX_MESSAGE_BYTES:
+            raise ValueError(f"queue message of {size} bytes is over the {MAX_MESSAGE_BYTES}-byte limit")
+        with self._lock:
+            message_id = f"m{next(self._ids)}"
+            self._queue()[message_id] = _Message(message_id, body, self._now() + visibility_timeout)
+
+    def _visible(self) -> list[_Message]:
+        now = self._now()
+        return [m for m in self._queue().values() if m.visible_at <= now]
+
+    def receive(self, max_messages: int, visibility_timeout: int) -> list[ReceivedMessage]:
+        with self._lock:
+            received = []
+            for message in self._visible()[:max_messages]:
+                message.dequeue_count += 1
+                message.pop_receipt = f"r{next(self._ids)}"
+                message.visible_at = self._now() + visibility_timeout
+                received.append(ReceivedMessage(id=message.id, pop_receipt=message.pop_receipt,
+                                                body=message.body, dequeue_count=message.dequeue_count))
+            return received
+
+    def _held(self, message: ReceivedMessage) -> _Message | None:
+        held = self._queue().get(message.id)
+        return held if held is not None and held.pop_receipt == message.pop_receipt else None
+
+    def delete(self, message: ReceivedMessage) -> None:
+        with self._lock:
+            if self._held(message) is not None:
+                del self._queue()[message.id]
+
+    def release(self, message: ReceivedMessage, visibility_timeout: int) -> None:
+        with self._lock:
+            held = self._held(message)
+            if held is not None:
+                held.visible_at = self._now() + visibility_timeout
+                held.pop_receipt = f"r{next(self._ids)}"
+
+    def approximate_count(self) -> int:
+        with self._lock:
+            return len(self._queue())
+
+    def peek(self, max_messages: int = 32) -> list[str]:
+        with self._lock:
+            return [m.body for m in self._visible()[:max_messages]]
+
+
+R = TypeVar("R", Vault, ChunkRecord, RecoveryPoint, Job, UsageEvent)
+
+
+class MemoryIndex(Index):
+    """The index in memory: one dict per container, keyed by (partition, id)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._docs: dict[str, dict[tuple[str, str], dict]] = {}
+        self._etags = itertools.count(1)
+
+    def _table(self, container: str) -> dict[tuple[str, str], dict]:
+        return self._docs.setdefault(container, {})
+
+    def _stored(self, record: R) -> dict:
+        # A copy, so that callers' later changes to nested dicts do not leak in.
+        doc = copy.deepcopy(record.to_doc())
+        doc["_etag"] = f'"{next(self._etags)}"'
+        return doc
+
+    def _create(self, container: str, partition: str, record: R) -> R:
+        with self._lock:
+            table = self._table(container)
+            if (partition, record.id) in table:
+                raise Conflict(f"create {container}/{record.id}")
+            doc = table[(partition, record.id)] = self._stored(record)
+            return type(record).from_doc(copy.deepcopy(doc))
+
+    def _replace(self, container: str, partition: str, record: R) -> R:
+        if record.etag is None:
+            raise ValueError(f"replacing {container}/{record.id} needs the etag it was read with")
+        with self._lock:
+            table = self._table(container)
+            current = table.get((partition, record.id))
+            if current is None:
+                raise PreconditionFailed(f"{container}/{record.id} no longer exists")
+            if current["_etag"] != record.etag:
+                raise PreconditionFailed(f"replace {container}/{record.id}")
+            doc = table[(partition, record.id)] = self._stored(record)
+            return type(record).from_doc(copy.deepcopy(doc))
+
+    def _get(self, container: str, record_type: type[R], partition: str, record_id: str) -> R | None:
+        with self._lock:
+            doc = self._table(container).get((partition, record_id))
+            return record_type.from_doc(copy.deepcopy(doc)) if doc is not None else None
+
+    def _partition(self, container: str, record_type: type[R], partition: str) -> list[R]:
+        with self._lock:
+            return [record_type.from_doc(copy.deepcopy(doc))
+                    for (key, _), doc in self._table(container).items() if key == partition]
+
+    def create_vault(self, vault: Vault) -> Vault:
+        return self._create("vaults", vault.tenant_id, vault)
+
+    def get_vault(self, tenant_id: str, vault_id: str) -> Vault | None:
+        return self._get("vaults", Vault, tenant_id, vault_id)
+
+    def list_vaults(self, tenant_id: str) -> list[Vault]:
+        return sorted(self._partition("vaults", Vault, tenant_id), key=lambda v: v.created_at)
+
+    def replace_vault(self, vault: Vault) -> Vault:
+        return self._replace("vaults", vault.tenant_id, vault)
+
+    def add_chunk(self, chunk: ChunkRecord) -> bool:
+        try:
+            self._create("chunks", chunk.vault_id, chunk)
+        except Conflict:
+            return False
+        return True
+
+    def get_chunks(self, vault_id: str, chunk_ids: Iterable[str]) -> dict[str, ChunkRecord]:
+        found = {}
+        for chunk_id in set(chunk_ids):
+            chunk = self._get("chunks", ChunkRecord, vault_id, chunk_id)
+            if chunk is not None:
+                found[chunk_id] = chunk
+        return found
+
+    def create_point(self, point: RecoveryPoint) -> RecoveryPoint:
+        return self._create("recoveryPoints", point.vault_id, point)
+
+    def get_point(self, vault_id: str, point_id: str) -> RecoveryPoint | None:
+        return self._get("recoveryPoints", RecoveryPoint, vault_id, point_id)
+
+    def replace_point(self, point: RecoveryPoint) -> RecoveryPoint:
+        return self._replace("recoveryPoints", point.vault_id, point)
+
+    def list_points(self, vault_id: str, item: str | None = None) -> list[RecoveryPoint]:
+        points = [p for p in self._partition("recoveryPoints", RecoveryPoint, vault_id)
+                  if item is None or p.item == item]
+        return sorted(points, key=lambda p: p.created_at, reverse=True)
+
+    def create_job(self, job: Job) -> Job:
+        return self._create("jobs", job.vault_id, job)
+
+    def get_job(self, vault_id: str, job_id: str) -> Job | None:
+        return self._get("jobs", Job, vault_id, job_id)
+
+    def add_usage_event(self, event: UsageEvent) -> bool:
+        try:
+            self._create("usage", event.vault_id, event)
+        except Conflict:
+            return False
+        return True
+
+    def list_usage_events(self, vault_id: str) -> list[UsageEvent]:
+        return sorted(self._partition("usage", UsageEvent, vault_id), key=lambda e: e.at)

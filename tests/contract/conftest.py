@@ -1,0 +1,96 @@
+"""Fixtures for the contract suites: each test runs once on the in-memory fakes and once on
+the Azure adapters against the local emulators, with a fresh container, queue or database."""
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+
+import pytest
+
+from shared.adapters.azure_storage import AzureBlobAccount, AzureQueue
+from shared.adapters.cosmos_index import CosmosIndex
+from shared.fakes import MemoryBlobAccount, MemoryIndex, MemoryQueue
+
+
+class FakeClock:
+    """Seconds that pass only when a test says so."""
+
+    def __init__(self, start: float = 1000.0):
+        self.value = start
+
+    def __call__(self) -> float:
+        return self.value
+
+    def advance(self, seconds: float) -> None:
+        self.value += seconds
+
+
+def unique(prefix: str) -> str:
+    """A fresh name, valid for containers, queues and databases (lowercase, no underscores)."""
+    return f"{prefix}{uuid.uuid4().hex[:16]}"
+
+
+@pytest.fixture(params=["memory", pytest.param("azure", marks=pytest.mark.emulators)])
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def wait(backend, clock):
+    """Let `seconds` pass for the queue under test: the fake's clock, or real time on the emulator."""
+    return clock.advance if backend == "memory" else time.sleep
+
+
+@pytest.fixture
+def blob_account(backend, request):
+    if backend == "memory":
+        return MemoryBlobAccount("primary")
+    azurite = request.getfixturevalue("azurite_primary")
+    return AzureBlobAccount(azurite.connection_string, "primary")
+
+
+@pytest.fixture
+def container(blob_account):
+    container = blob_account.container(unique("c"))
+    container.create()
+    return container
+
+
+@pytest.fixture
+def make_queue(backend, clock, request):
+    """A queue object for a fresh name, not yet created."""
+    if backend == "memory":
+        return lambda: MemoryQueue(unique("q"), now=clock)
+    connection_string = request.getfixturevalue("azurite_primary").connection_string
+    return lambda: AzureQueue(connection_string, unique("q"))
+
+
+@pytest.fixture
+def queue(make_queue):
+    queue = make_queue()
+    queue.create()
+    return queue
+
+
+@pytest.fixture
+def index(backend, request):
+    if backend == "memory":
+        return MemoryIndex()
+    cosmos = request.getfixturevalue("cosmos")
+    index = CosmosIndex(cosmos.endpoint, cosmos.key, unique("db"))
+    index.ensure_schema()
+    return index
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A local port nothing listens on: what a stopped emulator looks like."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -1,0 +1,198 @@
+"""Contract of BlobContainer and BlobAccount: the same tests run on MemoryBlobAccount and on
+AzureBlobAccount against Azurite."""
+from __future__ import annotations
+
+import hashlib
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from shared.adapters.azure_storage import AzureBlobAccount
+from shared.ports import BlobAlreadyExists, BlobNotFound, TransientError
+from skyvault.stack.emulators import DEV_ACCOUNT_KEY
+
+
+def in_an_hour() -> datetime:
+    return datetime.now(timezone.utc) + timedelta(hours=1)
+
+
+def test_put_is_create_only_and_keeps_the_first_bytes(container):
+    container.put("a", b"first")
+    with pytest.raises(BlobAlreadyExists):
+        container.put("a", b"second")
+    assert container.read("a") == b"first"
+
+
+def test_concurrent_create_only_puts_have_one_winner(container):
+    def attempt(writer: int) -> int | None:
+        try:
+            container.put("race", f"writer {writer}".encode())
+        except BlobAlreadyExists:
+            return None
+        return writer
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        winners = [w for w in pool.map(attempt, range(16)) if w is not None]
+    assert len(winners) == 1
+    assert container.read("race") == f"writer {winners[0]}".encode()
+
+
+def test_put_with_overwrite_replaces(container):
+    container.put("a", b"first")
+    container.put("a", b"second", overwrite=True)
+    assert container.read("a") == b"second"
+
+
+def test_properties_give_size_and_the_md5_of_the_data(container):
+    data = b"some chunk bytes" * 1000
+    put = container.put("chunks/ab/abcd", data)
+    props = container.properties("chunks/ab/abcd")
+    assert props.name == "chunks/ab/abcd"
+    assert props.size == len(data) == put.size
+    assert props.content_md5 == put.content_md5 == hashlib.md5(data).digest()
+    assert props.etag == put.etag
+
+
+def test_etag_changes_on_overwrite(container):
+    first = container.put("a", b"1")
+    second = container.put("a", b"2", overwrite=True)
+    assert first.etag != second.etag
+
+
+def test_read_ranges(container):
+    container.put("a", b"0123456789")
+    assert container.read("a", offset=2, length=3) == b"234"
+    assert container.read("a", offset=7) == b"789"
+    assert container.read("a", offset=8, length=100) == b"89"
+    assert container.read("a", offset=4, length=0) == b""
+
+
+def test_read_starting_past_the_end_is_a_value_error(container):
+    container.put("a", b"0123")
+    with pytest.raises(ValueError):
+        container.read("a", offset=10, length=2)
+
+
+def test_missing_blob_is_blob_not_found(container):
+    with pytest.raises(BlobNotFound):
+        container.properties("missing")
+    with pytest.raises(BlobNotFound):
+        container.read("missing")
+    with pytest.raises(BlobNotFound):
+        container.read("missing", offset=1, length=0)
+
+
+def test_container_must_be_created_first(blob_account):
+    container = blob_account.container("never-created")
+    with pytest.raises(BlobNotFound):
+        container.put("a", b"x")
+    with pytest.raises(BlobNotFound):
+        list(container.list())
+    container.delete("a")
+
+
+def test_create_twice_is_harmless(container):
+    container.put("a", b"x")
+    container.create()
+    assert container.read("a") == b"x"
+
+
+def test_delete_is_idempotent(container):
+    container.put("a", b"x")
+    container.delete("a")
+    container.delete("a")
+    with pytest.raises(BlobNotFound):
+        container.properties("a")
+
+
+def test_list_by_prefix_in_lexical_order(container):
+    for name in ["points/p2/refs", "chunks/ab/ab02", "chunks/ab/ab01", "chunks/cd/cd01", "points/p1/manifest"]:
+        container.put(name, b"x")
+    assert list(container.list("chunks/")) == ["chunks/ab/ab01", "chunks/ab/ab02", "chunks/cd/cd01"]
+    assert list(container.list("chunks/cd/")) == ["chunks/cd/cd01"]
+    assert list(container.list("nothing/")) == []
+    assert list(container.list()) == sorted(list(container.list("chunks/")) + list(container.list("points/")))
+
+
+def test_create_only_sas_can_add_blobs_and_nothing_else(blob_account, container):
+    container.put("existing", b"old")
+    agent = blob_account.container_from_url(
+        blob_account.container_sas_url(container.name, "c", in_an_hour()))
+
+    agent.put("new", b"fresh")
+    assert container.read("new") == b"fresh"
+
+    with pytest.raises(PermissionError):
+        agent.put("existing", b"replaced")
+    with pytest.raises(PermissionError):
+        agent.put("existing", b"replaced", overwrite=True)
+    with pytest.raises(PermissionError):
+        agent.read("new")
+    with pytest.raises(PermissionError):
+        agent.properties("missing")
+    with pytest.raises(PermissionError):
+        list(agent.list())
+    with pytest.raises(PermissionError):
+        agent.delete("new")
+    with pytest.raises(PermissionError):
+        agent.create()
+    assert container.read("existing") == b"old"
+
+
+def test_read_only_sas_can_read_but_not_write(blob_account, container):
+    container.put("a", b"data")
+    reader = blob_account.container_from_url(
+        blob_account.container_sas_url(container.name, "r", in_an_hour()))
+
+    assert reader.read("a", offset=1, length=2) == b"at"
+    assert reader.properties("a").size == 4
+    with pytest.raises(BlobNotFound):
+        reader.read("missing")
+    with pytest.raises(PermissionError):
+        reader.put("b", b"x")
+    with pytest.raises(PermissionError):
+        reader.delete("a")
+    with pytest.raises(PermissionError):
+        list(reader.list())
+
+
+def test_write_sas_gets_blob_already_exists_without_overwrite(blob_account, container):
+    container.put("a", b"old")
+    writer = blob_account.container_from_url(
+        blob_account.container_sas_url(container.name, "cw", in_an_hour()))
+    with pytest.raises(BlobAlreadyExists):
+        writer.put("a", b"new")
+    writer.put("a", b"new", overwrite=True)
+    assert container.read("a") == b"new"
+
+
+def test_list_and_delete_sas(blob_account, container):
+    container.put("x/1", b"1")
+    container.put("x/2", b"2")
+    janitor = blob_account.container_from_url(
+        blob_account.container_sas_url(container.name, "ld", in_an_hour()))
+    assert list(janitor.list("x/")) == ["x/1", "x/2"]
+    janitor.delete("x/1")
+    assert list(container.list()) == ["x/2"]
+
+
+def test_expired_sas_is_refused(blob_account, container):
+    container.put("a", b"x")
+    expired = blob_account.container_from_url(blob_account.container_sas_url(
+        container.name, "rl", datetime.now(timezone.utc) - timedelta(minutes=5)))
+    with pytest.raises(PermissionError):
+        expired.read("a")
+
+
+def test_unreachable_storage_is_a_transient_error_and_fails_fast(closed_port):
+    connection_string = (
+        f"DefaultEndpointsProtocol=http;AccountName=nobody;AccountKey={DEV_ACCOUNT_KEY};"
+        f"BlobEndpoint=http://127.0.0.1:{closed_port}/nobody;"
+    )
+    container = AzureBlobAccount(connection_string, "primary").container("gone")
+    started = time.monotonic()
+    with pytest.raises(TransientError):
+        container.put("a", b"x")
+    assert time.monotonic() - started < 10

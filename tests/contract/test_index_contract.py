@@ -1,0 +1,192 @@
+"""Contract of Index: the same tests run on MemoryIndex and on CosmosIndex against the
+Cosmos DB emulator (a fresh database per test)."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from dataclasses import replace
+
+import pytest
+
+from shared.adapters.cosmos_index import CosmosIndex
+from shared.domain import ChunkRecord, Job, RecoveryPoint, UsageEvent, Vault
+from shared.ports import Conflict, PreconditionFailed, TransientError
+from skyvault.stack.emulators import COSMOS_DEV_KEY
+
+
+def a_vault(vault_id="v1", tenant_id="t1", created_at="2024-05-01T10:00:00Z") -> Vault:
+    return Vault(id=vault_id, tenant_id=tenant_id, name=f"vault {vault_id}", redundancy="GRS",
+                 kdf={"algorithm": "argon2id", "salt": "c2FsdA==", "t": 3}, signing_key="00ff",
+                 created_at=created_at)
+
+
+def chunk_id(n: int) -> str:
+    return hashlib.sha256(str(n).encode()).hexdigest()
+
+
+def a_chunk(cid: str, vault_id="v1", size=100) -> ChunkRecord:
+    md5 = base64.b64encode(hashlib.md5(cid.encode()).digest()).decode()
+    return ChunkRecord(id=cid, vault_id=vault_id, size=size, content_md5=md5, state="verified",
+                       recorded_at="2024-05-01T10:00:00Z")
+
+
+def a_point(point_id: str, created_at: str, item="host1:/home", vault_id="v1") -> RecoveryPoint:
+    return RecoveryPoint(id=point_id, vault_id=vault_id, item=item, state="pending", created_at=created_at,
+                         manifest_blob=f"points/{point_id}/manifest", refs_blob=f"points/{point_id}/refs",
+                         chunk_count=3)
+
+
+def without_etag(record):
+    return replace(record, etag=None)
+
+
+def test_create_get_and_list_vaults(index):
+    created = index.create_vault(a_vault("v1", created_at="2024-05-01T10:00:00Z"))
+    index.create_vault(a_vault("v2", created_at="2024-05-02T10:00:00Z"))
+    index.create_vault(a_vault("v3", tenant_id="other"))
+    assert created.etag
+    assert without_etag(created) == a_vault("v1")
+
+    fetched = index.get_vault("t1", "v1")
+    assert fetched == created
+    assert index.get_vault("t1", "missing") is None
+    assert index.get_vault("other", "v1") is None
+    assert [v.id for v in index.list_vaults("t1")] == ["v1", "v2"]
+    assert index.list_vaults("nobody") == []
+
+
+def test_duplicate_vault_is_a_conflict(index):
+    index.create_vault(a_vault())
+    with pytest.raises(Conflict):
+        index.create_vault(replace(a_vault(), name="another"))
+    assert index.get_vault("t1", "v1").name == "vault v1"
+
+
+def test_replace_vault_checks_the_etag(index):
+    read = index.create_vault(a_vault())
+    updated = index.replace_vault(replace(read, first_backup_at="2024-05-03T00:00:00Z"))
+    assert updated.etag != read.etag
+    assert index.get_vault("t1", "v1").first_backup_at == "2024-05-03T00:00:00Z"
+
+    with pytest.raises(PreconditionFailed):
+        index.replace_vault(replace(read, name="lost update"))
+    assert index.get_vault("t1", "v1") == updated
+
+
+def test_replace_of_a_missing_vault_is_a_failed_precondition(index):
+    read = index.create_vault(a_vault())
+    with pytest.raises(PreconditionFailed):
+        index.replace_vault(replace(read, id="gone"))
+
+
+def test_replace_needs_an_etag(index):
+    index.create_vault(a_vault())
+    with pytest.raises(ValueError):
+        index.replace_vault(a_vault())
+
+
+def test_add_chunk_is_idempotent_and_never_changes_a_record(index):
+    first = a_chunk(chunk_id(1))
+    assert index.add_chunk(first) is True
+    assert index.add_chunk(replace(first, size=999, state="rejected")) is False
+    stored = index.get_chunks("v1", [first.id])[first.id]
+    assert without_etag(stored) == first
+
+
+def test_get_chunks_across_shards_returns_exactly_the_existing_ones(index):
+    ids = [chunk_id(n) for n in range(40)]
+    present = ids[::2]
+    for cid in present:
+        index.add_chunk(a_chunk(cid))
+    index.add_chunk(a_chunk(ids[1], vault_id="v2"))
+    assert len({cid[:2] for cid in present}) > 10
+
+    found = index.get_chunks("v1", ids + [ids[0]])
+    assert sorted(found) == sorted(present)
+    assert all(found[cid] == replace(a_chunk(cid), etag=found[cid].etag) for cid in present)
+    assert index.get_chunks("v1", []) == {}
+    assert list(index.get_chunks("v2", ids)) == [ids[1]]
+
+
+def test_get_chunks_beyond_one_query_batch(index):
+    shard = "ab"
+    ids = [f"{shard}{n:062x}" for n in range(1200)]
+    for cid in ids[::3]:
+        index.add_chunk(a_chunk(cid))
+    assert sorted(index.get_chunks("v1", ids)) == ids[::3]
+
+
+def test_get_chunks_of_an_absent_vault_is_empty(index):
+    index.add_chunk(a_chunk(chunk_id(1)))
+    assert index.get_chunks("nobody", [chunk_id(1), chunk_id(2)]) == {}
+
+
+def test_points_create_get_replace(index):
+    created = index.create_point(a_point("p1", "2024-05-01T10:00:00Z"))
+    assert index.get_point("v1", "p1") == created
+    with pytest.raises(Conflict):
+        index.create_point(a_point("p1", "2024-05-09T10:00:00Z"))
+
+    committed = index.replace_point(replace(created, state="committed", committed_at="2024-05-01T10:05:00Z",
+                                            stats={"files": 3, "bytes": 1024}))
+    assert index.get_point("v1", "p1") == committed
+    assert committed.stats == {"files": 3, "bytes": 1024}
+    with pytest.raises(PreconditionFailed):
+        index.replace_point(replace(created, state="failed"))
+
+
+def test_get_point_of_a_missing_id_is_none(index):
+    index.create_point(a_point("p1", "2024-05-01T10:00:00Z"))
+    assert index.get_point("v1", "missing") is None
+    assert index.get_point("nobody", "p1") is None
+
+
+def test_list_points_newest_first_with_an_item_filter(index):
+    index.create_point(a_point("p-old", "2024-05-01T10:00:00Z", item="a"))
+    index.create_point(a_point("p-new", "2024-05-03T10:00:00Z", item="a"))
+    index.create_point(a_point("p-mid", "2024-05-02T10:00:00Z", item="b"))
+    index.create_point(a_point("p-elsewhere", "2024-05-04T10:00:00Z", vault_id="v2"))
+    assert [p.id for p in index.list_points("v1")] == ["p-new", "p-mid", "p-old"]
+    assert [p.id for p in index.list_points("v1", item="a")] == ["p-new", "p-old"]
+    assert index.list_points("v1", item="none") == []
+    assert index.list_points("nobody") == []
+
+
+def test_jobs_create_and_get(index):
+    job = Job(id="j1", vault_id="v1", kind="restore", point_id="p1", status="ready",
+              created_at="2024-05-01T10:00:00Z", plan={"blobs": ["chunks/ab/ab01"], "sas": "https://x"})
+    created = index.create_job(job)
+    assert without_etag(created) == job
+    assert index.get_job("v1", "j1") == created
+    assert index.get_job("v1", "missing") is None
+    with pytest.raises(Conflict):
+        index.create_job(job)
+
+
+def test_usage_events_are_idempotent(index):
+    event = UsageEvent(id="p1:stored", vault_id="v1", kind="stored_bytes", quantity=4096,
+                       at="2024-05-01T10:00:00Z", point_id="p1")
+    later = UsageEvent(id="host1:2024-05-02", vault_id="v1", kind="protected_instance", quantity=1,
+                       at="2024-05-02T00:00:00Z")
+    assert index.add_usage_event(event) is True
+    assert index.add_usage_event(replace(event, quantity=1)) is False
+    assert index.add_usage_event(later) is True
+    assert [without_etag(e) for e in index.list_usage_events("v1")] == [event, later]
+    assert index.list_usage_events("nobody") == []
+
+
+def test_records_read_back_are_independent_copies(index):
+    created = index.create_vault(a_vault())
+    created.kdf["t"] = 99
+    assert index.get_vault("t1", "v1").kdf["t"] == 3
+
+
+def test_unreachable_cosmos_is_a_transient_error_and_fails_fast(closed_port):
+    index = CosmosIndex(f"http://127.0.0.1:{closed_port}/", COSMOS_DEV_KEY, "skyvault")
+    started = time.monotonic()
+    with pytest.raises(TransientError):
+        index.get_vault("t1", "v1")
+    with pytest.raises(TransientError):
+        index.add_chunk(a_chunk(chunk_id(1)))
+    assert time.monotonic() - started < 10

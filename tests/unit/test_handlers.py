@@ -1,0 +1,225 @@
+"""The service's handlers on in-memory fakes: ingest, commit, restore, look-ups."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from shared import crypto, formats, handlers
+from shared.domain import chunk_blob_name, container_name
+from shared.fakes import MemoryBlobAccount, MemoryIndex, MemoryQueue
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def keys():
+    return crypto.derive_keys("unit test passphrase", b"u" * 16)
+
+
+def _created(queue: MemoryQueue) -> MemoryQueue:
+    queue.create()
+    return queue
+
+
+@pytest.fixture
+def services():
+    queues: dict[str, MemoryQueue] = {}
+    return handlers.Services(
+        index=MemoryIndex(),
+        primary=MemoryBlobAccount("primary", utcnow=lambda: NOW),
+        queue=lambda name: queues.get(name) or queues.setdefault(name, _created(MemoryQueue(name))),
+        queue_sas_url=lambda name, permissions, expiry: f"memory://queues/{name}?sp={permissions}",
+        api_url="http://api",
+        clock=lambda: NOW,
+    )
+
+
+class Agent:
+    """Just enough of an agent to drive the handlers: uploads chunks and signs messages."""
+
+    def __init__(self, services, keys, tenant="contoso", name="laptops", redundancy="LRS"):
+        self.vault, self.creds = handlers.create_vault(services, tenant, name, redundancy)
+        self.services, self.keys = services, keys
+        self.container = services.primary.container(container_name(self.vault.id))
+        self.key = bytes.fromhex(self.creds["signingKey"])
+
+    def upload(self, data: bytes) -> dict:
+        cid = crypto.chunk_id(self.keys, data)
+        envelope = crypto.encrypt_chunk(self.keys, self.vault.id, cid, data)
+        self.container.put(chunk_blob_name(cid), envelope)
+        return {"id": cid, "size": len(envelope), "md5": base64.b64encode(hashlib.md5(envelope).digest()).decode()}
+
+    def message(self, **body) -> str:
+        return formats.signed_message({"v": 1, "id": "m-" + body.get("type", "x"), "tenantId": self.vault.tenant_id,
+                                       "vaultId": self.vault.id, **body}, self.key)
+
+    def point(self, point_id: str, chunk_ids: list[str]) -> str:
+        name = formats.manifest_blob(point_id)
+        self.container.put(name, crypto.seal(self.keys.manifest_key, self.vault.id, name, crypto.frame(b"{}")))
+        self.container.put(formats.refs_blob(point_id), formats.encode_refs(sorted(chunk_ids)))
+        return self.message(type="commit", pointId=point_id, item="laptop-1", createdAt=NOW.isoformat(),
+                            chunkCount=len(chunk_ids), manifestChunks=0, stats={"files": 1})
+
+
+POINT = "20261125T120000Z-0000abcd"
+
+
+def test_create_vault_gives_scoped_credentials(services):
+    vault, creds = handlers.create_vault(services, "contoso", "laptops", "GRS")
+    assert services.index.get_vault("contoso", vault.id).redundancy == "GRS"
+    assert "sp=c&" in creds["blobContainerUrl"] and container_name(vault.id) in creds["blobContainerUrl"]
+    assert all("sp=a" in url for url in creds["queueUrls"].values())
+    assert "passphrase" not in json.dumps(creds).lower()
+    agent_view = services.primary.container_from_url(creds["blobContainerUrl"])
+    agent_view.put("chunks/aa/new", b"x")
+    with pytest.raises(PermissionError):
+        agent_view.read("chunks/aa/new")
+    with pytest.raises(handlers.ServiceError, match="already has a vault named"):
+        handlers.create_vault(services, "contoso", "laptops", "LRS")
+    with pytest.raises(handlers.ServiceError, match="redundancy"):
+        handlers.create_vault(services, "contoso", "other", "ZRS")
+
+
+def test_ingest_verifies_and_indexes_idempotently(services, keys):
+    agent = Agent(services, keys)
+    declared = [agent.upload(b"chunk one" * 1000), agent.upload(b"chunk two" * 1000)]
+    text = agent.message(type="chunks", chunks=declared)
+    assert handlers.ingest_chunks(services, text) == {"verified": 2, "rejected": 0, "already": 0}
+    records = services.index.get_chunks(agent.vault.id, [d["id"] for d in declared])
+    assert {r.state for r in records.values()} == {"verified"}
+    assert handlers.ingest_chunks(services, text) == {"verified": 0, "rejected": 0, "already": 2}
+    again = services.index.get_chunks(agent.vault.id, [d["id"] for d in declared])
+    assert {cid: r.etag for cid, r in again.items()} == {cid: r.etag for cid, r in records.items()}
+
+
+@pytest.mark.parametrize("tamper, reason", [
+    (lambda d: {**d, "size": d["size"] + 1}, "message declares"),
+    (lambda d: {**d, "md5": base64.b64encode(b"\0" * 16).decode()}, "MD5"),
+])
+def test_ingest_rejects_a_chunk_that_contradicts_its_message(services, keys, tamper, reason):
+    agent = Agent(services, keys)
+    declared = tamper(agent.upload(b"data" * 500))
+    handlers.ingest_chunks(services, agent.message(type="chunks", chunks=[declared]))
+    record = services.index.get_chunks(agent.vault.id, [declared["id"]])[declared["id"]]
+    assert record.state == "rejected" and reason in record.reason
+
+
+def test_ingest_rejects_a_blob_that_is_not_an_envelope(services, keys):
+    agent = Agent(services, keys)
+    blob = b"not an envelope at all, just bytes of the right length" * 10
+    cid = "ab" * 32
+    agent.container.put(chunk_blob_name(cid), blob)
+    entry = {"id": cid, "size": len(blob), "md5": base64.b64encode(hashlib.md5(blob).digest()).decode()}
+    handlers.ingest_chunks(services, agent.message(type="chunks", chunks=[entry]))
+    assert "bad magic" in services.index.get_chunks(agent.vault.id, [cid])[cid].reason
+
+
+def test_ingest_refuses_forged_foreign_and_missing(services, keys):
+    agent = Agent(services, keys)
+    declared = agent.upload(b"abc" * 1000)
+    other = Agent(services, keys, tenant="fabrikam", name="servers")
+    forged = formats.signed_message({"v": 1, "id": "f", "type": "chunks", "tenantId": "contoso",
+                                     "vaultId": agent.vault.id, "chunks": [declared]}, b"k" * 32)
+    with pytest.raises(formats.BadSignature):
+        handlers.ingest_chunks(services, forged)
+    foreign = other.message(type="chunks", chunks=[declared])  # signed by another vault's agent
+    with pytest.raises(formats.BadSignature):
+        handlers.ingest_chunks(services, foreign.replace(other.vault.id, agent.vault.id).replace(
+            '"fabrikam"', '"contoso"'))
+    with pytest.raises(handlers.UnknownVault):
+        handlers.ingest_chunks(services, agent.message(type="chunks", chunks=[declared]).replace(
+            agent.vault.id, "000000000000"))
+    missing = {**declared, "id": "cd" * 32}
+    with pytest.raises(handlers.ChunkNotUploaded):
+        handlers.ingest_chunks(services, agent.message(type="chunks", chunks=[missing]))
+    assert services.index.get_chunks(agent.vault.id, [declared["id"], missing["id"]]) == {}
+
+
+def test_ingest_queues_replication_only_for_grs(services, keys):
+    lrs, grs = Agent(services, keys, name="lrs"), Agent(services, keys, name="grs", redundancy="GRS")
+    handlers.ingest_chunks(services, lrs.message(type="chunks", chunks=[lrs.upload(b"l" * 3000)]))
+    assert services.queue(handlers.REPLICATE_QUEUE).approximate_count() == 0
+    handlers.ingest_chunks(services, grs.message(type="chunks", chunks=[grs.upload(b"g" * 3000)]))
+    assert services.queue(handlers.REPLICATE_QUEUE).approximate_count() == 1
+
+
+def test_commit_waits_for_chunks_then_commits_once(services, keys):
+    agent = Agent(services, keys)
+    declared = [agent.upload(b"one" * 1000), agent.upload(b"two" * 1000)]
+    commit = agent.point(POINT, [d["id"] for d in declared])
+    handlers.ingest_chunks(services, agent.message(type="chunks", chunks=declared[:1]))
+    with pytest.raises(handlers.ChunksPending, match="1 of 2"):
+        handlers.commit_point(services, commit)
+    assert services.index.get_point(agent.vault.id, POINT).state == "pending"
+    handlers.ingest_chunks(services, agent.message(type="chunks", chunks=declared[1:]))
+    point = handlers.commit_point(services, commit)
+    assert point.state == "committed" and point.stats["storedBytes"] == sum(d["size"] for d in declared)
+    assert services.index.get_vault("contoso", agent.vault.id).first_backup_at is not None
+    assert [e.kind for e in services.index.list_usage_events(agent.vault.id)] == ["stored_bytes"]
+    replay = handlers.commit_point(services, commit)
+    assert replay.etag == point.etag
+    assert len(services.index.list_usage_events(agent.vault.id)) == 1
+
+
+def test_commit_fails_on_a_rejected_chunk_or_a_short_reference_list(services, keys):
+    agent = Agent(services, keys)
+    uploaded = agent.upload(b"x" * 3000)
+    bad = {**uploaded, "size": uploaded["size"] + 1}
+    handlers.ingest_chunks(services, agent.message(type="chunks", chunks=[bad]))
+    point = handlers.commit_point(services, agent.point(POINT, [bad["id"]]))
+    assert point.state == "failed" and "rejected" in point.reason
+    other = "20261125T120000Z-0000beef"
+    text = agent.point(other, [bad["id"]])
+    body = json.loads(text)
+    body["chunkCount"] = 3
+    body.pop("sig")
+    point = handlers.commit_point(services, formats.signed_message(body, agent.key))
+    assert point.state == "failed" and "declares 3" in point.reason
+
+
+def test_restore_job_is_free_and_read_only(services, keys):
+    agent = Agent(services, keys)
+    declared = agent.upload(b"restore me" * 1000)
+    handlers.ingest_chunks(services, agent.message(type="chunks", chunks=[declared]))
+    handlers.commit_point(services, agent.point(POINT, [declared["id"]]))
+    usage_before = len(services.index.list_usage_events(agent.vault.id))
+    request = agent.message(type="restore", id="job1", pointId=POINT)
+    job = handlers.prepare_restore(services, request)
+    assert job.status == "ready"
+    reader = services.primary.container_from_url(job.plan["containerUrl"])
+    assert reader.read(chunk_blob_name(declared["id"]))
+    with pytest.raises(PermissionError):
+        reader.put("chunks/zz/evil", b"x")
+    assert len(services.index.list_usage_events(agent.vault.id)) == usage_before
+    assert handlers.prepare_restore(services, request).etag == job.etag
+    unknown = handlers.prepare_restore(services, agent.message(type="restore", id="job2",
+                                                                pointId="20260101T000000Z-00000000"))
+    assert unknown.status == "failed" and "unknown" in unknown.reason
+
+
+def test_lookup_key_check_and_request_auth(services, keys):
+    agent = Agent(services, keys)
+    verified = agent.upload(b"known" * 1000)
+    handlers.ingest_chunks(services, agent.message(type="chunks", chunks=[verified]))
+    vault = services.index.get_vault("contoso", agent.vault.id)
+    answer = handlers.lookup_chunks(services, vault, {"ids": [verified["id"], "ef" * 32]})
+    assert answer == {"verified": [verified["id"]]}
+    with pytest.raises(handlers.ServiceError, match="hex chunk ids"):
+        handlers.lookup_chunks(services, vault, {"ids": ["x"]})
+    assert handlers.record_key_check(services, vault, {"keyCheck": keys.key_check_value()})["status"] == "recorded"
+    vault = services.index.get_vault("contoso", agent.vault.id)
+    assert handlers.record_key_check(services, vault, {"keyCheck": keys.key_check_value()})["status"] == "match"
+    with pytest.raises(handlers.KeyMismatch):
+        handlers.record_key_check(services, vault, {"keyCheck": "0" * 64})
+    path = f"/api/tenants/contoso/vaults/{vault.id}/points"
+    headers = formats.sign_request(agent.key, "GET", path, b"", NOW)
+    assert handlers.authenticate(services, "contoso", vault.id, "GET", path, b"", headers).id == vault.id
+    with pytest.raises(handlers.Forbidden):
+        handlers.authenticate(services, "contoso", vault.id, "GET", path + "x", b"", headers)
+    late = formats.sign_request(agent.key, "GET", path, b"", NOW - timedelta(hours=1))
+    with pytest.raises(handlers.Forbidden, match="clock"):
+        handlers.authenticate(services, "contoso", vault.id, "GET", path, b"", late)
