@@ -1,0 +1,102 @@
+"""The function app's triggers, read through app.get_functions() as the Functions host reads them,
+and each function called through its binding on in-memory fakes."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from datetime import datetime, timezone
+
+import azure.functions as func
+import pytest
+from azure.functions.queue import QueueMessage
+
+import function_app
+from functions import api, ingest
+from shared import crypto, formats, handlers
+from shared.domain import chunk_blob_name, container_name
+from shared.fakes import MemoryBlobAccount, MemoryIndex, MemoryQueue
+
+
+# get_functions() validates and indexes the app; a second call on the same app fails.
+FUNCTIONS = function_app.app.get_functions()
+
+
+def functions_by_name():
+    return {f.get_function_name(): f for f in FUNCTIONS}
+
+
+def test_every_function_is_registered_with_its_trigger():
+    found = {name: f.get_trigger() for name, f in functions_by_name().items()}
+    queues = {name: (t.queue_name, t.connection) for name, t in found.items() if t.get_binding_name() == "queueTrigger"}
+    assert queues == {"ingest": ("ingest", "Storage"), "commit": ("commit", "Storage"),
+                      "restore": ("restore", "Storage")}
+    routes = {name: (t.route, tuple(m.value if hasattr(m, "value") else m for m in t.methods))
+              for name, t in found.items() if t.get_binding_name() == "httpTrigger"}
+    vault = "tenants/{tenant}/vaults/{vault}"
+    assert routes == {
+        "lookup_chunks": (f"{vault}/chunks/lookup", ("POST",)),
+        "list_points": (f"{vault}/points", ("GET",)),
+        "job_status": (f"{vault}/jobs/{{job}}", ("GET",)),
+        "key_check": (f"{vault}/keycheck", ("POST",)),
+        "renew_credentials": (f"{vault}/credentials", ("POST",)),
+    }
+
+
+def test_bindings_name_settings_not_secrets():
+    text = json.dumps([json.loads(f.get_function_json()) for f in FUNCTIONS])
+    assert "AccountKey" not in text and "DefaultEndpointsProtocol" not in text
+
+
+@pytest.fixture
+def fake_services(monkeypatch):
+    queues: dict[str, MemoryQueue] = {}
+
+    def queue(name):
+        if name not in queues:
+            queues[name] = MemoryQueue(name)
+            queues[name].create()
+        return queues[name]
+
+    services = handlers.Services(index=MemoryIndex(), primary=MemoryBlobAccount("primary"), queue=queue,
+                                 queue_sas_url=lambda n, p, e: f"memory://q/{n}?sp={p}")
+    for module in (ingest, api):
+        monkeypatch.setattr(module, "services", lambda: services)
+    return services
+
+
+def test_ingest_through_its_binding(fake_services):
+    vault, creds = handlers.create_vault(fake_services, "contoso", "bind", "LRS")
+    keys = crypto.derive_keys("bindings test passphrase", b"b" * 16)
+    data = b"through the binding" * 100
+    cid = crypto.chunk_id(keys, data)
+    envelope = crypto.encrypt_chunk(keys, vault.id, cid, data)
+    fake_services.primary.container(container_name(vault.id)).put(chunk_blob_name(cid), envelope)
+    text = formats.signed_message({"v": 1, "id": "b1", "type": "chunks", "tenantId": "contoso", "vaultId": vault.id,
+                                   "chunks": [{"id": cid, "size": len(envelope),
+                                               "md5": base64.b64encode(hashlib.md5(envelope).digest()).decode()}]},
+                                  bytes.fromhex(creds["signingKey"]))
+    user_function = functions_by_name()["ingest"].get_user_function()
+    user_function(QueueMessage(id="m1", body=text.encode(), dequeue_count=1))
+    assert fake_services.index.get_chunks(vault.id, [cid])[cid].state == "verified"
+    with pytest.raises(formats.MalformedMessage):
+        user_function(QueueMessage(id="m2", body=b"garbage", dequeue_count=1))
+
+
+def test_http_lookup_through_its_binding(fake_services):
+    vault, creds = handlers.create_vault(fake_services, "contoso", "http", "LRS")
+    path = f"/api/tenants/contoso/vaults/{vault.id}/chunks/lookup"
+    body = json.dumps({"ids": ["ab" * 32]}).encode()
+    headers = formats.sign_request(bytes.fromhex(creds["signingKey"]), "POST", path, body, datetime.now(timezone.utc))
+    user_function = functions_by_name()["lookup_chunks"].get_user_function()
+
+    def call(headers, body=body):
+        return user_function(func.HttpRequest("POST", f"http://localhost{path}", headers=headers, body=body,
+                                              route_params={"tenant": "contoso", "vault": vault.id}))
+
+    ok = call(headers)
+    assert ok.status_code == 200 and json.loads(ok.get_body()) == {"verified": []}
+    assert call({**headers, "x-skyvault-signature": "0" * 64}).status_code == 403
+    bad_json = call(formats.sign_request(bytes.fromhex(creds["signingKey"]), "POST", path, b"{",
+                                         datetime.now(timezone.utc)), body=b"{")
+    assert bad_json.status_code == 400 and "not JSON" in json.loads(bad_json.get_body())["error"]
