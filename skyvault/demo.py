@@ -8,6 +8,7 @@ was backed up, print what was stored and deduplicated, stack down.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -22,11 +23,12 @@ from skyvault.treedigest import differences, tree_digest
 DEMO_PASSPHRASE = "demo passphrase, not for real data"
 
 
-def run(args: list[str], env: dict[str, str], capture: bool = False) -> str:
-    print(f"$ skyvault {' '.join(args)}", flush=True)
+def run(args: list[str], env: dict[str, str], echo: bool = True) -> str:
     result = subprocess.run([sys.executable, "-m", "skyvault.cli", *args], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    print(result.stdout, end="", flush=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE if not echo else subprocess.STDOUT)
+    if echo:
+        print(f"$ skyvault {' '.join(args)}", flush=True)
+        print(result.stdout, end="", flush=True)
     if result.returncode not in (0, 4):  # 4: completed with warnings
         raise SystemExit(f"demo failed: `skyvault {' '.join(args)}` exited {result.returncode}")
     return result.stdout
@@ -35,12 +37,26 @@ def run(args: list[str], env: dict[str, str], capture: bool = False) -> str:
 def change_copy(data: Path) -> str:
     """A small, realistic change: edit one file, add one, delete one."""
     files = sorted(p for p in data.rglob("*") if p.is_file() and not p.is_symlink())
-    edited, deleted = files[len(files) // 3], files[2 * len(files) // 3]
+    texts = [p for p in files if p.suffix in (".py", ".txt", ".md")] or files
+    edited, deleted = texts[len(texts) // 3], files[2 * len(files) // 3]
     with open(edited, "ab") as f:
         f.write(b"\n# changed by the Skyvault demo\n")
     (data / "added-by-demo.txt").write_text("a new file in the second backup\n")
     deleted.unlink()
     return f"edited {edited.relative_to(data)}, added added-by-demo.txt, deleted {deleted.relative_to(data)}"
+
+
+def summarize(points: list[dict]) -> None:
+    """What the vault stores for all points, against what was backed up."""
+    backed_up = sum(p["stats"]["bytes_total"] for p in points)
+    stored = sum(p["stats"]["bytes_uploaded"] for p in points)
+    mib = 1024 * 1024
+    print(f"{len(points)} backups of {backed_up / mib:.1f} MiB in all: the vault stores {stored / mib:.1f} MiB "
+          f"after compression and deduplication ({backed_up / max(stored, 1):.1f}x less)", flush=True)
+    for p in sorted(points, key=lambda p: p["createdAt"]):
+        s = p["stats"]
+        print(f"  {p['id']}: read {s['files_read']} of {s['files']} files, uploaded {s['chunks_uploaded']} chunks "
+              f"({s['bytes_uploaded'] / mib:.2f} MiB)", flush=True)
 
 
 def point_id(output: str) -> str:
@@ -74,6 +90,7 @@ def main() -> int:
         after = tree_digest(data)
         second = point_id(run(["backup", str(data), "--item", "demo"], env))
         run(["points"], env)
+        summarize(json.loads(run(["points", "--json"], env, echo=False)))
         for point, expected in ((first, before), (second, after)):
             target = scratch / f"restore-{point}"
             run(["restore", point, "--target", str(target)], env)

@@ -1,0 +1,141 @@
+"""The HTTP front end: HTTP triggers and the host's own status endpoint.
+
+Owns serving requests on a local ThreadingHTTPServer (one thread per
+connection, so functions run concurrently), building the
+azure.functions.HttpRequest a function receives and writing back what it
+returned. The result is encoded with azure.functions' own
+HttpResponseConverter, the worker's encoder: an HttpResponse keeps its
+status, headers, cookies and body, and gets `Content-Type: mimetype;
+charset=...` when it set none; a str is a 200 text body; anything else
+(None included) fails the invocation, as in Azure. A failed invocation
+answers 500. Unknown routes answer 404. Request bodies need a
+Content-Length (chunked uploads get 411).
+
+Auth levels are not enforced, as with `func start`: keys exist only in Azure.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import azure.functions as func
+from azure.functions.http import HttpResponseConverter
+
+from funchost.invoker import InvocationFailed, Invoker
+from funchost.routes import RouteTable
+
+log = logging.getLogger("funchost")
+
+STATUS_PATH = "/admin/host/status"
+
+
+class WebServer:
+    def __init__(self, routes: RouteTable, invoker: Invoker, host: str, port: int) -> None:
+        self.routes = routes
+        self.invoker = invoker
+        self._address = (host, port)
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the HTTP server is not started")
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> None:
+        self._server = ThreadingHTTPServer(self._address, _Handler)
+        self._server.web = self
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name="funchost-http", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop accepting requests; invocations under way finish (the invoker counts them)."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        self._server = None
+
+
+def _encode_result(result: object):
+    return HttpResponseConverter.encode(result, expected_type=None)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "funchost"
+
+    def _serve(self) -> None:
+        web: WebServer = self.server.web
+        target = urlsplit(self.path)
+        body = self._read_body()
+        if body is None:
+            self._reply(411, {"content-type": "text/plain; charset=utf-8"}, b"Send a Content-Length header")
+            return
+        if target.path.rstrip("/") == STATUS_PATH and self.command == "GET":
+            self._reply(200, {"content-type": "application/json; charset=utf-8"},
+                        json.dumps({"state": "Running"}).encode())
+            return
+        found = web.routes.match(self.command, target.path)
+        if found is None:
+            methods = web.routes.methods_at(target.path)
+            if methods:
+                log.info("%s %s: no function accepts %s here (only %s)", self.command, target.path,
+                         self.command, ", ".join(sorted(methods)))
+            self._reply(404, {}, b"")
+            return
+        host = self.headers.get("Host") or "%s:%d" % self.server.server_address[:2]
+        request = func.HttpRequest(
+            self.command, f"http://{host}{self.path}",
+            headers={name: ", ".join(self.headers.get_all(name)) for name in self.headers.keys()},
+            params={key: ",".join(values) for key, values in parse_qs(target.query, keep_blank_values=True).items()},
+            route_params=found.route_params, body=body)
+        try:
+            datum = web.invoker.invoke(found.spec, request, f"{self.command} {target.path}", convert=_encode_result)
+        except InvocationFailed:
+            self._reply(500, {"content-type": "text/plain; charset=utf-8"},
+                        f"Exception while executing function: Functions.{found.spec.name}".encode())
+            return
+        self._write_datum(datum)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
+
+    def _read_body(self) -> bytes | None:
+        """The request body, or None for a chunked one: http.server does not decode those, so it gets a 411."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.close_connection = True
+            return None
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _write_datum(self, datum) -> None:
+        if datum.type == "string":
+            self._reply(200, {"content-type": "text/plain; charset=utf-8"}, datum.value.encode("utf-8"))
+            return
+        response = datum.value
+        headers = {name: header.value for name, header in response["headers"].items()}
+        cookies = [morsel.OutputString() for cookie in response["cookies"] or [] for morsel in cookie.values()]
+        self._reply(int(response["status_code"].value), headers, response["body"].value or b"", cookies)
+
+    def _reply(self, status: int, headers: dict[str, str], body: bytes, cookies: list[str] = ()) -> None:
+        if status in (204, 304):
+            body = b""
+        self.send_response(status)
+        for name, value in headers.items():
+            if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                self.send_header(name, value)
+        for cookie in cookies:
+            self.send_header("Set-Cookie", cookie)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
