@@ -1,7 +1,7 @@
 """Queue trigger: commit a recovery point once its chunks are verified (shared.handlers.commit_point).
 
-While chunks are pending the handler raises, and the host retries the message
-after host.json's visibilityTimeout, up to maxDequeueCount times."""
+While chunks are pending the handler queues the message again with a delay,
+so a slow ingest never sends a good commit to commit-poison."""
 import logging
 
 import azure.functions as func

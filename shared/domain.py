@@ -112,6 +112,7 @@ class RecoveryPoint(_Doc):
     stats: dict[str, Any] = field(default_factory=dict)
     committed_at: str | None = None
     reason: str | None = None
+    commit_checks: int = 0  # how many times a commit found chunks still unverified
     etag: str | None = None
 
 

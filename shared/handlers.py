@@ -27,6 +27,10 @@ LOOKUP_MAX_IDS = 1000
 REFS_QUERY_BATCH = 500
 INGEST_QUEUE, COMMIT_QUEUE, RESTORE_QUEUE, REPLICATE_QUEUE = "ingest", "commit", "restore", "replicate"
 AGENT_QUEUES = (INGEST_QUEUE, COMMIT_QUEUE, RESTORE_QUEUE)
+# A commit that arrives before its chunks are verified is checked again after
+# min(2^n, COMMIT_RECHECK_MAX_S) seconds, up to COMMIT_MAX_CHECKS times (about 3 hours).
+COMMIT_RECHECK_MAX_S = 60
+COMMIT_MAX_CHECKS = 200
 ALL_QUEUES = (*AGENT_QUEUES, REPLICATE_QUEUE)
 
 
@@ -50,10 +54,6 @@ class Forbidden(ServiceError):
 
 class KeyMismatch(ServiceError):
     status = 409
-
-
-class ChunksPending(Exception):
-    """A commit arrived before all its chunks were verified: the message is retried later."""
 
 
 class ChunkNotUploaded(Exception):
@@ -151,7 +151,7 @@ def ingest_chunks(services: Services, text: str | bytes) -> dict[str, int]:
         if services.index.add_chunk(record):
             counts[record.state] += 1
             if record.state == "verified" and vault.redundancy == "GRS":
-                services.queue(REPLICATE_QUEUE).send(json.dumps(
+                enqueue(services, REPLICATE_QUEUE, json.dumps(
                     {"v": 1, "tenantId": vault.tenant_id, "vaultId": vault.id, "blob": chunk_blob_name(cid)}))
         else:
             counts["already"] += 1
@@ -184,8 +184,11 @@ def _verify_chunk(container: BlobContainer, vault: Vault, entry: dict, now: str)
 def commit_point(services: Services, text: str | bytes) -> RecoveryPoint:
     """Make a recovery point committed once every chunk it references is verified.
 
-    Idempotent: a committed or failed point is returned unchanged. Raises
-    ChunksPending while chunks are still unverified, so the message is retried."""
+    Idempotent: a committed or failed point is returned unchanged. While chunks
+    are still unverified the point stays pending and the same (signed) message
+    is queued again with a growing delay; of concurrent copies of one commit,
+    only the one that wins the point's ETag goes on, so copies never multiply.
+    After COMMIT_MAX_CHECKS checks the point fails, naming how many chunks never came."""
     body, vault = _verified_message(services, text, "commit")
     index = services.index
     point = index.get_point(vault.id, body["pointId"])
@@ -220,9 +223,30 @@ def commit_point(services: Services, text: str | bytes) -> RecoveryPoint:
                              f"{len(rejected)} chunks were rejected, e.g. {rejected[0].id}: {rejected[0].reason}")
     missing = len(refs) - len(records)
     if missing:
-        raise ChunksPending(f"point {point.id}: {missing} of {len(refs)} chunks are not verified yet")
+        return _recheck_later(services, vault, point, text, f"{missing} of {len(refs)} chunks")
     point.stats = {**point.stats, "storedBytes": sum(r.size for r in records.values())}
     return _finish_point(services, vault, point, "committed", None)
+
+
+def _recheck_later(services: Services, vault: Vault, point: RecoveryPoint, text: str | bytes,
+                   missing: str) -> RecoveryPoint:
+    if point.commit_checks >= COMMIT_MAX_CHECKS:
+        return _finish_point(services, vault, point, "failed",
+                             f"{missing} were never verified after {point.commit_checks} checks")
+    point.commit_checks += 1
+    point.reason = f"waiting for {missing} to be verified"
+    try:
+        point = services.index.replace_point(point)
+    except PreconditionFailed:
+        return services.index.get_point(vault.id, point.id)
+    delay = min(2 ** point.commit_checks, COMMIT_RECHECK_MAX_S)
+    enqueue(services, COMMIT_QUEUE, text if isinstance(text, str) else text.decode(), delay=delay)
+    return point
+
+
+def enqueue(services: Services, queue: str, text: str, delay: int = 0) -> None:
+    """Queue a message for a function of this app: base64, as host.json's messageEncoding says."""
+    services.queue(queue).send(base64.b64encode(text.encode()).decode(), visibility_timeout=delay)
 
 
 def _finish_point(services: Services, vault: Vault, point: RecoveryPoint, state: str,

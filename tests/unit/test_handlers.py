@@ -152,9 +152,11 @@ def test_commit_waits_for_chunks_then_commits_once(services, keys):
     declared = [agent.upload(b"one" * 1000), agent.upload(b"two" * 1000)]
     commit = agent.point(POINT, [d["id"] for d in declared])
     handlers.ingest_chunks(services, agent.message(type="chunks", chunks=declared[:1]))
-    with pytest.raises(handlers.ChunksPending, match="1 of 2"):
-        handlers.commit_point(services, commit)
-    assert services.index.get_point(agent.vault.id, POINT).state == "pending"
+    pending = handlers.commit_point(services, commit)
+    assert pending.state == "pending" and pending.commit_checks == 1 and "1 of 2" in pending.reason
+    commit_queue = services.queue(handlers.COMMIT_QUEUE)
+    assert commit_queue.peek() == [], "the re-check is delayed"
+    assert commit_queue.approximate_count() == 1
     handlers.ingest_chunks(services, agent.message(type="chunks", chunks=declared[1:]))
     point = handlers.commit_point(services, commit)
     assert point.state == "committed" and point.stats["storedBytes"] == sum(d["size"] for d in declared)
@@ -163,6 +165,18 @@ def test_commit_waits_for_chunks_then_commits_once(services, keys):
     replay = handlers.commit_point(services, commit)
     assert replay.etag == point.etag
     assert len(services.index.list_usage_events(agent.vault.id)) == 1
+
+
+def test_commit_of_chunks_that_never_come_fails_after_its_checks(services, keys, monkeypatch):
+    monkeypatch.setattr(handlers, "COMMIT_MAX_CHECKS", 3)
+    agent = Agent(services, keys)
+    never = agent.upload(b"never declared" * 100)
+    commit = agent.point(POINT, [never["id"]])
+    states = [handlers.commit_point(services, commit).state for _ in range(4)]
+    assert states == ["pending", "pending", "pending", "failed"]
+    point = services.index.get_point(agent.vault.id, POINT)
+    assert "1 of 1 chunks were never verified after 3 checks" in point.reason
+    assert services.queue(handlers.COMMIT_QUEUE).approximate_count() == 3
 
 
 def test_commit_fails_on_a_rejected_chunk_or_a_short_reference_list(services, keys):
