@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from shared import bootstrap, crypto
+from shared import bootstrap, crypto, handlers
 from shared.adapters.azure_storage import AzureQueue
 from shared.domain import container_name
 from skyvault import backup as backup_module
@@ -271,3 +271,23 @@ def test_restore_of_unknown_point_is_refused(vault):
     with pytest.raises(AgentError, match="unknown, not committed"):
         Restore(vault).run("20990101T000000Z-deadbeef", "/tmp/never-written")
     assert not Path("/tmp/never-written").exists()
+
+
+def test_agent_credentials_only_create_in_their_own_vault(vault, services, stack, tmp_path):
+    """The agent's SAS creates new blobs in its own container and nothing else."""
+    agent_view = vault.container
+    agent_view.put("chunks/zz/agent-probe", b"new blob")
+    for action in (lambda: agent_view.read("chunks/zz/agent-probe"),
+                   lambda: list(agent_view.list("chunks/")),
+                   lambda: agent_view.put("chunks/zz/agent-probe", b"overwrite", overwrite=True),
+                   lambda: agent_view.delete("chunks/zz/agent-probe")):
+        with pytest.raises(PermissionError):
+            action()
+    assert services.primary.container(container_name(vault.vault_id)).read("chunks/zz/agent-probe") == b"new blob"
+    other, _ = handlers.create_vault(
+        services, "fabrikam", "neighbour", "LRS")
+    foreign_url = vault.creds["blobContainerUrl"].replace(container_name(vault.vault_id), container_name(other.id))
+    with pytest.raises(PermissionError):
+        vault.read_container(foreign_url).put("chunks/zz/intruder", b"x")
+    with pytest.raises(PermissionError):
+        AzureQueue.from_url(vault.creds["queueUrls"]["ingest"]).receive(1, 1)
