@@ -1,8 +1,8 @@
 """The Azure Functions app: registers one blueprint per concern, nothing else."""
 import azure.functions as func
 
-from functions import api, commit, ingest, restore
+from functions import api, commit, ingest, replicate, restore, scrub
 
 app = func.FunctionApp()
-for blueprint in (ingest.bp, commit.bp, restore.bp, api.bp):
+for blueprint in (ingest.bp, commit.bp, replicate.bp, restore.bp, scrub.bp, api.bp):
     app.register_functions(blueprint)

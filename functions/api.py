@@ -1,4 +1,5 @@
-"""HTTP triggers for agents: dedup look-up, recovery points, job status, key check, credential renewal.
+"""HTTP triggers for agents: dedup look-up, recovery points, restore jobs, vault status, key check,
+credential renewal.
 
 Every route is under tenants/{tenant}/vaults/{vault}/ and every request is
 signed with the vault's signing key (shared.formats.sign_request)."""
@@ -9,7 +10,7 @@ from urllib.parse import urlparse
 
 import azure.functions as func
 
-from shared import handlers
+from shared import handlers, replication
 from shared.bootstrap import services
 from shared.domain import Vault
 
@@ -63,3 +64,13 @@ def key_check(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route=VAULT_ROUTE + "/credentials", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 def renew_credentials(req: func.HttpRequest) -> func.HttpResponse:
     return _serve(req, lambda svc, vault, _: handlers.renew_credentials(svc, vault))
+
+
+@bp.route(route=VAULT_ROUTE + "/restores", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def create_restore(req: func.HttpRequest) -> func.HttpResponse:
+    return _serve(req, lambda svc, vault, body: handlers.create_restore_job(svc, vault, body).to_doc())
+
+
+@bp.route(route=VAULT_ROUTE + "/status", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def vault_status(req: func.HttpRequest) -> func.HttpResponse:
+    return _serve(req, lambda svc, vault, _: replication.vault_status(svc, vault))

@@ -3,7 +3,11 @@
 Settings: `Storage` (primary region storage connection string, also the trigger
 queues' connection), `SecondaryStorage` (the paired region), `CosmosDbEndpoint`,
 `CosmosDbKey`, `CosmosDbDatabase` (default "skyvault"), `PublicApiUrl` (the
-function app's base URL, written into agent credentials).
+function app's base URL, written into agent credentials), `ReplicationCopyMode`
+("server", the default: server-side Copy Blob; "stream" for the local stack,
+whose regions are separate Azurite processes that cannot copy between each
+other), `ReplicationRetryMaxSeconds` (default 300), `ScrubSchedule` (NCRONTAB,
+read by the scrub timer's binding).
 """
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ STORAGE = "Storage"
 SECONDARY_STORAGE = "SecondaryStorage"
 COSMOS_ENDPOINT, COSMOS_KEY, COSMOS_DATABASE = "CosmosDbEndpoint", "CosmosDbKey", "CosmosDbDatabase"
 PUBLIC_API_URL = "PublicApiUrl"
+REPLICATION_COPY_MODE, REPLICATION_RETRY_MAX = "ReplicationCopyMode", "ReplicationRetryMaxSeconds"
+SCRUB_SCHEDULE = "ScrubSchedule"
 
 
 class SettingMissing(RuntimeError):
@@ -45,7 +51,18 @@ def build_services(settings: Mapping[str, str]) -> Services:
         queue=functools.lru_cache(maxsize=None)(lambda name: AzureQueue(storage, name)),
         queue_sas_url=lambda name, permissions, expiry: queue_sas_url(storage, name, permissions, expiry),
         api_url=_get(settings, PUBLIC_API_URL, ""),
+        secondary=AzureBlobAccount(settings[SECONDARY_STORAGE], region="secondary")
+        if settings.get(SECONDARY_STORAGE) else None,
+        stream_copy=_copy_mode(settings) == "stream",
+        replication_retry_max_s=int(_get(settings, REPLICATION_RETRY_MAX, "300")),
     )
+
+
+def _copy_mode(settings: Mapping[str, str]) -> str:
+    mode = _get(settings, REPLICATION_COPY_MODE, "server")
+    if mode not in ("server", "stream"):
+        raise SettingMissing(f"app setting {REPLICATION_COPY_MODE} must be 'server' or 'stream', not {mode!r}")
+    return mode
 
 
 @functools.lru_cache(maxsize=1)

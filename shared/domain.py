@@ -81,6 +81,7 @@ class Vault(_Doc):
     signing_key: str  # hex HMAC key agents sign messages with; not a data key
     created_at: str
     first_backup_at: str | None = None
+    scrub_cursor: str = ""  # the last chunk id the scrub compared; the next sample starts after it
     etag: str | None = None
 
 
@@ -90,9 +91,10 @@ class ChunkRecord(_Doc):
     vault_id: str
     size: int
     content_md5: str  # base64, as Azure Storage reports it
-    state: str  # "verified" or "rejected"
+    state: str  # "verified", "rejected", or "damaged" (bad in every region, found by scrub)
     recorded_at: str
-    reason: str | None = None  # why a chunk was rejected
+    reason: str | None = None  # why a chunk was rejected or is damaged
+    replicated_at: str | None = None  # GRS: when the paired region's copy was made
     etag: str | None = None
 
     def _doc_extra(self) -> dict[str, Any]:
@@ -113,6 +115,8 @@ class RecoveryPoint(_Doc):
     committed_at: str | None = None
     reason: str | None = None
     commit_checks: int = 0  # how many times a commit found chunks still unverified
+    replicated_blobs: list[str] = field(default_factory=list)  # GRS: the point's own blobs copied
+    geo_protected_at: str | None = None  # GRS: when every blob of the point was in the paired region
     etag: str | None = None
 
 

@@ -6,7 +6,13 @@ Azure adapters too:
   data, as Azure records it for a single Put Blob; a container must be
   created before blobs go in. Container SAS URLs carry their permissions and
   expiry, and a container opened from one enforces them, raising
-  PermissionError as the adapter does for a 403.
+  PermissionError as the adapter does for a 403. `memory://{region}/{container}`
+  is a container's URL, and `memory://{region}/{container}/{blob}` a blob's.
+- Server-side copy (copy_from) reads the source through its SAS URL: every
+  MemoryBlobAccount is found by its region in a process-wide registry (the
+  newest account of a region wins, so give each live account its own region).
+  A source SAS without "r", or expired, raises PermissionError; a missing
+  source, BlobNotFound.
 - Queues: visibility timeouts and dequeue counts follow an injectable clock
   (seconds, default time.monotonic); a queue must be created before use.
 - Index: Conflict on a duplicate id, ETags that change on every write, and
@@ -20,10 +26,11 @@ import hashlib
 import itertools
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Iterator, TypeVar
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from shared.domain import ChunkRecord, Job, RecoveryPoint, UsageEvent, Vault
 from shared.ports import (
@@ -46,6 +53,39 @@ _FULL_RIGHTS = "rcwdl"
 
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class _SasUrl:
+    region: str
+    container: str
+    blob: str | None  # None in a container's URL
+    permissions: str
+    expiry: datetime
+
+
+def _parse_sas_url(url: str) -> _SasUrl:
+    parts = urlsplit(url)
+    container, _, blob = parts.path.lstrip("/").partition("/")
+    if parts.scheme != "memory" or not container:
+        raise ValueError(f"{url!r} is not a memory account's container or blob URL")
+    query = parse_qs(parts.query)
+    try:
+        permissions = query["sp"][0]
+        expiry = datetime.fromisoformat(query["se"][0])
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"{url!r} has no valid sp and se") from e
+    return _SasUrl(parts.netloc, unquote(container), unquote(blob) or None, permissions, expiry)
+
+
+# Where copy_from finds a source URL's account: region → the newest account of that region.
+_accounts_by_region: weakref.WeakValueDictionary[str, MemoryBlobAccount] = weakref.WeakValueDictionary()
+_accounts_lock = threading.Lock()
+
+
+def _account_of_region(region: str) -> MemoryBlobAccount | None:
+    with _accounts_lock:
+        return _accounts_by_region.get(region)
 
 
 @dataclass(frozen=True)
@@ -73,6 +113,8 @@ class MemoryBlobAccount(BlobAccount):
         self._lock = threading.Lock()
         self._containers: dict[str, dict[str, _StoredBlob]] = {}
         self._etags = itertools.count(1)
+        with _accounts_lock:
+            _accounts_by_region[region] = self
 
     def container(self, name: str) -> MemoryBlobContainer:
         return MemoryBlobContainer(self, name)
@@ -81,16 +123,13 @@ class MemoryBlobAccount(BlobAccount):
         return f"memory://{self.region}/{container}?sp={permissions}&se={quote(expiry.isoformat())}"
 
     def container_from_url(self, url: str) -> MemoryBlobContainer:
-        parts = urlsplit(url)
-        if parts.scheme != "memory" or parts.netloc != self.region:
+        # A blob's URL is refused rather than read as its container: the adapter
+        # (ContainerClient.from_container_url) would take the blob's last name
+        # segment for the container.
+        sas = _parse_sas_url(url)
+        if sas.region != self.region or sas.blob is not None:
             raise ValueError(f"{url!r} is not a container URL of memory account {self.region!r}")
-        query = parse_qs(parts.query)
-        try:
-            permissions = query["sp"][0]
-            expiry = datetime.fromisoformat(query["se"][0])
-        except (KeyError, ValueError) as e:
-            raise ValueError(f"{url!r} has no valid sp and se") from e
-        return MemoryBlobContainer(self, parts.path.lstrip("/"), permissions=permissions, expiry=expiry)
+        return MemoryBlobContainer(self, sas.container, permissions=sas.permissions, expiry=sas.expiry)
 
 
 class MemoryBlobContainer(BlobContainer):
@@ -136,6 +175,19 @@ class MemoryBlobContainer(BlobContainer):
             account = self._account
             blob = blobs[name] = _StoredBlob(bytes(data), f'"0x{next(account._etags):X}"', account._utcnow())
             return blob.properties(name)
+
+    def copy_from(self, name: str, source_url: str) -> BlobProperties:
+        sas = _parse_sas_url(source_url)
+        if sas.blob is None:
+            raise ValueError(f"{source_url!r} is a container URL, not a blob URL")
+        source_account = _account_of_region(sas.region)
+        if source_account is None:
+            raise BlobNotFound(f"copy into {self.name}/{name}: no memory account serves region {sas.region!r}")
+        source = MemoryBlobContainer(source_account, sas.container, permissions=sas.permissions, expiry=sas.expiry)
+        # Read, then write, each under its own account's lock: source and target may share an account.
+        with source_account._lock:
+            data = source._get(sas.blob).data
+        return self.put(name, data, overwrite=True)
 
     def _get(self, name: str) -> _StoredBlob:
         self._require("r")
@@ -306,6 +358,11 @@ class MemoryIndex(Index):
     def list_vaults(self, tenant_id: str) -> list[Vault]:
         return sorted(self._partition("vaults", Vault, tenant_id), key=lambda v: v.created_at)
 
+    def list_all_vaults(self) -> list[Vault]:
+        with self._lock:
+            vaults = [Vault.from_doc(copy.deepcopy(doc)) for doc in self._table("vaults").values()]
+        return sorted(vaults, key=lambda v: (v.created_at, v.tenant_id, v.id))
+
     def replace_vault(self, vault: Vault) -> Vault:
         return self._replace("vaults", vault.tenant_id, vault)
 
@@ -323,6 +380,20 @@ class MemoryIndex(Index):
             if chunk is not None:
                 found[chunk_id] = chunk
         return found
+
+    def replace_chunk(self, chunk: ChunkRecord) -> ChunkRecord:
+        return self._replace("chunks", chunk.vault_id, chunk)
+
+    def oldest_unreplicated_chunk(self, vault_id: str) -> ChunkRecord | None:
+        waiting = [c for c in self._partition("chunks", ChunkRecord, vault_id)
+                   if c.state == "verified" and c.replicated_at is None]
+        return min(waiting, key=lambda c: (c.recorded_at, c.id), default=None)
+
+    def chunks_after(self, vault_id: str, after_id: str, limit: int) -> list[ChunkRecord]:
+        if limit < 1:
+            raise ValueError(f"chunks_after needs a limit of at least 1, not {limit}")
+        later = [c for c in self._partition("chunks", ChunkRecord, vault_id) if c.id > after_id]
+        return sorted(later, key=lambda c: c.id)[:limit]
 
     def create_point(self, point: RecoveryPoint) -> RecoveryPoint:
         return self._create("recoveryPoints", point.vault_id, point)

@@ -68,9 +68,17 @@ class Services:
     queue_sas_url: Callable[[str, str, datetime], str]
     api_url: str = ""
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
+    secondary: BlobAccount | None = None  # the paired region, for GRS vaults
+    # The local stack's regions are separate Azurite processes, which cannot copy
+    # between each other: there the service streams the bytes instead (see docs/design.md).
+    stream_copy: bool = False
+    replication_retry_max_s: int = 300
+
+    def regions(self) -> dict[str, BlobAccount]:
+        return {"primary": self.primary, **({"secondary": self.secondary} if self.secondary else {})}
 
 
-def _iso(when: datetime) -> str:
+def iso_time(when: datetime) -> str:
     return when.astimezone(timezone.utc).isoformat()
 
 
@@ -88,11 +96,41 @@ def create_vault(services: Services, tenant_id: str, name: str, redundancy: str)
     vault = Vault(
         id=secrets.token_hex(6), tenant_id=tenant_id, name=name, redundancy=redundancy,
         kdf={**crypto.KDF_PARAMS, "salt": base64.b64encode(crypto.new_salt()).decode()},
-        signing_key=secrets.token_hex(32), created_at=_iso(services.clock()),
+        signing_key=secrets.token_hex(32), created_at=iso_time(services.clock()),
     )
-    services.primary.container(container_name(vault.id)).create()
+    _create_containers(services, vault)
     vault = services.index.create_vault(vault)
     return vault, agent_credentials(services, vault)
+
+
+def _create_containers(services: Services, vault: Vault) -> None:
+    services.primary.container(container_name(vault.id)).create()
+    if vault.redundancy == "GRS":
+        if services.secondary is None:
+            raise ServiceError("GRS needs the paired region's storage (app setting SecondaryStorage)")
+        services.secondary.container(container_name(vault.id)).create()
+
+
+def find_vault(services: Services, tenant_id: str, name_or_id: str) -> Vault:
+    for vault in services.index.list_vaults(tenant_id):
+        if name_or_id in (vault.name, vault.id):
+            return vault
+    raise UnknownVault(f"tenant {tenant_id} has no vault named {name_or_id!r}")
+
+
+def change_redundancy(services: Services, vault: Vault, redundancy: str) -> Vault:
+    """LRS or GRS, changeable only until the vault's first backup (as in Azure Backup)."""
+    if redundancy not in REDUNDANCIES:
+        raise ServiceError(f"redundancy must be one of {', '.join(REDUNDANCIES)}, not {redundancy!r}")
+    if vault.first_backup_at is not None:
+        raise ServiceError(f"vault {vault.name} has backups since {vault.first_backup_at}: its redundancy "
+                           f"({vault.redundancy}) can no longer change")
+    vault.redundancy = redundancy
+    _create_containers(services, vault)
+    try:
+        return services.index.replace_vault(vault)
+    except PreconditionFailed:
+        raise ServiceError(f"vault {vault.name} changed meanwhile (a first backup?); try again") from None
 
 
 def agent_credentials(services: Services, vault: Vault) -> dict[str, Any]:
@@ -109,7 +147,7 @@ def agent_credentials(services: Services, vault: Vault) -> dict[str, Any]:
         "kdf": vault.kdf,
         "signingKey": vault.signing_key,
         "apiUrl": services.api_url,
-        "expiresAt": _iso(expiry),
+        "expiresAt": iso_time(expiry),
         "blobContainerUrl": services.primary.container_sas_url(container_name(vault.id), "c", expiry),
         "queueUrls": {q: services.queue_sas_url(q, "a", expiry) for q in AGENT_QUEUES},
     }
@@ -147,12 +185,11 @@ def ingest_chunks(services: Services, text: str | bytes) -> dict[str, int]:
     for cid, entry in declared.items():
         if cid in known:
             continue
-        record = _verify_chunk(container, vault, entry, _iso(services.clock()))
+        record = _verify_chunk(container, vault, entry, iso_time(services.clock()))
         if services.index.add_chunk(record):
             counts[record.state] += 1
             if record.state == "verified" and vault.redundancy == "GRS":
-                enqueue(services, REPLICATE_QUEUE, json.dumps(
-                    {"v": 1, "tenantId": vault.tenant_id, "vaultId": vault.id, "blob": chunk_blob_name(cid)}))
+                enqueue(services, REPLICATE_QUEUE, replicate_message(vault, blob=chunk_blob_name(cid)))
         else:
             counts["already"] += 1
     return counts
@@ -251,7 +288,7 @@ def enqueue(services: Services, queue: str, text: str, delay: int = 0) -> None:
 
 def _finish_point(services: Services, vault: Vault, point: RecoveryPoint, state: str,
                   reason: str | None) -> RecoveryPoint:
-    now = _iso(services.clock())
+    now = iso_time(services.clock())
     point.state, point.reason = state, reason
     if state == "committed":
         point.committed_at = now
@@ -265,7 +302,18 @@ def _finish_point(services: Services, vault: Vault, point: RecoveryPoint, state:
         services.index.add_usage_event(UsageEvent(
             id=f"point-{point.id}", vault_id=vault.id, kind="stored_bytes",
             quantity=point.stats["storedBytes"], at=now, point_id=point.id))
+        if vault.redundancy == "GRS":
+            for blob in (point.manifest_blob, point.refs_blob):
+                enqueue(services, REPLICATE_QUEUE, replicate_message(vault, blob=blob, point_id=point.id))
+            enqueue(services, REPLICATE_QUEUE, replicate_message(vault, point_id=point.id), delay=1)
     return point
+
+
+def replicate_message(vault: Vault, *, blob: str | None = None, point_id: str | None = None,
+                      attempt: int = 0) -> str:
+    """A replicate queue message: copy `blob`, or (blob None) check whether a point is geo-protected."""
+    return json.dumps({"v": 1, "tenantId": vault.tenant_id, "vaultId": vault.id, "blob": blob,
+                       "pointId": point_id, "attempt": attempt})
 
 
 def _mark_first_backup(services: Services, vault: Vault, now: str) -> None:
@@ -280,28 +328,39 @@ def _mark_first_backup(services: Services, vault: Vault, now: str) -> None:
 # Restore
 
 def prepare_restore(services: Services, text: str | bytes) -> Job:
-    """Create a restore job: a plan and a short-lived read-only SAS. Restores are free:
-    no usage event is recorded. Idempotent on the job id the agent chose."""
+    """Queue trigger entry of create_restore_job. Idempotent on the job id the agent chose."""
     body, vault = _verified_message(services, text, "restore")
-    existing = services.index.get_job(vault.id, body["id"])
+    return create_restore_job(services, vault, {"jobId": body["id"], "pointId": body["pointId"]})
+
+
+def create_restore_job(services: Services, vault: Vault, request: dict) -> Job:
+    """Create a restore job: a plan and short-lived read-only SAS for each region that holds
+    the point (the paired region too for GRS vaults). Restores are free: no usage event is
+    recorded. Idempotent on the job id the agent chose. Needs only the index, so it works
+    while the primary region's storage is down."""
+    job_id, point_id = request.get("jobId"), request.get("pointId")
+    if not (isinstance(job_id, str) and formats.NAME_ID.match(job_id)):
+        raise ServiceError("'jobId' must be 1-63 letters, digits, '.', '_' or '-'")
+    if not (isinstance(point_id, str) and formats.POINT_ID.match(point_id)):
+        raise ServiceError(f"'pointId' {str(point_id)[:80]!r} is not a recovery point id")
+    existing = services.index.get_job(vault.id, job_id)
     if existing is not None:
         return existing
     now = services.clock()
-    point = services.index.get_point(vault.id, body["pointId"])
-    job = Job(id=body["id"], vault_id=vault.id, kind="restore", point_id=body["pointId"],
-              status="ready", created_at=_iso(now))
+    point = services.index.get_point(vault.id, point_id)
+    job = Job(id=job_id, vault_id=vault.id, kind="restore", point_id=point_id, status="ready",
+              created_at=iso_time(now))
     if point is None or point.state != "committed":
         job.status = "failed"
-        job.reason = (f"recovery point {body['pointId']} is "
-                      f"{'unknown' if point is None else point.state}, not committed")
+        job.reason = f"recovery point {point_id} is {'unknown' if point is None else point.state}, not committed"
     else:
         expiry = now + RESTORE_SAS_TTL
-        job.plan = {
-            "region": services.primary.region,
-            "containerUrl": services.primary.container_sas_url(container_name(vault.id), "r", expiry),
-            "manifestBlob": point.manifest_blob,
-            "expiresAt": _iso(expiry),
-        }
+        regions = [{"region": "primary", "containerUrl": services.primary.container_sas_url(
+            container_name(vault.id), "r", expiry), "complete": True}]
+        if vault.redundancy == "GRS" and services.secondary is not None:
+            regions.append({"region": "secondary", "containerUrl": services.secondary.container_sas_url(
+                container_name(vault.id), "r", expiry), "complete": point.geo_protected_at is not None})
+        job.plan = {"regions": regions, "manifestBlob": point.manifest_blob, "expiresAt": iso_time(expiry)}
     try:
         return services.index.create_job(job)
     except Conflict:

@@ -84,6 +84,13 @@ class BlobContainer(ABC):
     def list(self, prefix: str = "") -> Iterator[str]:
         """Names of the blobs under `prefix`, in lexical order."""
 
+    @abstractmethod
+    def copy_from(self, name: str, source_url: str) -> BlobProperties:
+        """Server-side copy of the blob at `source_url` (a SAS URL the service may read, possibly
+        in another account) into `name`, replacing what is there; returns once the copy is
+        complete, with the new blob's properties. BlobNotFound if the source is missing;
+        TransientError if either side does not answer."""
+
 
 class BlobAccount(ABC):
     region: str
@@ -161,6 +168,10 @@ class Index(ABC):
         pass
 
     @abstractmethod
+    def list_all_vaults(self) -> list[Vault]:
+        """Every tenant's vaults, for the service's timer sweeps (the one cross-partition query)."""
+
+    @abstractmethod
     def replace_vault(self, vault: Vault) -> Vault:
         """Replace if vault.etag still matches; raises PreconditionFailed."""
 
@@ -172,6 +183,18 @@ class Index(ABC):
     @abstractmethod
     def get_chunks(self, vault_id: str, chunk_ids: Iterable[str]) -> dict[str, ChunkRecord]:
         """The records that exist among chunk_ids, by id."""
+
+    @abstractmethod
+    def replace_chunk(self, chunk: ChunkRecord) -> ChunkRecord:
+        """Replace if chunk.etag still matches; raises PreconditionFailed."""
+
+    @abstractmethod
+    def oldest_unreplicated_chunk(self, vault_id: str) -> ChunkRecord | None:
+        """The verified chunk with no replicated_at and the oldest recorded_at, if any."""
+
+    @abstractmethod
+    def chunks_after(self, vault_id: str, after_id: str, limit: int) -> list[ChunkRecord]:
+        """Up to `limit` records with id > after_id, in id order (a rolling scan of a vault)."""
 
     # recovery points (partition /vaultId)
     @abstractmethod
@@ -207,3 +230,9 @@ class Index(ABC):
     @abstractmethod
     def list_usage_events(self, vault_id: str) -> list[UsageEvent]:
         pass
+
+
+def blob_url(container_url: str, name: str) -> str:
+    """The URL of blob `name` from its container's (SAS) URL."""
+    base, _, query = container_url.partition("?")
+    return f"{base}/{name}" + (f"?{query}" if query else "")

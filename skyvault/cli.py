@@ -68,6 +68,11 @@ def cmd_stack(args: argparse.Namespace) -> int:
         for name, alive, where in rows:
             _say(f"  {name:18} {'running' if alive else 'STOPPED':8} {where}")
         return 0 if all(alive for _, alive, _ in rows) else 3
+    elif args.action in ("stop-region", "start-region"):
+        if args.region is None:
+            raise AgentError(f"stack {args.action} needs a region: primary or secondary")
+        (local.stop_region if args.action == "stop-region" else local.start_region)(args.region)
+        _say(f"{args.region} region {'stopped' if args.action == 'stop-region' else 'running'}")
     else:
         stopped = local.down()
         _say(f"stack down ({', '.join(stopped) or 'nothing was running'})")
@@ -165,18 +170,47 @@ def cmd_points(args: argparse.Namespace) -> int:
         return 0
     if not points:
         _say("no recovery points")
+    geo = vault.creds.get("redundancy") == "GRS"
     for p in points:
         stats = p.get("stats", {})
-        _say(f"{p['id']}  {p['item']:16} {p['state']:9} {stats.get('files', 0):>7} files "
+        protection = ("geo-protected" if p.get("geoProtectedAt") else "replicating") if geo else ""
+        _say(f"{p['id']}  {p['item']:16} {p['state']:9} {protection:13} {stats.get('files', 0):>7} files "
              f"{_human(stats.get('bytes_total', 0)):>10}  {p['createdAt']}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = AgentVault(home.agent_state()["credentials"]).api("GET", "status")
+    if args.json:
+        _say(json.dumps(status, indent=2))
+        return 0
+    _say(f"vault {status['name']} ({status['vaultId']}) of tenant {status['tenantId']}: {status['redundancy']}")
+    _say(f"  first backup: {status['firstBackupAt'] or 'none yet'}")
+    replication = status["replication"]
+    if status["redundancy"] == "GRS":
+        _say(f"  replication lag: {replication['lagSeconds']:.1f}s; recovery points not yet geo-protected: "
+             f"{replication['pointsNotGeoProtected']}")
+    return 0
+
+
+def cmd_vault_set_redundancy(args: argparse.Namespace) -> int:
+    from shared import bootstrap
+
+    services = bootstrap.build_services(home.stack_state()["settings"])
+    try:
+        vault = handlers.change_redundancy(services, handlers.find_vault(services, args.tenant, args.name),
+                                           args.redundancy)
+    except handlers.ServiceError as e:
+        raise AgentError(str(e)) from None
+    _say(f"vault {vault.name} ({vault.id}) is now {vault.redundancy}")
     return 0
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
     from skyvault.restore import Restore
 
-    report = Restore(_agent(), progress=_warn).run(args.point, args.target, args.include)
-    _say(f"restored {report.point_id} from the {report.region} region into {args.target}: "
+    report = Restore(_agent(), progress=_warn).run(args.point, args.target, args.include, source=args.source)
+    _say(f"restored {report.point_id} from the {', then the '.join(report.regions)} region into {args.target}: "
          f"{report.files} files, {report.dirs} directories, {report.symlinks} symlinks, "
          f"{_human(report.bytes_written)} from {report.chunks_downloaded} chunks in {report.seconds:.1f}s")
     return 0
@@ -187,7 +221,9 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     stack = sub.add_parser("stack", help="run the whole service locally on emulators")
-    stack.add_argument("action", choices=["up", "status", "down"])
+    stack.add_argument("action", choices=["up", "status", "down", "stop-region", "start-region"])
+    stack.add_argument("region", nargs="?", choices=["primary", "secondary"],
+                       help="with stop-region/start-region: the region to take down or bring back")
     stack.set_defaults(func=cmd_stack)
 
     vault = sub.add_parser("vault", help="operator: manage vaults")
@@ -198,6 +234,11 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--redundancy", choices=["LRS", "GRS"], default="LRS")
     create.add_argument("--out", help="credentials file (default NAME.credentials.json)")
     create.set_defaults(func=cmd_vault_create)
+    redundancy = vault_sub.add_parser("set-redundancy", help="change LRS/GRS (only before the first backup)")
+    redundancy.add_argument("name", help="vault name or id")
+    redundancy.add_argument("--tenant", required=True)
+    redundancy.add_argument("--redundancy", choices=["LRS", "GRS"], required=True)
+    redundancy.set_defaults(func=cmd_vault_set_redundancy)
 
     register = sub.add_parser("register", help="register this machine with a vault")
     register.add_argument("credentials")
@@ -220,7 +261,13 @@ def parser() -> argparse.ArgumentParser:
     restore.add_argument("--target", required=True)
     restore.add_argument("--include", action="append", metavar="PATTERN",
                          help="restore only paths matching this glob (repeatable)")
+    restore.add_argument("--from", dest="source", choices=["auto", "primary", "secondary"], default="auto",
+                         help="region to read (default: the primary, then the paired region if it does not answer)")
     restore.set_defaults(func=cmd_restore)
+
+    status = sub.add_parser("status", help="this machine's vault: redundancy and replication lag")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
     return p
 
 

@@ -12,6 +12,7 @@ import fnmatch
 import json
 import os
 import tempfile
+import threading
 import time
 import uuid
 
@@ -24,12 +25,11 @@ from typing import Any, Callable, Iterator
 
 from shared import crypto, formats
 from shared.domain import chunk_blob_name
-from shared.ports import BlobContainer, BlobNotFound, StorageError
+from shared.ports import BlobContainer, BlobNotFound, StorageError, TransientError
 from skyvault.vaultclient import AgentError, AgentVault
 
 DOWNLOAD_WORKERS = 4
 PREFETCH = 8
-JOB_WAIT_S = 120.0
 
 
 class RestoreFailed(AgentError):
@@ -39,7 +39,7 @@ class RestoreFailed(AgentError):
 @dataclass
 class RestoreReport:
     point_id: str
-    region: str = ""
+    regions: list[str] = field(default_factory=list)  # the regions that served it, in order
     files: int = 0
     dirs: int = 0
     symlinks: int = 0
@@ -79,6 +79,45 @@ class _Prefetcher:
         return self._last[1].result()
 
 
+class RegionReader:
+    """Reads a vault's blobs from the first region that answers. When a region stops answering
+    (not: answers "not found"), it moves on to the next for good and says so."""
+
+    def __init__(self, regions: list[tuple[str, BlobContainer]], progress: Callable[[str], None]):
+        if not regions:
+            raise AgentError("no region holds all of this recovery point's blobs")
+        self._regions, self._progress = regions, progress
+        self._current = 0
+        self._lock = threading.Lock()
+        self.used: list[str] = []
+
+    def read(self, name: str) -> bytes:
+        index = self._current
+        while True:
+            region, container = self._regions[index]
+            try:
+                data = container.read(name)
+            except TransientError as e:
+                index = self._fail_over(index, e)
+                continue
+            with self._lock:
+                if region not in self.used:
+                    self.used.append(region)
+            return data
+
+    def _fail_over(self, failed: int, error: Exception) -> int:
+        with self._lock:
+            if self._current == failed:
+                region = self._regions[failed][0]
+                if failed + 1 >= len(self._regions):
+                    raise RestoreFailed(f"the {region} region does not answer and no other region holds "
+                                        f"this recovery point: {error}")
+                self._current = failed + 1
+                self._progress(f"the {region} region does not answer ({error}); "
+                               f"reading from the {self._regions[self._current][0]} region")
+            return self._current
+
+
 def _needed_chunks(entries: list[dict]) -> Iterator[str]:
     """Chunk ids in the order the files need them, consecutive repeats collapsed."""
     last = None
@@ -95,28 +134,18 @@ class Restore:
             raise AgentError("restore needs the vault keys: give the passphrase")
         self.vault, self.keys, self.progress = vault, vault.keys, progress
 
-    def open_point(self, point_id: str) -> tuple[BlobContainer, dict[str, Any], str]:
-        """Create a restore job and read the point's manifest root through its read-only SAS."""
+    def open_point(self, point_id: str, source: str = "auto") -> tuple["RegionReader", dict[str, Any]]:
+        """Create a restore job over HTTP (it needs no queue, so it works while the primary
+        region's storage is down) and read the point's manifest root through its read-only SAS."""
         if not formats.POINT_ID.match(point_id):
             raise AgentError(f"{point_id!r} is not a recovery point id (see `skyvault points`)")
-        job_id = uuid.uuid4().hex
-        self.vault.send("restore", {"id": job_id, "type": "restore", "pointId": point_id})
-
-        def job() -> dict | None:
-            try:
-                return self.vault.api("GET", f"jobs/{job_id}")
-            except AgentError as e:
-                if " 404 " in str(e):
-                    return None
-                raise
-
-        plan = self.vault.wait_for(f"restore job {job_id}", job, JOB_WAIT_S)
-        if plan["status"] != "ready":
-            raise RestoreFailed(f"restore of {point_id} refused: {plan.get('reason')}")
-        container = self.vault.read_container(plan["plan"]["containerUrl"])
-        name = plan["plan"]["manifestBlob"]
+        job = self.vault.api("POST", "restores", {"jobId": uuid.uuid4().hex, "pointId": point_id})
+        if job["status"] != "ready":
+            raise RestoreFailed(f"restore of {point_id} refused: {job.get('reason')}")
+        reader = RegionReader(self._regions(job["plan"]["regions"], point_id, source), self.progress)
+        name = job["plan"]["manifestBlob"]
         try:
-            envelope = container.read(name)
+            envelope = reader.read(name)
         except BlobNotFound:
             raise RestoreFailed(f"the manifest of {point_id} is missing from the vault") from None
         try:
@@ -125,12 +154,25 @@ class Restore:
         except crypto.WrongKeyOrTampered:
             raise RestoreFailed(f"cannot open the manifest of {point_id}: wrong passphrase, or the manifest "
                                 f"was tampered with") from None
-        return container, root, plan["plan"].get("region", "")
+        return reader, root
 
-    def _fetcher(self, container: BlobContainer) -> Callable[[str], bytes]:
+    def _regions(self, offered: list[dict], point_id: str, source: str) -> list[tuple[str, BlobContainer]]:
+        by_name = {r["region"]: r for r in offered}
+        if source == "auto":
+            chosen = [r for r in offered if r["complete"]]
+        elif source not in by_name:
+            raise AgentError(f"this vault has no {source} region (its redundancy is not GRS)")
+        elif not by_name[source]["complete"]:
+            raise AgentError(f"recovery point {point_id} is not geo-protected yet: the {source} region does not "
+                             f"hold all its blobs (see `skyvault status` for the replication lag)")
+        else:
+            chosen = [by_name[source]]
+        return [(r["region"], self.vault.read_container(r["containerUrl"])) for r in chosen]
+
+    def _fetcher(self, reader: "RegionReader") -> Callable[[str], bytes]:
         def fetch(cid: str) -> bytes:
             try:
-                envelope = container.read(chunk_blob_name(cid))
+                envelope = reader.read(chunk_blob_name(cid))
             except BlobNotFound:
                 raise RestoreFailed(f"chunk {cid} is missing from the vault") from None
             except StorageError as e:
@@ -141,21 +183,22 @@ class Restore:
                 raise RestoreFailed(f"chunk {cid} failed authentication: {e}") from None
         return fetch
 
-    def spool_manifest(self, container: BlobContainer, root: dict, spool) -> None:
-        fetch = self._fetcher(container)
+    def spool_manifest(self, reader: "RegionReader", root: dict, spool) -> None:
+        fetch = self._fetcher(reader)
         for cid in root["manifestChunks"]:
             spool.write(fetch(cid))
 
-    def run(self, point_id: str, target: str, include: list[str] | None = None) -> RestoreReport:
+    def run(self, point_id: str, target: str, include: list[str] | None = None,
+            source: str = "auto") -> RestoreReport:
         started = time.monotonic()
         report = RestoreReport(point_id=point_id)
-        container, root, report.region = self.open_point(point_id)
+        reader, root = self.open_point(point_id, source)
         target_dir = Path(target)
         if target_dir.exists() and not target_dir.is_dir():
             raise AgentError(f"restore target {target} exists and is not a directory")
         target_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(prefix="skyvault-manifest-") as spool:
-            self.spool_manifest(container, root, spool)
+            self.spool_manifest(reader, root, spool)
             spool.flush()
 
             def entries() -> Iterator[dict]:
@@ -169,13 +212,14 @@ class Restore:
             if include and next(entries(), None) is None:
                 raise AgentError(f"nothing in {point_id} matches {', '.join(include)}")
             with ThreadPoolExecutor(DOWNLOAD_WORKERS, thread_name_prefix="download") as pool:
-                chunks = _Prefetcher(_needed_chunks(entries()), self._fetcher(container), pool)
+                chunks = _Prefetcher(_needed_chunks(entries()), self._fetcher(reader), pool)
                 dirs = self._write_tree(target_dir, entries(), chunks, report)
                 report.chunks_downloaded = chunks.fetched
         for dest, entry in reversed(dirs):  # after their contents, which change a directory's mtime
             os.chmod(dest, entry["mode"])
             os.utime(dest, ns=(entry["mtime"], entry["mtime"]))
         report.seconds = time.monotonic() - started
+        report.regions = reader.used
         if report.errors:
             raise RestoreFailed(f"{len(report.errors)} files could not be restored:\n  " + "\n  ".join(report.errors))
         return report

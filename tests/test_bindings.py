@@ -30,7 +30,9 @@ def test_every_function_is_registered_with_its_trigger():
     found = {name: f.get_trigger() for name, f in functions_by_name().items()}
     queues = {name: (t.queue_name, t.connection) for name, t in found.items() if t.get_binding_name() == "queueTrigger"}
     assert queues == {"ingest": ("ingest", "Storage"), "commit": ("commit", "Storage"),
-                      "restore": ("restore", "Storage")}
+                      "restore": ("restore", "Storage"), "replicate": ("replicate", "Storage")}
+    timers = {name: t.schedule for name, t in found.items() if t.get_binding_name() == "timerTrigger"}
+    assert timers == {"scrub": "%ScrubSchedule%"}
     routes = {name: (t.route, tuple(m.value if hasattr(m, "value") else m for m in t.methods))
               for name, t in found.items() if t.get_binding_name() == "httpTrigger"}
     vault = "tenants/{tenant}/vaults/{vault}"
@@ -40,6 +42,8 @@ def test_every_function_is_registered_with_its_trigger():
         "job_status": (f"{vault}/jobs/{{job}}", ("GET",)),
         "key_check": (f"{vault}/keycheck", ("POST",)),
         "renew_credentials": (f"{vault}/credentials", ("POST",)),
+        "create_restore": (f"{vault}/restores", ("POST",)),
+        "vault_status": (f"{vault}/status", ("GET",)),
     }
 
 

@@ -10,6 +10,14 @@ calls and the SDKs' errors into the ports' errors:
 - 408, 429, 5xx and connection failures → TransientError.
 - Anything else → StorageError.
 
+Server-side copy (copy_from) answers CannotVerifyCopySource when the service
+cannot read the source; what the source said decides the error: 404 →
+BlobNotFound, 401/403 (the source SAS lacks "r" or has expired) →
+PermissionError, 408/429/5xx → TransientError. Azure reports that status in
+the error's CopySourceStatusCode (and answers 404 itself); Azurite answers
+with the source's status directly. Azurite copies across accounts only
+between accounts of the same process: a source on another host is "not found".
+
 Queue messages are text and go out and come back unchanged: whoever writes
 them picks the encoding (the Functions host expects base64 by default).
 
@@ -20,6 +28,7 @@ Functions host, the agent) owns retrying.
 from __future__ import annotations
 
 import functools
+import time
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Iterator
@@ -63,6 +72,11 @@ MAX_MESSAGE_BYTES = 64 * 1024
 # Get Messages and Peek Messages return at most 32 messages a call.
 _MAX_MESSAGES_PER_CALL = 32
 _TRANSIENT_STATUS = {408, 429}
+# Copy Blob completes in the background; within one account or region it is
+# usually done at once, across regions it may take a while.
+_COPY_WAIT_S = 60.0
+_COPY_POLL_FIRST_S = 0.1
+_COPY_POLL_MAX_S = 2.0
 
 
 def _is_transient(error: Exception) -> bool:
@@ -82,6 +96,36 @@ def _blob_errors(what: str):
         raise BlobAlreadyExists(what) from e
     except (HttpResponseError, ServiceRequestError, ServiceResponseError) as e:
         raise _common_error(what, e) from e
+
+
+@contextmanager
+def _copy_errors(what: str):
+    try:
+        yield
+    except (HttpResponseError, ServiceRequestError, ServiceResponseError) as e:
+        code = _error_code(e)
+        if code == "CannotVerifyCopySource":
+            raise _copy_source_error(what, e) from e
+        if code == "PendingCopyOperation":
+            raise TransientError(f"{what}: another copy into it is still pending") from e
+        if isinstance(e, ResourceNotFoundError):
+            raise BlobNotFound(f"{what}: {code or e.reason}") from e
+        raise _common_error(what, e) from e
+
+
+def _copy_source_error(what: str, error: HttpResponseError) -> Exception:
+    additional = getattr(error, "additional_info", None) or {}
+    try:
+        status = int(additional.get("copysourcestatuscode") or error.status_code or 0)
+    except ValueError:
+        status = error.status_code or 0
+    if status == 404:
+        return BlobNotFound(f"{what}: the source does not exist")
+    if status in (401, 403):
+        return PermissionError(f"{what}: the source URL does not allow reading it (no \"r\", or expired)")
+    if status in _TRANSIENT_STATUS or status >= 500:
+        return TransientError(f"{what}: the source answered HTTP {status}")
+    return StorageError(f"{what}: the source answered HTTP {status}")
 
 
 def _error_code(error: Exception) -> str | None:
@@ -143,13 +187,30 @@ class AzureBlobContainer(BlobContainer):
     def properties(self, name: str) -> BlobProperties:
         with _blob_errors(f"properties of {self.name}/{name}"):
             props = self._client.get_blob_client(name).get_blob_properties()
-        return BlobProperties(
-            name=name,
-            size=props.size,
-            content_md5=_md5_bytes(props.content_settings.content_md5),
-            etag=props.etag,
-            last_modified=props.last_modified,
-        )
+        return _blob_properties(name, props)
+
+    def copy_from(self, name: str, source_url: str) -> BlobProperties:
+        # Copy Blob (not Put Blob From URL, which Azurite lacks): it keeps the
+        # source's Content-MD5, and reads across accounts through the source SAS.
+        what = f"copy into {self.name}/{name}"
+        blob = self._client.get_blob_client(name)
+        with _copy_errors(what):
+            blob.start_copy_from_url(source_url)
+            deadline = time.monotonic() + _COPY_WAIT_S
+            pause = _COPY_POLL_FIRST_S
+            while True:
+                props = blob.get_blob_properties()
+                status = props.copy.status
+                # No copy status: a Put Blob has replaced the copy since; the blob is there.
+                if status == "success" or status is None:
+                    return _blob_properties(name, props)
+                if status != "pending":
+                    raise StorageError(f"{what}: the copy {status}: {props.copy.status_description}")
+                if time.monotonic() + pause > deadline:
+                    # The service goes on copying; a retry finds it done, or still pending.
+                    raise TransientError(f"{what}: the copy is still pending after {_COPY_WAIT_S:.0f} s")
+                time.sleep(pause)
+                pause = min(pause * 2, _COPY_POLL_MAX_S)
 
     def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         with _blob_errors(f"read {self.name}/{name}"):
@@ -173,6 +234,16 @@ class AzureBlobContainer(BlobContainer):
 
 def _md5_bytes(value) -> bytes | None:
     return bytes(value) if value else None
+
+
+def _blob_properties(name: str, props) -> BlobProperties:
+    return BlobProperties(
+        name=name,
+        size=props.size,
+        content_md5=_md5_bytes(props.content_settings.content_md5),
+        etag=props.etag,
+        last_modified=props.last_modified,
+    )
 
 
 class AzureBlobAccount(BlobAccount):

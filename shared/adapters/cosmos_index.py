@@ -5,12 +5,24 @@ SDK's errors into the ports' errors: 409 → Conflict, 412 → PreconditionFaile
 408/429/5xx and connection failures → TransientError, anything else →
 StorageError.
 
-Every call names its partition, and it uses only what behaves the same on
-real Cosmos DB and on the local emulator (@vercel/cosmosdb-server): item
-create/replace, ETag-checked replace, and parameterised queries with WHERE,
-ORDER BY and ARRAY_CONTAINS. Ids are looked up with a query, never with
-read_item: the emulator answers a missing id with a 500, and a 500 must
-stay a TransientError, not become "not found".
+Every call names its partition, with two exceptions. `list_all_vaults` reads
+the whole (small) vaults container, the one deliberate cross-partition query.
+The vault-wide chunk scans (`oldest_unreplicated_chunk`, `chunks_after`) span
+all of a vault's shards: they name the vault in the WHERE clause and run as
+cross-partition queries, which the SDK fans out to the physical partitions
+and merges (ORDER BY and TOP applied globally). They do not pass the
+hierarchical key's prefix ([vault_id]) as partition_key: azure-cosmos 4.17.1
+accepts it, but sends one query per physical partition and concatenates the
+answers, so ORDER BY and TOP would hold per physical partition only, wrong
+once a vault outgrows one; and the emulator ignores the prefix headers and
+refuses the query ("missing partition keys").
+
+It uses only what behaves the same on real Cosmos DB and on the local
+emulator (@vercel/cosmosdb-server): item create/replace, ETag-checked
+replace, and parameterised queries with WHERE, ORDER BY, TOP, ARRAY_CONTAINS,
+IS_DEFINED and IS_NULL. Ids are looked up with a query, never with read_item:
+the emulator answers a missing id with a 500, and a 500 must stay a
+TransientError, not become "not found".
 """
 from __future__ import annotations
 
@@ -137,6 +149,16 @@ class CosmosIndex(Index):
                 partition_key=partition_key,
             ))
 
+    def _query_vault_chunks(self, query: str, vault_id: str, **parameters: Any) -> list[dict]:
+        """A query over all of a vault's shards: `query` must test c.vaultId = @v."""
+        with _cosmos_errors(f"query {CHUNKS} across the shards of vault {vault_id}"):
+            return list(self._container(CHUNKS).query_items(
+                query,
+                parameters=[{"name": f"@{name}", "value": value}
+                            for name, value in {"v": vault_id, **parameters}.items()],
+                enable_cross_partition_query=True,
+            ))
+
     def _find(self, container: str, record_type: type[T], partition_field: str,
               partition_key: str, record_id: str) -> T | None:
         # The partition key is named in the WHERE clause too: the emulator
@@ -159,6 +181,13 @@ class CosmosIndex(Index):
         docs = self._query(VAULTS, "SELECT * FROM c WHERE c.tenantId = @t ORDER BY c.createdAt",
                            tenant_id, t=tenant_id)
         return [Vault.from_doc(doc) for doc in docs]
+
+    def list_all_vaults(self) -> list[Vault]:
+        """Every tenant's vaults, by creation time (then tenant and id)."""
+        with _cosmos_errors(f"query {VAULTS} across tenants"):
+            docs = list(self._container(VAULTS).query_items(
+                "SELECT * FROM c", enable_cross_partition_query=True))
+        return sorted((Vault.from_doc(doc) for doc in docs), key=lambda v: (v.created_at, v.tenant_id, v.id))
 
     def replace_vault(self, vault: Vault) -> Vault:
         return self._replace(VAULTS, vault)
@@ -188,6 +217,29 @@ class CosmosIndex(Index):
                 for doc in docs:
                     found[doc["id"]] = ChunkRecord.from_doc(doc)
         return found
+
+    def replace_chunk(self, chunk: ChunkRecord) -> ChunkRecord:
+        return self._replace(CHUNKS, chunk)
+
+    def oldest_unreplicated_chunk(self, vault_id: str) -> ChunkRecord | None:
+        # Records written before replicatedAt existed lack the field: NOT IS_DEFINED.
+        # `c.replicatedAt = null` and IS_NULL alone both skip them.
+        docs = self._query_vault_chunks(
+            "SELECT TOP 1 * FROM c WHERE c.vaultId = @v AND c.state = @state"
+            " AND (NOT IS_DEFINED(c.replicatedAt) OR IS_NULL(c.replicatedAt))"
+            " ORDER BY c.recordedAt",
+            vault_id, state="verified",
+        )
+        return ChunkRecord.from_doc(docs[0]) if docs else None
+
+    def chunks_after(self, vault_id: str, after_id: str, limit: int) -> list[ChunkRecord]:
+        if limit < 1:
+            raise ValueError(f"chunks_after needs a limit of at least 1, not {limit}")
+        docs = self._query_vault_chunks(
+            "SELECT TOP @limit * FROM c WHERE c.vaultId = @v AND c.id > @after ORDER BY c.id",
+            vault_id, after=after_id, limit=limit,
+        )
+        return [ChunkRecord.from_doc(doc) for doc in docs]
 
     # recovery points
 

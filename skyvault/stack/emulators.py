@@ -95,8 +95,10 @@ def _wait_for(log_path: Path, proc: subprocess.Popen, patterns: list[str], what:
     raise EmulatorError(f"{what} did not report its ports within {START_TIMEOUT_S}s; see {log_path}")
 
 
-def start_azurite(region: str, account: str, workdir: Path) -> AzuriteInstance:
-    """Start one Azurite process for `region` serving `account` (plus the default account)."""
+def start_azurite(region: str, account: str, workdir: Path, blob_port: int = 0,
+                  queue_port: int = 0) -> AzuriteInstance:
+    """Start one Azurite process for `region` serving `account` (plus the default account).
+    Ports 0 pick free ones; given ports (and the same workdir) restart a stopped region as it was."""
     data = workdir / f"azurite-{region}"
     data.mkdir(parents=True, exist_ok=True)
     log_path = workdir / f"azurite-{region}.log"
@@ -104,8 +106,8 @@ def start_azurite(region: str, account: str, workdir: Path) -> AzuriteInstance:
     env["AZURITE_ACCOUNTS"] = f"{DEFAULT_ACCOUNT}:{DEV_ACCOUNT_KEY};{account}:{DEV_ACCOUNT_KEY}"
     cmd = [
         "node", str(node_modules() / "azurite" / "dist" / "src" / "azurite.js"),
-        "--blobHost", "127.0.0.1", "--blobPort", "0",
-        "--queueHost", "127.0.0.1", "--queuePort", "0",
+        "--blobHost", "127.0.0.1", "--blobPort", str(blob_port),
+        "--queueHost", "127.0.0.1", "--queuePort", str(queue_port),
         "--tableHost", "127.0.0.1", "--tablePort", "0",
         "--location", str(data),
         "--skipApiVersionCheck", "--loose", "--disableTelemetry",

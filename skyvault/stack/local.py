@@ -72,6 +72,10 @@ def up() -> dict[str, Any]:
             bootstrap.COSMOS_KEY: cosmos.key,
             bootstrap.COSMOS_DATABASE: "skyvault",
             bootstrap.PUBLIC_API_URL: api_url,
+            # Separate Azurite processes per region cannot copy between each other.
+            bootstrap.REPLICATION_COPY_MODE: "stream",
+            bootstrap.REPLICATION_RETRY_MAX: "5",
+            bootstrap.SCRUB_SCHEDULE: "0 */5 * * * *",
         }
         bootstrap.cosmos_index(settings).ensure_schema()
         for name in ALL_QUEUES:
@@ -87,14 +91,37 @@ def up() -> dict[str, Any]:
         "apiUrl": api_url,
         "settings": settings,
         "components": {
-            "azurite-primary": {"pid": primary.pid, "blob": primary.blob_url, "queue": primary.queue_url},
-            "azurite-secondary": {"pid": secondary.pid, "blob": secondary.blob_url},
+            "azurite-primary": _region_component(primary),
+            "azurite-secondary": _region_component(secondary),
             "cosmos": {"pid": cosmos.pid, "endpoint": cosmos.endpoint},
             "functions": {"pid": host_pid, "url": api_url},
         },
     }
     home.write_json("stack.json", state)
     return state
+
+
+def _region_component(instance: emulators.AzuriteInstance) -> dict[str, Any]:
+    return {"pid": instance.pid, "blob": instance.blob_url, "queue": instance.queue_url, "account": instance.account,
+            "blobPort": instance.blob_port, "queuePort": instance.queue_port}
+
+
+def stop_region(region: str) -> None:
+    """Stop one region's storage, as in a regional outage (`start_region` brings it back)."""
+    state = home.stack_state()
+    emulators.stop_pid(state["components"][f"azurite-{region}"]["pid"])
+
+
+def start_region(region: str) -> None:
+    """Restart a stopped region on its old ports and data."""
+    state = home.stack_state()
+    component = state["components"][f"azurite-{region}"]
+    if emulators.pid_alive(component["pid"]):
+        return
+    instance = emulators.start_azurite(region, component["account"], home.home() / "stack",
+                                       component["blobPort"], component["queuePort"])
+    state["components"][f"azurite-{region}"] = _region_component(instance)
+    home.write_json("stack.json", state)
 
 
 def start_function_host(settings: dict[str, str], port: int, workdir: Path) -> int:

@@ -11,6 +11,7 @@ import pytest
 from shared.adapters.azure_storage import AzureBlobAccount, AzureQueue
 from shared.adapters.cosmos_index import CosmosIndex
 from shared.fakes import MemoryBlobAccount, MemoryIndex, MemoryQueue
+from skyvault.stack.emulators import DEFAULT_ACCOUNT, DEV_ACCOUNT_KEY
 
 
 class FakeClock:
@@ -50,9 +51,24 @@ def wait(backend, clock):
 @pytest.fixture
 def blob_account(backend, request):
     if backend == "memory":
-        return MemoryBlobAccount("primary")
+        # Unique regions: copy_from finds a memory account by the region in its URL.
+        return MemoryBlobAccount(unique("primary"))
     azurite = request.getfixturevalue("azurite_primary")
     return AzureBlobAccount(azurite.connection_string, "primary")
+
+
+@pytest.fixture
+def other_account(backend, request):
+    """A second account to copy into from blob_account. On Azurite it is the default
+    account of the same process: Azurite copies across accounts of one process only."""
+    if backend == "memory":
+        return MemoryBlobAccount(unique("paired"))
+    azurite = request.getfixturevalue("azurite_primary")
+    connection_string = (
+        f"DefaultEndpointsProtocol=http;AccountName={DEFAULT_ACCOUNT};AccountKey={DEV_ACCOUNT_KEY};"
+        f"BlobEndpoint=http://127.0.0.1:{azurite.blob_port}/{DEFAULT_ACCOUNT};"
+    )
+    return AzureBlobAccount(connection_string, "paired")
 
 
 @pytest.fixture
@@ -60,6 +76,14 @@ def container(blob_account):
     container = blob_account.container(unique("c"))
     container.create()
     return container
+
+
+@pytest.fixture
+def target(other_account):
+    """A container in other_account, where copies go (the paired region)."""
+    target = other_account.container(unique("t"))
+    target.create()
+    return target
 
 
 @pytest.fixture

@@ -10,12 +10,20 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from shared.adapters.azure_storage import AzureBlobAccount
-from shared.ports import BlobAlreadyExists, BlobNotFound, TransientError
+from shared.ports import BlobAlreadyExists, BlobNotFound, TransientError, blob_url
 from skyvault.stack.emulators import DEV_ACCOUNT_KEY
 
 
 def in_an_hour() -> datetime:
     return datetime.now(timezone.utc) + timedelta(hours=1)
+
+
+def five_minutes_ago() -> datetime:
+    return datetime.now(timezone.utc) - timedelta(minutes=5)
+
+
+def source_url(account, container, name: str, permissions: str = "r", expiry: datetime | None = None) -> str:
+    return blob_url(account.container_sas_url(container.name, permissions, expiry or in_an_hour()), name)
 
 
 def test_put_is_create_only_and_keeps_the_first_bytes(container):
@@ -184,6 +192,75 @@ def test_expired_sas_is_refused(blob_account, container):
         container.name, "rl", datetime.now(timezone.utc) - timedelta(minutes=5)))
     with pytest.raises(PermissionError):
         expired.read("a")
+
+
+def test_copy_from_another_account_copies_the_bytes_and_their_md5(blob_account, container, target):
+    data = b"encrypted chunk bytes " * 5000
+    container.put("chunks/ab/abcd", data)
+
+    copied = target.copy_from("chunks/ab/abcd", source_url(blob_account, container, "chunks/ab/abcd"))
+
+    assert copied.name == "chunks/ab/abcd"
+    assert copied.size == len(data)
+    assert copied.content_md5 == hashlib.md5(data).digest()
+    assert target.properties("chunks/ab/abcd") == copied
+    assert target.read("chunks/ab/abcd") == data
+    assert container.read("chunks/ab/abcd") == data
+
+
+def test_copy_from_replaces_what_is_there(blob_account, container, target):
+    container.put("points/p1/manifest", b"the real manifest")
+    before = target.put("points/p1/manifest", b"a stale copy")
+
+    copied = target.copy_from("points/p1/manifest", source_url(blob_account, container, "points/p1/manifest"))
+
+    assert copied.etag != before.etag
+    assert copied.content_md5 == hashlib.md5(b"the real manifest").digest()
+    assert target.read("points/p1/manifest") == b"the real manifest"
+
+
+def test_copy_from_a_missing_source_is_blob_not_found_and_writes_nothing(blob_account, container, target):
+    target.put("kept", b"old")
+    with pytest.raises(BlobNotFound):
+        target.copy_from("new", source_url(blob_account, container, "missing"))
+    with pytest.raises(BlobNotFound):
+        target.copy_from("kept", source_url(blob_account, container, "missing"))
+    with pytest.raises(BlobNotFound):
+        target.copy_from("new", source_url(blob_account, blob_account.container("never-created"), "a"))
+    with pytest.raises(BlobNotFound):
+        target.properties("new")
+    assert target.read("kept") == b"old"
+
+
+# A source URL that may not read is a PermissionError, not BlobNotFound: a
+# wrong or expired SAS must not pass for a lost source.
+@pytest.mark.parametrize("permissions, expiry", [
+    ("l", in_an_hour), ("cw", in_an_hour), ("r", five_minutes_ago),
+], ids=["list-only", "write-only", "expired"])
+def test_copy_from_needs_a_source_url_that_may_read(blob_account, container, target, permissions, expiry):
+    container.put("a", b"source")
+    target.put("a", b"old")
+    with pytest.raises(PermissionError):
+        target.copy_from("a", source_url(blob_account, container, "a", permissions, expiry()))
+    assert target.read("a") == b"old"
+
+
+def test_copy_into_a_missing_container_is_blob_not_found(blob_account, container, other_account):
+    container.put("a", b"x")
+    with pytest.raises(BlobNotFound):
+        other_account.container("never-created").copy_from("a", source_url(blob_account, container, "a"))
+
+
+def test_copy_into_unreachable_storage_is_a_transient_error_and_fails_fast(closed_port):
+    connection_string = (
+        f"DefaultEndpointsProtocol=http;AccountName=nobody;AccountKey={DEV_ACCOUNT_KEY};"
+        f"BlobEndpoint=http://127.0.0.1:{closed_port}/nobody;"
+    )
+    target = AzureBlobAccount(connection_string, "paired").container("gone")
+    started = time.monotonic()
+    with pytest.raises(TransientError):
+        target.copy_from("a", f"http://127.0.0.1:{closed_port}/somebody/c/a?sp=r&sig=x")
+    assert time.monotonic() - started < 10
 
 
 def test_unreachable_storage_is_a_transient_error_and_fails_fast(closed_port):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
+import uuid
 from dataclasses import replace
 
 import pytest
 
-from shared.adapters.cosmos_index import CosmosIndex
+from shared.adapters.cosmos_index import CHUNKS, CosmosIndex
 from shared.domain import ChunkRecord, Job, RecoveryPoint, UsageEvent, Vault
 from shared.ports import Conflict, PreconditionFailed, TransientError
 from skyvault.stack.emulators import COSMOS_DEV_KEY
@@ -25,10 +26,15 @@ def chunk_id(n: int) -> str:
     return hashlib.sha256(str(n).encode()).hexdigest()
 
 
-def a_chunk(cid: str, vault_id="v1", size=100) -> ChunkRecord:
+def a_chunk(cid: str, vault_id="v1", size=100, state="verified", recorded_at="2024-05-01T10:00:00Z",
+            replicated_at=None) -> ChunkRecord:
     md5 = base64.b64encode(hashlib.md5(cid.encode()).digest()).decode()
-    return ChunkRecord(id=cid, vault_id=vault_id, size=size, content_md5=md5, state="verified",
-                       recorded_at="2024-05-01T10:00:00Z")
+    return ChunkRecord(id=cid, vault_id=vault_id, size=size, content_md5=md5, state=state,
+                       recorded_at=recorded_at, replicated_at=replicated_at)
+
+
+def at_minute(minute: int) -> str:
+    return f"2024-05-01T10:{minute:02d}:00Z"
 
 
 def a_point(point_id: str, created_at: str, item="host1:/home", vault_id="v1") -> RecoveryPoint:
@@ -122,6 +128,91 @@ def test_get_chunks_of_an_absent_vault_is_empty(index):
     assert index.get_chunks("nobody", [chunk_id(1), chunk_id(2)]) == {}
 
 
+def test_replace_chunk_checks_the_etag(index):
+    cid = chunk_id(1)
+    index.add_chunk(a_chunk(cid))
+    read = index.get_chunks("v1", [cid])[cid]
+    updated = index.replace_chunk(replace(read, replicated_at="2024-05-02T00:00:00Z"))
+    assert updated.etag != read.etag
+    assert index.get_chunks("v1", [cid])[cid] == updated
+
+    with pytest.raises(PreconditionFailed):
+        index.replace_chunk(replace(read, state="damaged", reason="lost update"))
+    assert index.get_chunks("v1", [cid])[cid] == updated
+
+
+def test_replace_of_a_missing_chunk_is_a_failed_precondition(index):
+    index.add_chunk(a_chunk(chunk_id(1)))
+    read = index.get_chunks("v1", [chunk_id(1)])[chunk_id(1)]
+    with pytest.raises(PreconditionFailed):
+        index.replace_chunk(replace(read, id=chunk_id(2)))
+    assert index.get_chunks("v1", [chunk_id(2)]) == {}
+
+
+def test_oldest_unreplicated_chunk_across_shards(index):
+    ids = [chunk_id(n) for n in range(8)]
+    assert len({cid[:2] for cid in ids}) == len(ids)
+    # Older than the answer, but each ruled out: rejected, damaged, replicated, another vault's.
+    index.add_chunk(a_chunk(ids[0], state="rejected", recorded_at=at_minute(1)))
+    index.add_chunk(a_chunk(ids[1], state="damaged", recorded_at=at_minute(2)))
+    index.add_chunk(a_chunk(ids[2], recorded_at=at_minute(3), replicated_at=at_minute(30)))
+    index.add_chunk(a_chunk(ids[3], vault_id="v2", recorded_at=at_minute(4)))
+    index.add_chunk(a_chunk(ids[4], recorded_at=at_minute(9)))
+    index.add_chunk(a_chunk(ids[5], recorded_at=at_minute(5)))
+    index.add_chunk(a_chunk(ids[6], recorded_at=at_minute(7)))
+
+    oldest = index.oldest_unreplicated_chunk("v1")
+    assert oldest is not None and oldest.id == ids[5]
+    assert oldest == index.get_chunks("v1", [ids[5]])[ids[5]]
+    assert index.oldest_unreplicated_chunk("v2").id == ids[3]
+    assert index.oldest_unreplicated_chunk("nobody") is None
+
+    index.replace_chunk(replace(oldest, replicated_at=at_minute(31)))
+    assert index.oldest_unreplicated_chunk("v1").id == ids[6]
+    for cid in (ids[4], ids[6]):
+        index.replace_chunk(replace(index.get_chunks("v1", [cid])[cid], replicated_at=at_minute(32)))
+    assert index.oldest_unreplicated_chunk("v1") is None
+
+
+def test_chunks_after_pages_through_a_vault_in_id_order(index):
+    ids = sorted(chunk_id(n) for n in range(30))
+    assert len({cid[:2] for cid in ids}) > 10
+    for cid in ids:
+        index.add_chunk(a_chunk(cid))
+    index.add_chunk(a_chunk(chunk_id(100), vault_id="v2"))
+
+    seen, after = [], ""
+    while page := index.chunks_after("v1", after, 7):
+        assert len(page) <= 7
+        seen.extend(c.id for c in page)
+        assert len(seen) <= len(ids)
+        after = page[-1].id
+    assert seen == ids
+
+    # after_id need not be a stored id; the page starts at the next one.
+    assert [c.id for c in index.chunks_after("v1", ids[10][:-1], 3)] == ids[10:13]
+    assert index.chunks_after("v1", ids[-1], 5) == []
+    assert [c.id for c in index.chunks_after("v2", "", 5)] == [chunk_id(100)]
+    assert index.chunks_after("nobody", "", 5) == []
+    with pytest.raises(ValueError):
+        index.chunks_after("v1", "", 0)
+
+
+def test_list_all_vaults_spans_tenants(index):
+    index.create_vault(a_vault("v3", tenant_id="t2", created_at="2024-05-03T10:00:00Z"))
+    index.create_vault(a_vault("v1", tenant_id="t1", created_at="2024-05-01T10:00:00Z"))
+    index.create_vault(a_vault("v2", tenant_id="t3", created_at="2024-05-02T10:00:00Z"))
+    index.create_vault(a_vault("v4", tenant_id="t1", created_at="2024-05-04T10:00:00Z"))
+
+    vaults = index.list_all_vaults()
+    assert [(v.tenant_id, v.id) for v in vaults] == [("t1", "v1"), ("t3", "v2"), ("t2", "v3"), ("t1", "v4")]
+    assert vaults[0] == index.get_vault("t1", "v1")
+
+
+def test_list_all_vaults_of_an_empty_index(index):
+    assert index.list_all_vaults() == []
+
+
 def test_points_create_get_replace(index):
     created = index.create_point(a_point("p1", "2024-05-01T10:00:00Z"))
     assert index.get_point("v1", "p1") == created
@@ -180,6 +271,19 @@ def test_records_read_back_are_independent_copies(index):
     created = index.create_vault(a_vault())
     created.kdf["t"] = 99
     assert index.get_vault("t1", "v1").kdf["t"] == 3
+
+
+@pytest.mark.emulators
+def test_chunk_records_without_replicated_at_count_as_unreplicated(cosmos):
+    # Records written before the field existed lack it; to_doc writes null.
+    index = CosmosIndex(cosmos.endpoint, cosmos.key, f"db{uuid.uuid4().hex[:16]}")
+    index.ensure_schema()
+    legacy = a_chunk(chunk_id(1), recorded_at=at_minute(1)).to_doc()
+    del legacy["replicatedAt"]
+    index._container(CHUNKS).create_item(legacy)
+    index.add_chunk(a_chunk(chunk_id(2), recorded_at=at_minute(2)))
+
+    assert index.oldest_unreplicated_chunk("v1").id == chunk_id(1)
 
 
 def test_unreachable_cosmos_is_a_transient_error_and_fails_fast(closed_port):

@@ -35,6 +35,7 @@ def services():
         queue_sas_url=lambda name, permissions, expiry: f"memory://queues/{name}?sp={permissions}",
         api_url="http://api",
         clock=lambda: NOW,
+        secondary=MemoryBlobAccount("secondary", utcnow=lambda: NOW),
     )
 
 
@@ -204,7 +205,8 @@ def test_restore_job_is_free_and_read_only(services, keys):
     request = agent.message(type="restore", id="job1", pointId=POINT)
     job = handlers.prepare_restore(services, request)
     assert job.status == "ready"
-    reader = services.primary.container_from_url(job.plan["containerUrl"])
+    assert [r["region"] for r in job.plan["regions"]] == ["primary"]
+    reader = services.primary.container_from_url(job.plan["regions"][0]["containerUrl"])
     assert reader.read(chunk_blob_name(declared["id"]))
     with pytest.raises(PermissionError):
         reader.put("chunks/zz/evil", b"x")

@@ -1,0 +1,220 @@
+"""Geo-redundancy on in-memory fakes: replication, geo-protection, lag, outages, scrub."""
+from __future__ import annotations
+
+import base64
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from shared import handlers, replication
+from shared.domain import chunk_blob_name, container_name
+from shared.fakes import MemoryBlobAccount, MemoryIndex, MemoryQueue
+from shared.ports import BlobAccount, BlobNotFound, TransientError
+from tests.unit.test_handlers import POINT, Agent
+
+START = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+
+
+class Clock:
+    def __init__(self):
+        self.now = START
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def monotonic(self) -> float:
+        return (self.now - START).total_seconds()
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+class _Down:
+    """A container of a stopped region: every operation fails as a refused connection does."""
+
+    def __getattr__(self, name):
+        def unreachable(*_args, **_kwargs):
+            raise TransientError("connection refused")
+        return unreachable
+
+
+class Outage(BlobAccount):
+    """A region that can be switched off: every call then fails as a stopped service does."""
+
+    def __init__(self, account: MemoryBlobAccount):
+        self.account, self.region, self.down = account, account.region, False
+
+    def container(self, name):
+        return _Down() if self.down else self.account.container(name)
+
+    def container_sas_url(self, *args):
+        return self.account.container_sas_url(*args)
+
+    def container_from_url(self, url):
+        return _Down() if self.down else self.account.container_from_url(url)
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def services(clock, request):
+    queues: dict[str, MemoryQueue] = {}
+
+    def queue(name):
+        if name not in queues:
+            queues[name] = MemoryQueue(name, now=clock.monotonic)
+            queues[name].create()
+        return queues[name]
+
+    suffix = request.node.name
+    return handlers.Services(
+        index=MemoryIndex(), primary=MemoryBlobAccount(f"primary-{suffix}", utcnow=clock),
+        secondary=Outage(MemoryBlobAccount(f"secondary-{suffix}", utcnow=clock)), queue=queue,
+        queue_sas_url=lambda n, p, e: f"memory://q/{n}?sp={p}", clock=clock, replication_retry_max_s=30)
+
+
+@pytest.fixture(scope="module")
+def keys():
+    from shared import crypto
+    return crypto.derive_keys("replication test passphrase", b"r" * 16)
+
+
+def drain(services, clock, rounds=50) -> list[str]:
+    """Run the replicate function on every message due, advancing time to the next one."""
+    outcomes = []
+    queue = services.queue(handlers.REPLICATE_QUEUE)
+    for _ in range(rounds):
+        messages = queue.receive(32, 60)
+        if not messages:
+            if queue.approximate_count() == 0:
+                return outcomes
+            clock.advance(1)
+            continue
+        for message in messages:
+            outcomes.append(replication.replicate(services, base64.b64decode(message.body)))
+            queue.delete(message)
+    return outcomes
+
+
+def backup(agent: Agent, services, chunks: list[bytes], point=POINT):
+    declared = [agent.upload(data) for data in chunks]
+    handlers.ingest_chunks(services, agent.message(type="chunks", chunks=declared))
+    committed = handlers.commit_point(services, agent.point(point, [d["id"] for d in declared]))
+    assert committed.state == "committed"
+    return declared
+
+
+def test_grs_copies_every_blob_and_marks_the_point_geo_protected(services, clock, keys):
+    agent = Agent(services, keys, redundancy="GRS")
+    declared = backup(agent, services, [b"one" * 1000, b"two" * 1000])
+    assert replication.replication_status(services, agent.vault)["pointsNotGeoProtected"] == 1
+    clock.advance(10)
+    assert replication.replication_status(services, agent.vault)["lagSeconds"] == 10
+    drain(services, clock)
+    secondary = services.secondary.container(container_name(agent.vault.id))
+    for d in declared:
+        assert secondary.read(chunk_blob_name(d["id"])) == agent.container.read(chunk_blob_name(d["id"]))
+    for name in ("manifest", "refs"):
+        assert secondary.read(f"points/{POINT}/{name}") == agent.container.read(f"points/{POINT}/{name}")
+    assert all(r.replicated_at for r in services.index.get_chunks(agent.vault.id, [d["id"] for d in declared]).values())
+    assert services.index.get_point(agent.vault.id, POINT).geo_protected_at
+    assert replication.replication_status(services, agent.vault) == {
+        "redundancy": "GRS", "lagSeconds": 0.0, "oldestUnreplicatedChunk": None, "pointsNotGeoProtected": 0}
+
+
+def test_replication_is_idempotent(services, clock, keys):
+    agent = Agent(services, keys, redundancy="GRS")
+    declared = backup(agent, services, [b"x" * 3000])
+    drain(services, clock)
+    record = services.index.get_chunks(agent.vault.id, [declared[0]["id"]])[declared[0]["id"]]
+    message = handlers.replicate_message(agent.vault, blob=chunk_blob_name(declared[0]["id"]))
+    assert replication.replicate(services, message) == "already copied"
+    assert services.index.get_chunks(agent.vault.id, [record.id])[record.id].etag == record.etag
+
+
+def test_lrs_writes_nothing_to_the_secondary(services, clock, keys):
+    agent = Agent(services, keys, redundancy="LRS")
+    declared = backup(agent, services, [b"lrs" * 1000])
+    assert drain(services, clock) == []
+    message = handlers.replicate_message(agent.vault, blob=chunk_blob_name(declared[0]["id"]))
+    assert replication.replicate(services, message).startswith("skipped")
+    with pytest.raises(BlobNotFound):
+        list(services.secondary.container(container_name(agent.vault.id)).list())
+
+
+def test_an_outage_of_the_secondary_grows_the_lag_and_replication_catches_up(services, clock, keys):
+    agent = Agent(services, keys, redundancy="GRS")
+    services.secondary.down = True
+    declared = backup(agent, services, [b"during the outage" * 200, b"and more" * 300])
+    outcomes = drain(services, clock, rounds=40)
+    assert any(o.startswith("deferred") for o in outcomes)
+    lag_during = replication.replication_status(services, agent.vault)["lagSeconds"]
+    clock.advance(60)
+    assert replication.replication_status(services, agent.vault)["lagSeconds"] == lag_during + 60
+    services.secondary.down = False
+    drain(services, clock, rounds=200)
+    assert services.index.get_point(agent.vault.id, POINT).geo_protected_at
+    assert replication.replication_status(services, agent.vault)["lagSeconds"] == 0
+    secondary = services.secondary.container(container_name(agent.vault.id))
+    assert all(secondary.read(chunk_blob_name(d["id"])) for d in declared)
+
+
+def test_scrub_heals_either_copy_and_reports_a_chunk_bad_in_both(services, clock, keys):
+    agent = Agent(services, keys, redundancy="GRS")
+    declared = backup(agent, services, [b"alpha" * 1000, b"beta" * 1000, b"gamma" * 1000])
+    drain(services, clock)
+    container = container_name(agent.vault.id)
+    primary, secondary = services.primary.container(container), services.secondary.container(container)
+    damaged_secondary, missing_primary, lost = (chunk_blob_name(d["id"]) for d in declared)
+    good = {name: primary.read(name) for name in (damaged_secondary, missing_primary, lost)}
+    secondary.put(damaged_secondary, b"rot" * 100, overwrite=True)
+    primary.delete(missing_primary)
+    primary.put(lost, b"bad" * 100, overwrite=True)
+    secondary.delete(lost)
+    vault = services.index.get_vault("contoso", agent.vault.id)
+    report = replication.scrub_vault(services, vault, sample=10)
+    ids = {chunk_blob_name(cid): cid for cid in report["checked"]}
+    assert [chunk_blob_name(c) for c in report["healed_secondary"]] == [damaged_secondary]
+    assert [chunk_blob_name(c) for c in report["healed_primary"]] == [missing_primary]
+    assert [chunk_blob_name(c) for c in report["damaged"]] == [lost]
+    assert len(ids) == 3
+    assert secondary.read(damaged_secondary) == good[damaged_secondary]
+    assert primary.read(missing_primary) == good[missing_primary]
+    lost_id = lost.rsplit("/", 1)[1]
+    assert services.index.get_chunks(agent.vault.id, [lost_id])[lost_id].state == "damaged"
+
+
+def test_scrub_rolls_through_the_vault_in_samples(services, clock, keys):
+    agent = Agent(services, keys, redundancy="GRS")
+    declared = backup(agent, services, [bytes([i]) * 2000 for i in range(5)])
+    drain(services, clock)
+    seen = []
+    for _ in range(3):
+        vault = services.index.get_vault("contoso", agent.vault.id)
+        seen += replication.scrub_vault(services, vault, sample=2)["checked"]
+    assert sorted(seen) == sorted(d["id"] for d in declared)
+
+
+def test_redundancy_changes_only_before_the_first_backup(services, clock, keys):
+    agent = Agent(services, keys, redundancy="LRS")
+    vault = handlers.change_redundancy(services, services.index.get_vault("contoso", agent.vault.id), "GRS")
+    assert vault.redundancy == "GRS"
+    backup(agent, services, [b"first" * 1000])
+    vault = services.index.get_vault("contoso", agent.vault.id)
+    with pytest.raises(handlers.ServiceError, match="can no longer change"):
+        handlers.change_redundancy(services, vault, "LRS")
+    assert services.index.get_vault("contoso", agent.vault.id).redundancy == "GRS"
+
+
+def test_restore_plan_offers_the_secondary_once_geo_protected(services, clock, keys):
+    agent = Agent(services, keys, redundancy="GRS")
+    backup(agent, services, [b"restore" * 1000])
+    vault = services.index.get_vault("contoso", agent.vault.id)
+    early = handlers.create_restore_job(services, vault, {"jobId": "j1", "pointId": POINT})
+    assert [(r["region"], r["complete"]) for r in early.plan["regions"]] == [("primary", True), ("secondary", False)]
+    drain(services, clock)
+    later = handlers.create_restore_job(services, vault, {"jobId": "j2", "pointId": POINT})
+    assert [(r["region"], r["complete"]) for r in later.plan["regions"]] == [("primary", True), ("secondary", True)]
