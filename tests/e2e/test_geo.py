@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shared import bootstrap, replication
+from shared import replication
 from shared.domain import container_name
 from shared.ports import BlobNotFound
 from skyvault import cli, home
@@ -18,29 +18,7 @@ from skyvault.restore import Restore
 from skyvault.stack import local
 from skyvault.treedigest import differences, tree_digest
 from skyvault.vaultclient import AgentError, AgentVault, load_credentials
-
-PASSPHRASE = "geo redundancy test passphrase"
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    saved = {k: os.environ.get(k) for k in ("SKYVAULT_HOME", "SKYVAULT_PASSPHRASE")}
-    os.environ["SKYVAULT_HOME"] = str(tmp_path_factory.mktemp("geo-home"))
-    os.environ["SKYVAULT_PASSPHRASE"] = PASSPHRASE
-    try:
-        yield local.up()
-    finally:
-        local.down()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-@pytest.fixture(scope="module")
-def services(stack):
-    return bootstrap.build_services(stack["settings"])
+from tests.e2e.support import PASSPHRASE, wait_until
 
 
 def make_vault(name: str, redundancy: str, tmp: Path) -> AgentVault:
@@ -76,16 +54,6 @@ def backup(vault, cache, data: Path, item: str):
     report = Backup(vault, cache, item).run([str(data)])
     assert report.state == "committed", report.reason
     return report
-
-
-def wait_until(predicate, timeout=90.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def geo_protected(services, vault, point_id):

@@ -18,34 +18,10 @@ from skyvault import cli, home
 from skyvault.backup import Backup
 from skyvault.cache import Cache
 from skyvault.restore import Restore, RestoreFailed
-from skyvault.stack import local
 from skyvault.treedigest import differences, tree_digest
 from skyvault.vaultclient import AgentError, AgentVault, load_credentials
+from tests.e2e.support import PASSPHRASE, wait_until
 
-PASSPHRASE = "end to end test passphrase"
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    state_dir = tmp_path_factory.mktemp("skyvault-home")
-    saved = {k: os.environ.get(k) for k in ("SKYVAULT_HOME", "SKYVAULT_PASSPHRASE")}
-    os.environ["SKYVAULT_HOME"] = str(state_dir)
-    os.environ["SKYVAULT_PASSPHRASE"] = PASSPHRASE
-    try:
-        state = local.up()
-        yield state
-    finally:
-        local.down()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-@pytest.fixture(scope="module")
-def services(stack):
-    return bootstrap.build_services(stack["settings"])
 
 
 @pytest.fixture(scope="module")
@@ -192,16 +168,6 @@ def test_tampered_chunk_fails_restore_naming_the_file(vault, cache, services, tm
     assert not [p for p in (tmp_path / "r" / "t").iterdir() if p.name.startswith(".skyvault-")]
 
 
-def _wait(predicate, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _chunk_count(services, vault_id):
     container = services.index._container("chunks")
     return list(container.query_items("SELECT VALUE COUNT(1) FROM c WHERE c.vaultId=@v",
@@ -221,7 +187,7 @@ def test_malformed_message_lands_in_poison_and_changes_nothing(vault, services, 
     poison.create()
     marker = base64.b64encode(body).decode()
     AzureQueue.from_url(vault.creds["queueUrls"]["ingest"]).send(marker)
-    _wait(lambda: marker in poison.peek(32), timeout=90, what="the message in ingest-poison")
+    wait_until(lambda: marker in poison.peek(32), timeout=90, what="the message in ingest-poison")
     assert _chunk_count(services, vault.vault_id) == before
 
 
@@ -232,7 +198,7 @@ def test_forged_signature_is_refused(vault, services, stack):
     before = _chunk_count(services, vault.vault_id)
     forged.send("ingest", {"type": "chunks", "chunks": [{"id": cid, "size": 100, "md5": "A" * 22 + "=="}]})
     poison = AzureQueue(stack["settings"][bootstrap.STORAGE], "ingest-poison")
-    _wait(lambda: any(cid in base64.b64decode(m).decode() for m in poison.peek(32)), timeout=90,
+    wait_until(lambda: any(cid in base64.b64decode(m).decode() for m in poison.peek(32)), timeout=90,
           what="the forged message in ingest-poison")
     assert _chunk_count(services, vault.vault_id) == before
 
@@ -252,7 +218,7 @@ def test_replayed_messages_change_nothing(vault, cache, services, stack, tmp_pat
                           "createdAt": point.created_at, "chunkCount": point.chunk_count,
                           "manifestChunks": 1, "stats": {}})
     queues = [AzureQueue(stack["settings"][bootstrap.STORAGE], q) for q in ("ingest", "commit")]
-    _wait(lambda: all(q.approximate_count() == 0 for q in queues), what="the replayed messages to be handled")
+    wait_until(lambda: all(q.approximate_count() == 0 for q in queues), what="the replayed messages to be handled")
     time.sleep(1)
     assert services.index.get_chunks(vault.vault_id, [cid])[cid].etag == record.etag
     assert services.index.get_point(vault.vault_id, report.point_id).etag == point.etag
