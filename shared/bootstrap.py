@@ -7,7 +7,8 @@ function app's base URL, written into agent credentials), `ReplicationCopyMode`
 ("server", the default: server-side Copy Blob; "stream" for the local stack,
 whose regions are separate Azurite processes that cannot copy between each
 other), `ReplicationRetryMaxSeconds` (default 300), `ScrubSchedule` (NCRONTAB,
-read by the scrub timer's binding).
+read by the scrub timer's binding), `OperationCountsFile` (optional: count storage,
+queue and Cosmos DB operations into this JSON file, for benchmarks).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Mapping
 
 from shared.adapters.azure_storage import AzureBlobAccount, AzureQueue, queue_sas_url
 from shared.adapters.cosmos_index import CosmosIndex
+from shared import metrics
 from shared.handlers import Services
 
 STORAGE = "Storage"
@@ -25,6 +27,7 @@ COSMOS_ENDPOINT, COSMOS_KEY, COSMOS_DATABASE = "CosmosDbEndpoint", "CosmosDbKey"
 PUBLIC_API_URL = "PublicApiUrl"
 REPLICATION_COPY_MODE, REPLICATION_RETRY_MAX = "ReplicationCopyMode", "ReplicationRetryMaxSeconds"
 SCRUB_SCHEDULE = "ScrubSchedule"
+OPERATION_COUNTS_FILE = "OperationCountsFile"
 
 
 class SettingMissing(RuntimeError):
@@ -44,6 +47,12 @@ def cosmos_index(settings: Mapping[str, str]) -> CosmosIndex:
 
 
 def build_services(settings: Mapping[str, str]) -> Services:
+    services = _build(settings)
+    counts_file = settings.get(OPERATION_COUNTS_FILE)
+    return metrics.counting(services, metrics.OperationCounts(counts_file)) if counts_file else services
+
+
+def _build(settings: Mapping[str, str]) -> Services:
     storage = _get(settings, STORAGE)
     return Services(
         index=cosmos_index(settings),
