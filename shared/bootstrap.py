@@ -47,12 +47,6 @@ def cosmos_index(settings: Mapping[str, str]) -> CosmosIndex:
 
 
 def build_services(settings: Mapping[str, str]) -> Services:
-    services = _build(settings)
-    counts_file = settings.get(OPERATION_COUNTS_FILE)
-    return metrics.counting(services, metrics.OperationCounts(counts_file)) if counts_file else services
-
-
-def _build(settings: Mapping[str, str]) -> Services:
     storage = _get(settings, STORAGE)
     return Services(
         index=cosmos_index(settings),
@@ -76,5 +70,8 @@ def _copy_mode(settings: Mapping[str, str]) -> str:
 
 @functools.lru_cache(maxsize=1)
 def services() -> Services:
-    """One set of clients per worker process, reused across invocations."""
-    return build_services(os.environ)
+    """The function app's clients: one set per worker process, reused across invocations, and
+    counted when OperationCountsFile is set (only the function app writes that file)."""
+    built = build_services(os.environ)
+    counts_file = os.environ.get(OPERATION_COUNTS_FILE)
+    return metrics.counting(built, metrics.OperationCounts(counts_file)) if counts_file else built

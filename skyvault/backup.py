@@ -10,7 +10,7 @@ are not read: their extents come from the local cache.
 
 Memory stays bounded: the walk is streamed, the manifest is written to a
 temporary file, references are deduplicated in SQLite, and at most
-MAX_INFLIGHT chunks are held for upload at once.
+MAX_INFLIGHT_BATCHES batches of chunks are held for upload at once.
 """
 from __future__ import annotations
 
@@ -42,9 +42,12 @@ from skyvault.vaultclient import AgentError, AgentVault
 # Pinned: another chunker or other parameters cut elsewhere and break dedup.
 # pyfastcdc's real mean chunk is avg_size + min_size, so this gives ~1 MiB chunks.
 CDC_PARAMS = {"avg_size": 512 * 1024, "min_size": 512 * 1024, "max_size": 8 * 1024 * 1024}
+# A batch of chunks is looked up in one request and uploaded by one worker; the bounds
+# keep the chunks held in memory to MAX_INFLIGHT_BATCHES * BATCH_BYTES (plus one chunk).
 LOOKUP_BATCH = 16
+BATCH_BYTES = 16 * 1024 * 1024
 UPLOAD_WORKERS = 4
-MAX_INFLIGHT = 8
+MAX_INFLIGHT_BATCHES = UPLOAD_WORKERS + 1
 COMMIT_WAIT_S = 300.0
 
 
@@ -145,9 +148,10 @@ class Backup:
         self.generation = secrets.token_hex(8)
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(UPLOAD_WORKERS, thread_name_prefix="upload")
-        self._inflight: deque[tuple[str, Future]] = deque()
+        self._inflight: deque[tuple[list[str], Future]] = deque()
         self._inflight_ids: set[str] = set()
         self._staged: list[tuple[str, bytes]] = []
+        self._staged_bytes = 0
         self._batch: list[dict] = []
         self._order: deque[_Entry] = deque()
         self._open_files: deque[_Entry] = deque()
@@ -263,29 +267,34 @@ class Backup:
             on_chunk(cid, chunk.offset, chunk.length)
             self._reference([cid])
             self._staged.append((cid, data))
-            if len(self._staged) >= LOOKUP_BATCH:
+            self._staged_bytes += len(data)
+            if len(self._staged) >= LOOKUP_BATCH or self._staged_bytes >= BATCH_BYTES:
                 self._dispatch()
 
     def _dispatch(self) -> None:
-        """Upload the staged chunks neither the cache nor the service knows."""
-        staged, self._staged = self._staged, []
-        vault_id = self.vault.vault_id
+        """Hand the staged chunks that the local cache does not know to a worker, which asks the
+        service about them and uploads the rest, while this thread reads and chunks on."""
+        staged, self._staged, self._staged_bytes = self._staged, [], 0
         fresh: dict[str, bytes] = {}
         for cid, data in staged:
             if cid not in self._inflight_ids:
                 fresh.setdefault(cid, data)
-        unknown = set(fresh) - self.cache.known(vault_id, fresh)
-        if unknown:
-            verified = set(self.vault.api("POST", "chunks/lookup", {"ids": sorted(unknown)})["verified"])
-            self.cache.add_known(vault_id, verified)
-            unknown -= verified
+        unknown = set(fresh) - self.cache.known(self.vault.vault_id, fresh)
         self.report.chunks_deduplicated += len(staged) - len(unknown)
-        for cid, data in fresh.items():
-            if cid in unknown:
-                while len(self._inflight) >= MAX_INFLIGHT:
-                    self._collect_oldest()
-                self._inflight_ids.add(cid)
-                self._inflight.append((cid, self._pool.submit(self._upload, cid, data)))
+        if not unknown:
+            return
+        while len(self._inflight) >= MAX_INFLIGHT_BATCHES:
+            self._collect_oldest()
+        self._inflight_ids.update(unknown)
+        batch = {cid: fresh[cid] for cid in unknown}
+        self._inflight.append((list(batch), self._pool.submit(self._store_batch, batch)))
+
+    def _store_batch(self, batch: dict[str, bytes]) -> tuple[set[str], list[dict]]:
+        """In a worker: the service's dedup look-up, then compress, encrypt and upload what it lacks.
+        Returns the ids the service already had and the declarations of the uploaded chunks."""
+        verified = set(self.vault.api("POST", "chunks/lookup", {"ids": sorted(batch)})["verified"])
+        declared = [self._upload(cid, data) for cid, data in batch.items() if cid not in verified]
+        return verified, declared
 
     def _upload(self, cid: str, data: bytes) -> dict | None:
         compressor = getattr(self._local, "zstd", None)
@@ -303,18 +312,19 @@ class Backup:
                 "md5": base64.b64encode(hashlib.md5(envelope).digest()).decode()}
 
     def _collect_oldest(self) -> None:
-        cid, future = self._inflight.popleft()
-        declared = future.result()
-        self._inflight_ids.discard(cid)
-        self.cache.add_known(self.vault.vault_id, [cid])
-        if declared is None:
-            self.report.chunks_deduplicated += 1
-            return
-        self.report.chunks_uploaded += 1
-        self.report.bytes_uploaded += declared["size"]
-        self._batch.append(declared)
-        if len(self._batch) >= formats.CHUNKS_PER_MESSAGE:
-            self._send_batch()
+        ids, future = self._inflight.popleft()
+        verified, declared = future.result()
+        self._inflight_ids.difference_update(ids)
+        self.cache.add_known(self.vault.vault_id, ids)
+        self.report.chunks_deduplicated += len(ids) - sum(1 for d in declared if d)
+        for entry in declared:
+            if entry is None:
+                continue
+            self.report.chunks_uploaded += 1
+            self.report.bytes_uploaded += entry["size"]
+            self._batch.append(entry)
+            if len(self._batch) >= formats.CHUNKS_PER_MESSAGE:
+                self._send_batch()
 
     def _drain(self) -> None:
         self._dispatch()

@@ -19,6 +19,8 @@ import threading
 from pathlib import Path
 from typing import Iterable, Iterator
 
+# Rows the backup writes per file and per chunk are buffered and written this many to a transaction.
+FILE_ROWS_PER_TRANSACTION = 1000
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS known (vault TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (vault, id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS files (
@@ -39,9 +41,11 @@ class Cache:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
         self._lock = threading.Lock()
+        self._files: list[tuple] = []
+        self._refs: list[tuple[str, str]] = []
 
     def close(self) -> None:
-        self._db.close()
+        self._db.close()  # rows of an unfinished backup are dropped: it never became current
 
     # known chunks
     def known(self, vault: str, ids: Iterable[str]) -> set[str]:
@@ -71,11 +75,20 @@ class Cache:
 
     def record_file(self, vault: str, item: str, generation: str, path: str, signature: str,
                     extents: list) -> None:
+        """Buffered: rows are written in batches, one transaction each (a backup records every file)."""
+        self._files.append((vault, item, generation, path, signature, json.dumps(extents)))
+        if len(self._files) >= FILE_ROWS_PER_TRANSACTION:
+            self._write_files()
+
+    def _write_files(self) -> None:
+        rows, self._files = self._files, []
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
-                             (vault, item, generation, path, signature, json.dumps(extents)))
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self._db.execute("COMMIT")
 
     def make_current(self, vault: str, item: str, generation: str) -> None:
+        self._write_files()
         with self._lock:
             self._db.execute("BEGIN")
             self._db.execute("DELETE FROM files WHERE vault=? AND item=? AND generation != ?",
@@ -84,24 +97,37 @@ class Cache:
             self._db.execute("COMMIT")
 
     def drop_generation(self, vault: str, item: str, generation: str) -> None:
+        self._files = []
         with self._lock:
             self._db.execute("DELETE FROM files WHERE vault=? AND item=? AND generation=?",
                              (vault, item, generation))
 
     # references of a running backup
     def add_refs(self, run: str, ids: Iterable[str]) -> None:
+        """Buffered like record_file."""
+        self._refs.extend((run, i) for i in ids)
+        if len(self._refs) >= FILE_ROWS_PER_TRANSACTION:
+            self._write_refs()
+
+    def _write_refs(self) -> None:
+        rows, self._refs = self._refs, []
         with self._lock:
-            self._db.executemany("INSERT OR IGNORE INTO refs VALUES (?, ?)", [(run, i) for i in ids])
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR IGNORE INTO refs VALUES (?, ?)", rows)
+            self._db.execute("COMMIT")
 
     def refs(self, run: str) -> Iterator[str]:
         """Sorted ids, streamed from disk; call once the backup's uploads have finished."""
+        self._write_refs()
         for (cid,) in self._db.execute("SELECT id FROM refs WHERE run=? ORDER BY id", (run,)):
             yield cid
 
     def count_refs(self, run: str) -> int:
+        self._write_refs()
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM refs WHERE run=?", (run,)).fetchone()[0]
 
     def drop_refs(self, run: str) -> None:
+        self._refs = []
         with self._lock:
             self._db.execute("DELETE FROM refs WHERE run=?", (run,))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 import uuid
 from datetime import datetime, timezone
@@ -62,7 +63,7 @@ class AgentVault:
         self.tenant_id: str = creds["tenantId"]
         self.vault_id: str = creds["vaultId"]
         self._signing_key = bytes.fromhex(creds["signingKey"])
-        self._http = requests.Session()
+        self._sessions = threading.local()  # requests.Session is not meant to be shared by threads
         self._queues: dict[str, AzureQueue] = {}
 
     @staticmethod
@@ -99,8 +100,8 @@ class AgentVault:
         headers = formats.sign_request(self._signing_key, method, path, data, self.clock())
         headers["content-type"] = "application/json"
         try:
-            resp = self._http.request(method, base + path, data=data, headers=headers, params=params,
-                                      timeout=API_TIMEOUT_S)
+            resp = self._session().request(method, base + path, data=data, headers=headers, params=params,
+                                           timeout=API_TIMEOUT_S)
         except requests.RequestException as e:
             raise ApiError(f"the Skyvault service at {base} did not answer: {e}") from None
         try:
@@ -110,6 +111,12 @@ class AgentVault:
         if resp.status_code != 200:
             raise ApiError(f"{method} {subpath}: {resp.status_code} {answer.get('error', answer)}")
         return answer
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._sessions, "session", None)
+        if session is None:
+            session = self._sessions.session = requests.Session()
+        return session
 
     def wait_for(self, what: str, poll: Callable[[], Any], timeout_s: float) -> Any:
         """Poll until `poll` returns something truthy; raise AgentError naming `what` on timeout."""
