@@ -40,6 +40,8 @@ TAG_BYTES = 16
 FRAME_RAW = 0
 FRAME_ZSTD = 1
 ZSTD_LEVEL = 3
+PROBES, PROBE_BYTES = 4, 16 * 1024
+INCOMPRESSIBLE_RATIO = 0.97
 
 KDF_PARAMS = {"algorithm": "argon2id", "iterations": 3, "memoryKiB": 65536, "lanes": 4}
 
@@ -106,11 +108,20 @@ def chunk_id(keys: VaultKeys, plaintext: bytes | memoryview) -> str:
 
 
 def frame(plaintext: bytes | memoryview, compressor: zstandard.ZstdCompressor | None = None) -> bytes:
-    """zstd-compress unless that does not make it smaller; the flag byte says which."""
-    packed = (compressor or zstandard.ZstdCompressor(level=ZSTD_LEVEL)).compress(plaintext)
-    if len(packed) < len(plaintext):
+    """zstd-compress unless that does not make it smaller; the flag byte says which. A large
+    chunk none of whose PROBES evenly spread samples compresses (media, archives, encrypted
+    files) is stored raw without compressing the whole of it, which would cost time for nothing."""
+    compressor = compressor or zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    view = memoryview(plaintext)
+    if len(view) >= PROBES * PROBE_BYTES * 4:
+        step = (len(view) - PROBE_BYTES) // (PROBES - 1)
+        samples = (view[i * step:i * step + PROBE_BYTES] for i in range(PROBES))
+        if all(len(compressor.compress(sample)) > INCOMPRESSIBLE_RATIO * PROBE_BYTES for sample in samples):
+            return b"".join((bytes([FRAME_RAW]), view))
+    packed = compressor.compress(view)
+    if len(packed) < len(view):
         return bytes([FRAME_ZSTD]) + packed
-    return bytes([FRAME_RAW]) + bytes(plaintext)
+    return b"".join((bytes([FRAME_RAW]), view))
 
 
 def unframe(framed: bytes) -> bytes:

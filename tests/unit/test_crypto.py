@@ -86,3 +86,14 @@ def test_bad_header_is_named(keys):
         crypto.parse_header(b"SKV1")
     with pytest.raises(crypto.BadEnvelope, match="unsupported envelope version 9"):
         crypto.parse_header(crypto.MAGIC + bytes([9, 1]) + b"\0" * 12)
+
+
+def test_incompressible_data_is_stored_raw_and_mixed_data_compressed(keys):
+    noise = os.urandom(1024 * 1024)
+    assert crypto.frame(noise)[0] == crypto.FRAME_RAW
+    mixed = noise + b"\0" * (1024 * 1024)
+    assert crypto.frame(mixed)[0] == crypto.FRAME_ZSTD, "one compressible sample is enough to try"
+    assert len(crypto.frame(mixed)) < len(noise) + 1024
+    text = b"compressible text " * 100_000
+    framed = crypto.frame(text)
+    assert framed[0] == crypto.FRAME_ZSTD and crypto.unframe(framed) == text
