@@ -46,35 +46,46 @@ def _parse(text: str | bytes) -> dict[str, Any]:
         body = json.loads(text)
     except (ValueError, UnicodeDecodeError) as e:
         raise formats.MalformedMessage(f"replicate message is not JSON: {e}") from None
-    if not isinstance(body, dict) or body.get("v") != 1 or not isinstance(body.get("attempt"), int):
+    if (not isinstance(body, dict) or body.get("v") != 1 or not isinstance(body.get("attempt"), int)
+            or not isinstance(body.get("blobs"), list)):
         raise formats.MalformedMessage("replicate message does not match its schema")
-    blob, point = body.get("blob"), body.get("pointId")
-    if blob is not None and not (isinstance(blob, str) and (blob.startswith("chunks/") or blob.startswith("points/"))):
-        raise formats.MalformedMessage(f"replicate message names a blob outside the vault's layout: {blob!r}")
-    if blob is None and not (isinstance(point, str) and formats.POINT_ID.match(point)):
-        raise formats.MalformedMessage("replicate message names neither a blob nor a recovery point")
+    for blob in body["blobs"]:
+        if not (isinstance(blob, str) and blob.startswith(("chunks/", "points/"))):
+            raise formats.MalformedMessage(f"replicate message names a blob outside the vault's layout: {blob!r}")
+    point = body.get("pointId")
+    if point is not None and not (isinstance(point, str) and formats.POINT_ID.match(point)):
+        raise formats.MalformedMessage(f"replicate message names a bad recovery point {point!r}")
+    if not body["blobs"] and point is None:
+        raise formats.MalformedMessage("replicate message names neither blobs nor a recovery point")
     return body
 
 
 def replicate(services: Services, text: str | bytes) -> str:
-    """Copy one blob of a GRS vault to the paired region, or check a point's geo-protection.
-    Idempotent: a blob already recorded as copied is not copied again. Returns what it did."""
+    """Copy blobs of a GRS vault to the paired region, or check a point's geo-protection.
+    Idempotent: a blob already recorded as copied is not copied again. When a region does
+    not answer, the blobs not yet copied are queued again with a growing delay. Returns
+    what it did."""
     body = _parse(text)
     vault = services.index.get_vault(body["tenantId"], body["vaultId"])
     if vault is None:
         raise UnknownVault(f"no vault {body['vaultId']} in tenant {body['tenantId']}")
     if vault.redundancy != "GRS" or services.secondary is None:
         return "skipped: not a GRS vault"
+    done: list[str] = []
     try:
-        if body["blob"] is None:
+        if not body["blobs"]:
             return _check_point(services, vault, body)
-        if body["blob"].startswith("chunks/"):
-            return _replicate_chunk(services, vault, body["blob"])
-        return _replicate_point_blob(services, vault, body["blob"], body["pointId"])
+        for blob in body["blobs"]:
+            if blob.startswith("chunks/"):
+                done.append(_replicate_chunk(services, vault, blob))
+            else:
+                done.append(_replicate_point_blob(services, vault, blob, body["pointId"]))
+        return "; ".join(sorted(set(done)))
     except TransientError as e:
         delay = min(2 ** (body["attempt"] + 1), services.replication_retry_max_s)
-        enqueue(services, REPLICATE_QUEUE, json.dumps({**body, "attempt": body["attempt"] + 1}), delay=delay)
-        return f"deferred {delay}s: {e}"
+        retry = {**body, "blobs": body["blobs"][len(done):], "attempt": body["attempt"] + 1}
+        enqueue(services, REPLICATE_QUEUE, json.dumps(retry), delay=delay)
+        return f"deferred {delay}s after {len(done)} blobs: {e}"
 
 
 def _replicate_chunk(services: Services, vault: Vault, blob: str) -> str:

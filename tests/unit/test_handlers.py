@@ -144,8 +144,9 @@ def test_ingest_queues_replication_only_for_grs(services, keys):
     lrs, grs = Agent(services, keys, name="lrs"), Agent(services, keys, name="grs", redundancy="GRS")
     handlers.ingest_chunks(services, lrs.message(type="chunks", chunks=[lrs.upload(b"l" * 3000)]))
     assert services.queue(handlers.REPLICATE_QUEUE).approximate_count() == 0
-    handlers.ingest_chunks(services, grs.message(type="chunks", chunks=[grs.upload(b"g" * 3000)]))
-    assert services.queue(handlers.REPLICATE_QUEUE).approximate_count() == 1
+    handlers.ingest_chunks(services, grs.message(type="chunks", chunks=[grs.upload(b"g" * 3000),
+                                                                         grs.upload(b"h" * 3000)]))
+    assert services.queue(handlers.REPLICATE_QUEUE).approximate_count() == 1, "one message per ingest message"
 
 
 def test_commit_waits_for_chunks_then_commits_once(services, keys):

@@ -130,7 +130,7 @@ def test_replication_is_idempotent(services, clock, keys):
     declared = backup(agent, services, [b"x" * 3000])
     drain(services, clock)
     record = services.index.get_chunks(agent.vault.id, [declared[0]["id"]])[declared[0]["id"]]
-    message = handlers.replicate_message(agent.vault, blob=chunk_blob_name(declared[0]["id"]))
+    message = handlers.replicate_message(agent.vault, blobs=[chunk_blob_name(declared[0]["id"])])
     assert replication.replicate(services, message) == "already copied"
     assert services.index.get_chunks(agent.vault.id, [record.id])[record.id].etag == record.etag
 
@@ -139,7 +139,7 @@ def test_lrs_writes_nothing_to_the_secondary(services, clock, keys):
     agent = Agent(services, keys, redundancy="LRS")
     declared = backup(agent, services, [b"lrs" * 1000])
     assert drain(services, clock) == []
-    message = handlers.replicate_message(agent.vault, blob=chunk_blob_name(declared[0]["id"]))
+    message = handlers.replicate_message(agent.vault, blobs=[chunk_blob_name(declared[0]["id"])])
     assert replication.replicate(services, message).startswith("skipped")
     with pytest.raises(BlobNotFound):
         list(services.secondary.container(container_name(agent.vault.id)).list())
