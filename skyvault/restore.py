@@ -17,7 +17,7 @@ import time
 import uuid
 
 import zstandard
-from collections import deque
+from collections import OrderedDict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +30,7 @@ from skyvault.vaultclient import AgentError, AgentVault
 
 DOWNLOAD_WORKERS = 4
 PREFETCH = 8
+RECENT_CHUNKS = 8
 
 
 class RestoreFailed(AgentError):
@@ -56,6 +57,7 @@ class _Prefetcher:
         self._ids, self._fetch, self._pool = ids, fetch, pool
         self._ahead: deque[tuple[str, Future]] = deque()
         self._last: tuple[str | None, Future | None] = (None, None)
+        self._recent: OrderedDict[str, Future] = OrderedDict()
         self.fetched = 0
         self._fill()
 
@@ -64,7 +66,12 @@ class _Prefetcher:
             cid = next(self._ids, None)
             if cid is None:
                 return
-            self._ahead.append((cid, self._pool.submit(self._fetch, cid)))
+            # Chunks that recur (zero runs of disk images, duplicate files) are fetched once.
+            future = self._recent.pop(cid, None) or self._pool.submit(self._fetch, cid)
+            self._recent[cid] = future
+            if len(self._recent) > RECENT_CHUNKS:
+                self._recent.popitem(last=False)
+            self._ahead.append((cid, future))
 
     def get(self, cid: str) -> bytes:
         """The next chunk the writer needs (the same one again for consecutive extents)."""
