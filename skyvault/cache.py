@@ -82,9 +82,12 @@ class Cache:
 
     def _write_files(self) -> None:
         rows, self._files = self._files, []
+        self._write_rows("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def _write_rows(self, sql: str, rows: list[tuple]) -> None:
         with self._lock:
             self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self._db.executemany(sql, rows)
             self._db.execute("COMMIT")
 
     def make_current(self, vault: str, item: str, generation: str) -> None:
@@ -111,10 +114,7 @@ class Cache:
 
     def _write_refs(self) -> None:
         rows, self._refs = self._refs, []
-        with self._lock:
-            self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR IGNORE INTO refs VALUES (?, ?)", rows)
-            self._db.execute("COMMIT")
+        self._write_rows("INSERT OR IGNORE INTO refs VALUES (?, ?)", rows)
 
     def refs(self, run: str) -> Iterator[str]:
         """Sorted ids, streamed from disk; call once the backup's uploads have finished."""
