@@ -27,8 +27,8 @@ LOOKUP_MAX_IDS = 1000
 REFS_QUERY_BATCH = 500
 INGEST_QUEUE, COMMIT_QUEUE, RESTORE_QUEUE, REPLICATE_QUEUE = "ingest", "commit", "restore", "replicate"
 AGENT_QUEUES = (INGEST_QUEUE, COMMIT_QUEUE, RESTORE_QUEUE)
-# A commit that arrives before its chunks are verified is checked again after
-# min(2^n, COMMIT_RECHECK_MAX_S) seconds, up to COMMIT_MAX_CHECKS times (about 3 hours).
+# A commit that arrives before its chunks are verified is checked again after 1, 2, 4 ...
+# (at most COMMIT_RECHECK_MAX_S) seconds, up to COMMIT_MAX_CHECKS times (about 3 hours).
 COMMIT_RECHECK_MAX_S = 60
 COMMIT_MAX_CHECKS = 200
 ALL_QUEUES = (*AGENT_QUEUES, REPLICATE_QUEUE)
@@ -277,7 +277,7 @@ def _recheck_later(services: Services, vault: Vault, point: RecoveryPoint, text:
         point = services.index.replace_point(point)
     except PreconditionFailed:
         return services.index.get_point(vault.id, point.id)
-    delay = min(2 ** point.commit_checks, COMMIT_RECHECK_MAX_S)
+    delay = min(2 ** (point.commit_checks - 1), COMMIT_RECHECK_MAX_S)
     enqueue(services, COMMIT_QUEUE, text if isinstance(text, str) else text.decode(), delay=delay)
     return point
 

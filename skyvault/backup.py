@@ -45,10 +45,12 @@ CDC_PARAMS = {"avg_size": 512 * 1024, "min_size": 512 * 1024, "max_size": 8 * 10
 # A batch of chunks is looked up in one request and uploaded by one worker; the bounds
 # keep the chunks held in memory to MAX_INFLIGHT_BATCHES * BATCH_BYTES (plus one chunk).
 LOOKUP_BATCH = 16
-BATCH_BYTES = 16 * 1024 * 1024
+BATCH_BYTES = 8 * 1024 * 1024
 UPLOAD_WORKERS = 4
 MAX_INFLIGHT_BATCHES = UPLOAD_WORKERS + 1
 COMMIT_WAIT_S = 300.0
+INGEST_PROBE = 16
+INGEST_WAIT_S = 60.0
 
 
 def new_chunker() -> FastCDC:
@@ -153,6 +155,7 @@ class Backup:
         self._staged: list[tuple[str, bytes]] = []
         self._staged_bytes = 0
         self._batch: list[dict] = []
+        self._last_sent: list[str] = []
         self._order: deque[_Entry] = deque()
         self._open_files: deque[_Entry] = deque()
         self._manifest = None
@@ -336,7 +339,20 @@ class Backup:
         if self._batch:
             self.vault.send("ingest", {"type": "chunks", "chunks": self._batch})
             self.report.messages += 1
+            self._last_sent = [entry["id"] for entry in self._batch[-INGEST_PROBE:]]
             self._batch = []
+
+    def _await_ingest(self) -> None:
+        """Wait (briefly) until the service verified the last chunks this backup declared, so
+        the commit usually finds every chunk verified at once instead of re-checking later."""
+        if not self._last_sent:
+            return
+        probe = {"ids": self._last_sent}
+        try:
+            self.vault.wait_for("the last chunks to be verified", lambda: set(self.vault.api(
+                "POST", "chunks/lookup", probe)["verified"]) == set(probe["ids"]), INGEST_WAIT_S)
+        except AgentError:
+            pass  # the commit waits for them itself
 
     # -- the whole backup
     def run(self, paths: list[str], wait: bool = True) -> BackupReport:
@@ -395,6 +411,7 @@ class Backup:
         framed = crypto.frame(json.dumps(root).encode())
         self.container.put(name, crypto.seal(self.keys.manifest_key, self.vault.vault_id, name, framed))
         self.container.put(formats.refs_blob(point_id), formats.encode_refs(self.cache.refs(self.generation)))
+        self._await_ingest()
         self.vault.send("commit", {"type": "commit", "pointId": point_id, "item": self.item,
                                    "createdAt": now.isoformat(), "chunkCount": self.report.chunks_referenced,
                                    "manifestChunks": len(manifest_ids), "stats": self.report.as_stats()})

@@ -121,7 +121,7 @@ class AgentVault:
     def wait_for(self, what: str, poll: Callable[[], Any], timeout_s: float) -> Any:
         """Poll until `poll` returns something truthy; raise AgentError naming `what` on timeout."""
         deadline = time.monotonic() + timeout_s
-        delay = 0.1
+        delay = 0.05
         while True:
             result = poll()
             if result:
@@ -129,4 +129,4 @@ class AgentVault:
             if time.monotonic() > deadline:
                 raise AgentError(f"timed out after {timeout_s:.0f}s waiting for {what}")
             time.sleep(delay)
-            delay = min(delay * 1.5, 2.0)
+            delay = min(delay * 1.5, 0.5)
