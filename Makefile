@@ -25,3 +25,7 @@ test: setup
 
 clean:
 	rm -rf $(VENV) node_modules .skyvault
+
+.PHONY: bench
+bench: setup
+	$(PY) -m bench.run
