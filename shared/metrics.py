@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import replace
 from typing import Any, Iterable
 
-from shared.domain import shard_of
+from shared.adapters.cosmos_index import CHUNK_QUERY_BATCH
 from shared.ports import BlobAccount, BlobContainer, BlobProperties, Index, Queue
 
 COUNTS_FLUSH_S = 0.5
@@ -140,8 +140,8 @@ class CountingQueue(Queue):
 
 
 class CountingIndex(Index):
-    """Counts Cosmos DB requests: one per write or query, and one per shard for chunk
-    look-ups, since that is how the adapter queries them."""
+    """Counts Cosmos DB requests: one per write or query, and one per CHUNK_QUERY_BATCH ids
+    for chunk look-ups, since that is how the adapter queries them."""
 
     def __init__(self, inner: Index, counts: OperationCounts):
         self._inner, self._counts = inner, counts
@@ -173,8 +173,8 @@ class CountingIndex(Index):
         return self._write().add_chunk(chunk)
 
     def get_chunks(self, vault_id, chunk_ids: Iterable[str]):
-        ids = list(chunk_ids)
-        return self._query(len({shard_of(i) for i in ids})).get_chunks(vault_id, ids)
+        ids = set(chunk_ids)
+        return self._query(-(-len(ids) // CHUNK_QUERY_BATCH)).get_chunks(vault_id, ids)
 
     def replace_chunk(self, chunk):
         return self._write().replace_chunk(chunk)
