@@ -6,6 +6,8 @@ errors to a message and an exit code; the work happens elsewhere.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import getpass
 import json
 import os
@@ -20,6 +22,8 @@ from skyvault.cache import Cache
 from skyvault.vaultclient import AgentError, AgentVault, CredentialsError, load_credentials
 
 RENEW_BEFORE = timedelta(hours=2)
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+MMAP_THRESHOLD_BYTES = 256 * 1024
 
 
 def _say(text: str) -> None:
@@ -271,7 +275,19 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _fixed_mmap_threshold() -> None:
+    """Chunk buffers (0.5-8 MiB) are then mmap'd and returned to the system when freed. glibc
+    otherwise raises its mmap threshold after the first large free and serves later chunks
+    from the heap, whose fragmentation makes the agent's memory creep up with the data."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    except (OSError, AttributeError):
+        pass  # not glibc: its allocator has its own policy
+
+
 def main(argv: list[str] | None = None) -> int:
+    _fixed_mmap_threshold()
     args = parser().parse_args(argv)
     try:
         return args.func(args)
