@@ -207,6 +207,11 @@ class MemoryBlobContainer(BlobContainer):
             raise ValueError(f"read {self.name}/{name}: the range starts past the end of the blob")
         return data[offset:] if length is None else data[offset:offset + length]
 
+    def read_head(self, name: str, length: int) -> tuple[bytes, BlobProperties]:
+        with self._account._lock:
+            blob = self._get(name)
+            return blob.data[:length], blob.properties(name)
+
     def delete(self, name: str) -> None:
         with self._account._lock:
             self._require("d")

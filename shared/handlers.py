@@ -199,7 +199,7 @@ def ingest_chunks(services: Services, text: str | bytes) -> dict[str, int]:
 def _verify_chunk(container: BlobContainer, vault: Vault, entry: dict, now: str) -> ChunkRecord:
     cid, name = entry["id"], chunk_blob_name(entry["id"])
     try:
-        props = container.properties(name)
+        head, props = container.read_head(name, crypto.HEADER_BYTES)
     except BlobNotFound:
         raise ChunkNotUploaded(f"chunk blob {name} is not in vault {vault.id}") from None
     md5 = base64.b64encode(props.content_md5).decode() if props.content_md5 else ""
@@ -210,7 +210,7 @@ def _verify_chunk(container: BlobContainer, vault: Vault, entry: dict, now: str)
         reason = f"blob MD5 {md5 or '(none recorded)'} differs from the declared {entry['md5']}"
     else:
         try:
-            crypto.parse_header(container.read(name, 0, crypto.HEADER_BYTES))
+            crypto.parse_header(head)
         except crypto.BadEnvelope as e:
             reason = str(e)
     return ChunkRecord(id=cid, vault_id=vault.id, size=props.size, content_md5=md5,

@@ -83,6 +83,12 @@ class _CountingContainer(BlobContainer):
         self._add("bytes_read", len(data))
         return data
 
+    def read_head(self, name: str, length: int):
+        self._add("read")
+        head, props = self._inner.read_head(name, length)
+        self._add("bytes_read", len(head))
+        return head, props
+
     def delete(self, name: str) -> None:
         self._add("delete")
         self._inner.delete(name)

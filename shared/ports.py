@@ -77,6 +77,11 @@ class BlobContainer(ABC):
         """Read the whole blob or a range of it. Raises BlobNotFound."""
 
     @abstractmethod
+    def read_head(self, name: str, length: int) -> tuple[bytes, BlobProperties]:
+        """The first `length` bytes and the whole blob's properties (size, the MD5 Azure
+        recorded), in one transaction: a ranged Get Blob answers both. Raises BlobNotFound."""
+
+    @abstractmethod
     def delete(self, name: str) -> None:
         """Delete the blob; does nothing if it is absent."""
 

@@ -220,6 +220,17 @@ class AzureBlobContainer(BlobContainer):
                 return b""
             return self._client.download_blob(name, offset=offset, length=length).readall()
 
+    def read_head(self, name: str, length: int) -> tuple[bytes, BlobProperties]:
+        with _blob_errors(f"read the head of {self.name}/{name}"):
+            download = self._client.download_blob(name, offset=0, length=length)
+            head = download.readall()
+        # A ranged read reports the range's length as its size; the blob's is in Content-Range.
+        props = download.properties
+        total = int(props.content_range.rsplit("/", 1)[1]) if props.content_range else len(head)
+        return head, BlobProperties(name=name, size=total,
+                                    content_md5=_md5_bytes(props.content_settings.content_md5),
+                                    etag=props.etag, last_modified=props.last_modified)
+
     def delete(self, name: str) -> None:
         with _blob_errors(f"delete {self.name}/{name}"):
             try:

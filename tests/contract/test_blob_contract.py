@@ -77,6 +77,18 @@ def test_read_ranges(container):
     assert container.read("a", offset=4, length=0) == b""
 
 
+def test_read_head_gives_the_first_bytes_and_the_whole_blobs_properties(container):
+    data = b"SKV1" + bytes(range(256)) * 40
+    put = container.put("chunks/ab/head", data)
+    head, props = container.read_head("chunks/ab/head", 18)
+    assert head == data[:18]
+    assert props.size == len(data) and props.content_md5 == hashlib.md5(data).digest() == put.content_md5
+    short, props = container.read_head("chunks/ab/head", len(data) + 100)
+    assert short == data and props.size == len(data)
+    with pytest.raises(BlobNotFound):
+        container.read_head("chunks/ab/missing", 18)
+
+
 def test_read_starting_past_the_end_is_a_value_error(container):
     container.put("a", b"0123")
     with pytest.raises(ValueError):
