@@ -263,12 +263,14 @@ def test_copy_into_a_missing_container_is_blob_not_found(blob_account, container
         other_account.container("never-created").copy_from("a", source_url(blob_account, container, "a"))
 
 
-def test_copy_into_unreachable_storage_is_a_transient_error_and_fails_fast(closed_port):
-    connection_string = (
+def _unreachable_account(closed_port: int, region: str) -> AzureBlobAccount:
+    return AzureBlobAccount(
         f"DefaultEndpointsProtocol=http;AccountName=nobody;AccountKey={DEV_ACCOUNT_KEY};"
-        f"BlobEndpoint=http://127.0.0.1:{closed_port}/nobody;"
-    )
-    target = AzureBlobAccount(connection_string, "paired").container("gone")
+        f"BlobEndpoint=http://127.0.0.1:{closed_port}/nobody;", region)
+
+
+def test_copy_into_unreachable_storage_is_a_transient_error_and_fails_fast(closed_port):
+    target = _unreachable_account(closed_port, "paired").container("gone")
     started = time.monotonic()
     with pytest.raises(TransientError):
         target.copy_from("a", f"http://127.0.0.1:{closed_port}/somebody/c/a?sp=r&sig=x")
@@ -276,11 +278,7 @@ def test_copy_into_unreachable_storage_is_a_transient_error_and_fails_fast(close
 
 
 def test_unreachable_storage_is_a_transient_error_and_fails_fast(closed_port):
-    connection_string = (
-        f"DefaultEndpointsProtocol=http;AccountName=nobody;AccountKey={DEV_ACCOUNT_KEY};"
-        f"BlobEndpoint=http://127.0.0.1:{closed_port}/nobody;"
-    )
-    container = AzureBlobAccount(connection_string, "primary").container("gone")
+    container = _unreachable_account(closed_port, "primary").container("gone")
     started = time.monotonic()
     with pytest.raises(TransientError):
         container.put("a", b"x")
