@@ -384,13 +384,15 @@ def authenticate(services: Services, tenant_id: str, vault_id: str, method: str,
 
 
 def lookup_chunks(services: Services, vault: Vault, request: dict) -> dict:
-    """Which of the given chunk ids the vault already holds verified (for dedup)."""
+    """Which of the given chunk ids the vault holds verified (for dedup), and which it
+    rejected (so an agent waiting for its chunks stops waiting for those)."""
     ids = request.get("ids")
     if not isinstance(ids, list) or len(ids) > LOOKUP_MAX_IDS or not all(
             isinstance(i, str) and formats.HEX_ID.match(i) for i in ids):
         raise ServiceError(f"'ids' must be a list of at most {LOOKUP_MAX_IDS} hex chunk ids")
     found = services.index.get_chunks(vault.id, ids)
-    return {"verified": sorted(cid for cid, r in found.items() if r.state == "verified")}
+    return {"verified": sorted(cid for cid, r in found.items() if r.state == "verified"),
+            "rejected": sorted(cid for cid, r in found.items() if r.state != "verified")}
 
 
 def list_points(services: Services, vault: Vault, item: str | None) -> dict:

@@ -343,14 +343,18 @@ class Backup:
             self._batch = []
 
     def _await_ingest(self) -> None:
-        """Wait (briefly) until the service verified the last chunks this backup declared, so
+        """Wait (briefly) until the service has handled the last chunks this backup declared, so
         the commit usually finds every chunk verified at once instead of re-checking later."""
         if not self._last_sent:
             return
         probe = {"ids": self._last_sent}
+
+        def handled() -> bool:
+            answer = self.vault.api("POST", "chunks/lookup", probe)
+            return set(answer["verified"]) | set(answer.get("rejected", ())) == set(probe["ids"])
+
         try:
-            self.vault.wait_for("the last chunks to be verified", lambda: set(self.vault.api(
-                "POST", "chunks/lookup", probe)["verified"]) == set(probe["ids"]), INGEST_WAIT_S)
+            self.vault.wait_for("the last chunks to be verified", handled, INGEST_WAIT_S)
         except AgentError:
             pass  # the commit waits for them itself
 
@@ -391,9 +395,16 @@ class Backup:
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self.cache.drop_refs(self.generation)
-        self.cache.make_current(self.vault.vault_id, self.item, self.generation)
-        if wait:
-            self._wait_for_commit()
+        # The file cache moves to this backup only once its point stands: after a failed point
+        # the next backup reads the files again instead of reusing its chunks.
+        try:
+            if wait:
+                self._wait_for_commit()
+        finally:
+            if wait and self.report.state != "committed":
+                self.cache.drop_generation(self.vault.vault_id, self.item, self.generation)
+            else:
+                self.cache.make_current(self.vault.vault_id, self.item, self.generation)
         self.report.seconds = time.monotonic() - started
         return self.report
 

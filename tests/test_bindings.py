@@ -99,7 +99,7 @@ def test_http_lookup_through_its_binding(fake_services):
                                               route_params={"tenant": "contoso", "vault": vault.id}))
 
     ok = call(headers)
-    assert ok.status_code == 200 and json.loads(ok.get_body()) == {"verified": []}
+    assert ok.status_code == 200 and json.loads(ok.get_body()) == {"verified": [], "rejected": []}
     assert call({**headers, "x-skyvault-signature": "0" * 64}).status_code == 403
     bad_json = call(formats.sign_request(bytes.fromhex(creds["signingKey"]), "POST", path, b"{",
                                          datetime.now(timezone.utc)), body=b"{")

@@ -112,3 +112,21 @@ def test_restore_refuses_a_chunk_from_another_place(vault, cache, tmp_path):
     with pytest.raises(RestoreFailed, match="part0.bin"):
         Restore(vault).run(report.point_id, str(tmp_path / "r"))
     assert not (tmp_path / "r" / "data" / "part0.bin").exists()
+
+
+def test_a_failed_point_does_not_become_the_base_of_the_next_incremental(vault, cache, tmp_path, monkeypatch):
+    data = make_tree(tmp_path)
+    send = vault.send
+
+    def send_with_wrong_sizes(queue, body):
+        if queue == "ingest":
+            body = {**body, "chunks": [{**c, "size": c["size"] + 1} for c in body["chunks"]]}
+        send(queue, body)
+
+    monkeypatch.setattr(vault, "send", send_with_wrong_sizes)
+    failed = Backup(vault, cache, "laptop").run([str(data)])
+    assert failed.state == "failed" and "rejected" in failed.reason
+    assert cache.previous_file(vault.vault_id, "laptop", "data/part0.bin") is None
+    monkeypatch.setattr(vault, "send", send)
+    again = Backup(vault, cache, "laptop").run([str(data)])
+    assert again.files_read == failed.files_read == 6 and again.files_unchanged == 0

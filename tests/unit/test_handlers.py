@@ -224,7 +224,7 @@ def test_lookup_key_check_and_request_auth(services, keys):
     handlers.ingest_chunks(services, agent.message(type="chunks", chunks=[verified]))
     vault = services.index.get_vault("contoso", agent.vault.id)
     answer = handlers.lookup_chunks(services, vault, {"ids": [verified["id"], "ef" * 32]})
-    assert answer == {"verified": [verified["id"]]}
+    assert answer == {"verified": [verified["id"]], "rejected": []}
     with pytest.raises(handlers.ServiceError, match="hex chunk ids"):
         handlers.lookup_chunks(services, vault, {"ids": ["x"]})
     assert handlers.record_key_check(services, vault, {"keyCheck": keys.key_check_value()})["status"] == "recorded"
