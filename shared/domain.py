@@ -34,10 +34,6 @@ def chunk_blob_name(chunk_id: str) -> str:
     return f"chunks/{chunk_id[:2]}/{chunk_id}"
 
 
-def point_blob_prefix(point_id: str) -> str:
-    return f"points/{point_id}/"
-
-
 class _Doc:
     """to_doc/from_doc for the dataclasses below: snake_case fields ↔ camelCase JSON."""
 

@@ -13,7 +13,7 @@ import json
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from shared import crypto, formats
 from shared.domain import (REDUNDANCIES, ChunkRecord, Job, RecoveryPoint, UsageEvent, Vault,
@@ -252,18 +252,32 @@ def commit_point(services: Services, text: str | bytes) -> RecoveryPoint:
     if len(refs) != point.chunk_count:
         return _finish_point(services, vault, point, "failed",
                              f"reference list holds {len(refs)} chunks, the commit declares {point.chunk_count}")
-    records: dict[str, ChunkRecord] = {}
-    for start in range(0, len(refs), REFS_QUERY_BATCH):
-        records.update(index.get_chunks(vault.id, refs[start:start + REFS_QUERY_BATCH]))
-    rejected = [r for r in records.values() if r.state != "verified"]
+    missing, stored, rejected = 0, 0, []
+    for _, record in referenced_records(services, vault.id, refs):
+        if record is None:
+            missing += 1
+        elif record.state != "verified":
+            rejected.append(record)
+        else:
+            stored += record.size
     if rejected:
         return _finish_point(services, vault, point, "failed",
                              f"{len(rejected)} chunks were rejected, e.g. {rejected[0].id}: {rejected[0].reason}")
-    missing = len(refs) - len(records)
     if missing:
         return _recheck_later(services, vault, point, text, f"{missing} of {len(refs)} chunks")
-    point.stats = {**point.stats, "storedBytes": sum(r.size for r in records.values())}
+    point.stats = {**point.stats, "storedBytes": stored}
     return _finish_point(services, vault, point, "committed", None)
+
+
+def referenced_records(services: Services, vault_id: str,
+                       refs: list[str]) -> Iterator[tuple[str, ChunkRecord | None]]:
+    """Each chunk id of a reference list with its index record (None when absent), looked up
+    REFS_QUERY_BATCH at a time, so no more records than that are held at once."""
+    for start in range(0, len(refs), REFS_QUERY_BATCH):
+        batch = refs[start:start + REFS_QUERY_BATCH]
+        records = services.index.get_chunks(vault_id, batch)
+        for cid in batch:
+            yield cid, records.get(cid)
 
 
 def _recheck_later(services: Services, vault: Vault, point: RecoveryPoint, text: str | bytes,

@@ -24,7 +24,8 @@ from typing import Any
 
 from shared import formats
 from shared.domain import ChunkRecord, Vault, chunk_blob_name, container_name
-from shared.handlers import REPLICATE_QUEUE, Services, UnknownVault, iso_time, enqueue, replicate_message
+from shared.handlers import (REPLICATE_QUEUE, Services, UnknownVault, enqueue, iso_time, referenced_records,
+                             replicate_message)
 from shared.ports import BlobAccount, BlobNotFound, BlobProperties, PreconditionFailed, TransientError, blob_url
 
 log = logging.getLogger("skyvault.replication")
@@ -82,10 +83,14 @@ def replicate(services: Services, text: str | bytes) -> str:
                 done.append(_replicate_point_blob(services, vault, blob, body["pointId"]))
         return "; ".join(sorted(set(done)))
     except TransientError as e:
-        delay = min(2 ** (body["attempt"] + 1), services.replication_retry_max_s)
+        delay = _retry_delay(services, body["attempt"])
         retry = {**body, "blobs": body["blobs"][len(done):], "attempt": body["attempt"] + 1}
         enqueue(services, REPLICATE_QUEUE, json.dumps(retry), delay=delay)
         return f"deferred {delay}s after {len(done)} blobs: {e}"
+
+
+def _retry_delay(services: Services, attempt: int) -> int:
+    return min(2 ** (attempt + 1), services.replication_retry_max_s)
 
 
 def _replicate_chunk(services: Services, vault: Vault, blob: str) -> str:
@@ -136,11 +141,10 @@ def _check_point(services: Services, vault: Vault, body: dict) -> str:
         return "already geo-protected"
     missing = 2 - len({point.manifest_blob, point.refs_blob} & set(point.replicated_blobs))
     refs = formats.decode_refs(services.primary.container(container_name(vault.id)).read(point.refs_blob))
-    for start in range(0, len(refs), 500):
-        records = services.index.get_chunks(vault.id, refs[start:start + 500])
-        missing += sum(1 for cid in refs[start:start + 500] if not records.get(cid) or not records[cid].replicated_at)
+    missing += sum(1 for _, record in referenced_records(services, vault.id, refs)
+                   if record is None or not record.replicated_at)
     if missing:
-        delay = min(2 ** (body["attempt"] + 1), services.replication_retry_max_s)
+        delay = _retry_delay(services, body["attempt"])
         enqueue(services, REPLICATE_QUEUE, replicate_message(vault, point_id=point.id, attempt=body["attempt"] + 1),
                 delay=delay)
         return f"{missing} blobs not copied yet; checking again in {delay}s"

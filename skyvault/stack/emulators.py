@@ -13,7 +13,7 @@ import re
 import signal
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 # Azurite's published development key: not a secret.
@@ -62,9 +62,6 @@ class AzuriteInstance:
             f"BlobEndpoint={self.blob_url};QueueEndpoint={self.queue_url};"
         )
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 @dataclass
 class CosmosInstance:
@@ -76,9 +73,6 @@ class CosmosInstance:
         return f"http://127.0.0.1:{self.port}/"
 
     key: str = COSMOS_DEV_KEY
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _wait_for(log_path: Path, proc: subprocess.Popen, patterns: list[str], what: str) -> list[re.Match]:
