@@ -10,7 +10,8 @@ Words:
   host), started once per benchmark run, with its operation counts and the
   CPU time of its processes.
 
-restic and borg write to a repository in a local folder; Skyvault goes through
+restic and borg write to a repository in a local folder (on tmpfs when the machine
+has one, see bench.run); Skyvault goes through
 its whole local pipeline, and its `backup` returns only once the service has
 verified every chunk and committed the point.
 """
@@ -162,14 +163,15 @@ def skyvault_cli(args: list[str], home: Path) -> Run:
 
 
 class Stack:
-    """The local Skyvault service for the whole benchmark run, with its own state folder."""
+    """The local Skyvault service for the whole benchmark run, with its own state folder. Its
+    storage emulators keep their data in memory, as the other tools' repositories are on tmpfs."""
 
     def __init__(self, home: Path):
         self.home = home
         self.counts_file = home / "stack" / "operation-counts.json"
 
     def up(self) -> None:
-        skyvault_cli(["stack", "up"], self.home)
+        skyvault_cli(["stack", "up", "--in-memory"], self.home)
 
     def down(self) -> None:
         skyvault_cli(["stack", "down"], self.home)

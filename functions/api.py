@@ -1,5 +1,5 @@
-"""HTTP triggers for agents: dedup look-up, recovery points, restore jobs, vault status, key check,
-credential renewal.
+"""HTTP triggers for agents: dedup look-up, recovery points and their commit, restore jobs, vault
+status, key check, credential renewal.
 
 Every route is under tenants/{tenant}/vaults/{vault}/ and every request is
 signed with the vault's signing key (shared.formats.sign_request)."""
@@ -49,6 +49,11 @@ def lookup_chunks(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route=VAULT_ROUTE + "/points", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def list_points(req: func.HttpRequest) -> func.HttpResponse:
     return _serve(req, lambda svc, vault, _: handlers.list_points(svc, vault, req.params.get("item")))
+
+
+@bp.route(route=VAULT_ROUTE + "/commits", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def commit_point(req: func.HttpRequest) -> func.HttpResponse:
+    return _serve(req, handlers.commit_request)
 
 
 @bp.route(route=VAULT_ROUTE + "/jobs/{job}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)

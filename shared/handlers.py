@@ -269,6 +269,21 @@ def commit_point(services: Services, text: str | bytes) -> RecoveryPoint:
     return _finish_point(services, vault, point, "committed", None)
 
 
+def commit_request(services: Services, vault: Vault, message: dict) -> dict:
+    """HTTP entry of commit_point: the agent posts its signed commit message and learns at once
+    whether the point committed, instead of waiting for the commit queue to be polled. A point
+    whose chunks are still being verified stays pending and is re-checked from the commit
+    queue as usual. Idempotent, like commit_point."""
+    if message.get("tenantId") != vault.tenant_id or message.get("vaultId") != vault.id:
+        raise Forbidden(f"the commit message is not for vault {vault.id} of tenant {vault.tenant_id}")
+    try:
+        return commit_point(services, json.dumps(message)).to_doc()
+    except formats.MalformedMessage as e:
+        raise ServiceError(f"malformed commit message: {e}") from None
+    except formats.BadSignature as e:
+        raise Forbidden(str(e)) from None
+
+
 def referenced_records(services: Services, vault_id: str,
                        refs: list[str]) -> Iterator[tuple[str, ChunkRecord | None]]:
     """Each chunk id of a reference list with its index record (None when absent), looked up

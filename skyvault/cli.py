@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import ctypes.util
 import getpass
 import json
 import os
@@ -16,7 +15,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from shared import crypto, handlers
+from shared import crypto
 from skyvault import home
 from skyvault.cache import Cache
 from skyvault.vaultclient import AgentError, AgentVault, CredentialsError, load_credentials
@@ -61,7 +60,7 @@ def cmd_stack(args: argparse.Namespace) -> int:
 
     if args.action == "up":
         try:
-            state = local.up()
+            state = local.up(in_memory=args.in_memory)
         except (local.StackError, emulators.EmulatorError) as e:
             raise AgentError(str(e)) from None
         _say(f"stack up in {home.home()}")
@@ -75,7 +74,10 @@ def cmd_stack(args: argparse.Namespace) -> int:
     elif args.action in ("stop-region", "start-region"):
         if args.region is None:
             raise AgentError(f"stack {args.action} needs a region: primary or secondary")
-        (local.stop_region if args.action == "stop-region" else local.start_region)(args.region)
+        try:
+            (local.stop_region if args.action == "stop-region" else local.start_region)(args.region)
+        except local.StackError as e:
+            raise AgentError(str(e)) from None
         _say(f"{args.region} region {'stopped' if args.action == 'stop-region' else 'running'}")
     else:
         stopped = local.down()
@@ -86,7 +88,7 @@ def cmd_stack(args: argparse.Namespace) -> int:
 # -- operator
 
 def cmd_vault_create(args: argparse.Namespace) -> int:
-    from shared import bootstrap
+    from shared import bootstrap, handlers  # the operator's commands only: they cost agents start-up time
 
     services = bootstrap.build_services(home.stack_state()["settings"])
     try:
@@ -198,7 +200,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_vault_set_redundancy(args: argparse.Namespace) -> int:
-    from shared import bootstrap
+    from shared import bootstrap, handlers
 
     services = bootstrap.build_services(home.stack_state()["settings"])
     try:
@@ -228,6 +230,8 @@ def parser() -> argparse.ArgumentParser:
     stack.add_argument("action", choices=["up", "status", "down", "stop-region", "start-region"])
     stack.add_argument("region", nargs="?", choices=["primary", "secondary"],
                        help="with stop-region/start-region: the region to take down or bring back")
+    stack.add_argument("--in-memory", action="store_true",
+                       help="with up: keep blobs and queues in memory, not on disk (faster; lost when stopped)")
     stack.set_defaults(func=cmd_stack)
 
     vault = sub.add_parser("vault", help="operator: manage vaults")
@@ -280,7 +284,7 @@ def _fixed_mmap_threshold() -> None:
     otherwise raises its mmap threshold after the first large free and serves later chunks
     from the heap, whose fragmentation makes the agent's memory creep up with the data."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)  # the process's own symbols, libc's among them
         libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
     except (OSError, AttributeError):
         pass  # not glibc: its allocator has its own policy

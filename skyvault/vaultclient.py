@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
 import uuid
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-import requests
-
 from shared import crypto, formats
-from shared.adapters.azure_storage import AzureQueue, container_from_url
-from shared.ports import BlobContainer
+from shared.adapters.sas_rest import Endpoint, SasContainer, SasQueueSender
+from shared.ports import BlobContainer, TransientError
 
 API_TIMEOUT_S = 30
 
@@ -63,8 +60,8 @@ class AgentVault:
         self.tenant_id: str = creds["tenantId"]
         self.vault_id: str = creds["vaultId"]
         self._signing_key = bytes.fromhex(creds["signingKey"])
-        self._sessions = threading.local()  # requests.Session is not meant to be shared by threads
-        self._queues: dict[str, AzureQueue] = {}
+        self._api_endpoint: Endpoint | None = None
+        self._queues: dict[str, SasQueueSender] = {}
 
     @staticmethod
     def derive_keys(creds: dict[str, Any], passphrase: str) -> crypto.VaultKeys:
@@ -74,49 +71,52 @@ class AgentVault:
     @property
     def container(self) -> BlobContainer:
         """The vault's container through the create-only SAS."""
-        return container_from_url(self.creds["blobContainerUrl"])
+        return SasContainer(self.creds["blobContainerUrl"])
 
     @staticmethod
     def read_container(url: str) -> BlobContainer:
         """A container through a restore job's read-only SAS."""
-        return container_from_url(url)
+        return SasContainer(url)
 
-    def send(self, queue: str, body: dict[str, Any]) -> str:
-        message_id = body.setdefault("id", uuid.uuid4().hex)
-        text = formats.signed_message(
+    def signed_message(self, body: dict[str, Any]) -> str:
+        """A message of this vault, signed (formats.signed_message); `body` gets an id if it has none."""
+        body.setdefault("id", uuid.uuid4().hex)
+        return formats.signed_message(
             {"v": formats.SCHEMA_VERSION, "tenantId": self.tenant_id, "vaultId": self.vault_id, **body},
             self._signing_key)
+
+    def send(self, queue: str, body: dict[str, Any]) -> str:
+        text = self.signed_message(body)
         if queue not in self._queues:
-            self._queues[queue] = AzureQueue.from_url(self.creds["queueUrls"][queue])
+            self._queues[queue] = SasQueueSender(self.creds["queueUrls"][queue])
         # The Functions host reads base64 (host.json messageEncoding).
         self._queues[queue].send(base64.b64encode(text.encode()).decode())
-        return message_id
+        return body["id"]
+
+    @property
+    def _api(self) -> Endpoint:
+        if self._api_endpoint is None:
+            self._api_endpoint = Endpoint(self.creds["apiUrl"])
+        return self._api_endpoint
 
     def api(self, method: str, subpath: str, body: dict | None = None,
             params: dict[str, str] | None = None) -> dict[str, Any]:
-        base = self.creds["apiUrl"].rstrip("/")
-        path = f"/api/tenants/{self.tenant_id}/vaults/{self.vault_id}/{subpath}"
+        path = f"{self._api.path}/api/tenants/{self.tenant_id}/vaults/{self.vault_id}/{subpath}"
         data = json.dumps(body).encode() if body is not None else b""
         headers = formats.sign_request(self._signing_key, method, path, data, self.clock())
         headers["content-type"] = "application/json"
         try:
-            resp = self._session().request(method, base + path, data=data, headers=headers, params=params,
-                                           timeout=API_TIMEOUT_S)
-        except requests.RequestException as e:
-            raise ApiError(f"the Skyvault service at {base} did not answer: {e}") from None
+            resp = self._api.request(f"{method} {subpath}", method, path, params, headers, data, retry_status=False)
+        except TransientError as e:
+            raise ApiError(f"the Skyvault service at {self.creds['apiUrl']} did not answer: {e}") from None
         try:
-            answer = resp.json()
+            answer = json.loads(resp.body)
         except ValueError:
-            answer = {"error": resp.text[:200]}
-        if resp.status_code != 200:
-            raise ApiError(f"{method} {subpath}: {resp.status_code} {answer.get('error', answer)}")
+            answer = {"error": resp.body[:200].decode(errors="replace")}
+        if resp.status != 200:
+            error = answer.get("error", answer) if isinstance(answer, dict) else answer
+            raise ApiError(f"{method} {subpath}: {resp.status} {error}")
         return answer
-
-    def _session(self) -> requests.Session:
-        session = getattr(self._sessions, "session", None)
-        if session is None:
-            session = self._sessions.session = requests.Session()
-        return session
 
     def wait_for(self, what: str, poll: Callable[[], Any], timeout_s: float) -> Any:
         """Poll until `poll` returns something truthy; raise AgentError naming `what` on timeout."""

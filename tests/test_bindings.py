@@ -42,6 +42,7 @@ def test_every_function_is_registered_with_its_trigger():
         "job_status": (f"{vault}/jobs/{{job}}", ("GET",)),
         "key_check": (f"{vault}/keycheck", ("POST",)),
         "renew_credentials": (f"{vault}/credentials", ("POST",)),
+        "commit_point": (f"{vault}/commits", ("POST",)),
         "create_restore": (f"{vault}/restores", ("POST",)),
         "vault_status": (f"{vault}/status", ("GET",)),
     }

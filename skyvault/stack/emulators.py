@@ -90,11 +90,14 @@ def _wait_for(log_path: Path, proc: subprocess.Popen, patterns: list[str], what:
 
 
 def start_azurite(region: str, account: str, workdir: Path, blob_port: int = 0,
-                  queue_port: int = 0) -> AzuriteInstance:
+                  queue_port: int = 0, in_memory: bool = False) -> AzuriteInstance:
     """Start one Azurite process for `region` serving `account` (plus the default account).
-    Ports 0 pick free ones; given ports (and the same workdir) restart a stopped region as it was."""
+    Ports 0 pick free ones; given ports (and the same workdir) restart a stopped region as it was.
+    `in_memory` keeps blobs and queues in the process instead of on disk, where Azurite
+    writes each blob, syncs it and reads it back to hash it: a stopped region loses its data."""
     data = workdir / f"azurite-{region}"
-    data.mkdir(parents=True, exist_ok=True)
+    storage = ["--inMemoryPersistence"] if in_memory else ["--location", str(data)]
+    (workdir if in_memory else data).mkdir(parents=True, exist_ok=True)
     log_path = workdir / f"azurite-{region}.log"
     env = dict(os.environ)
     env["AZURITE_ACCOUNTS"] = f"{DEFAULT_ACCOUNT}:{DEV_ACCOUNT_KEY};{account}:{DEV_ACCOUNT_KEY}"
@@ -103,7 +106,7 @@ def start_azurite(region: str, account: str, workdir: Path, blob_port: int = 0,
         "--blobHost", "127.0.0.1", "--blobPort", str(blob_port),
         "--queueHost", "127.0.0.1", "--queuePort", str(queue_port),
         "--tableHost", "127.0.0.1", "--tablePort", "0",
-        "--location", str(data),
+        *storage,
         "--skipApiVersionCheck", "--loose", "--disableTelemetry",
         "--silent",  # no access log: it costs Azurite about a tenth of its CPU under load
     ]

@@ -50,16 +50,17 @@ def _pids(state: dict[str, Any]) -> list[int]:
     return [c["pid"] for c in state.get("components", {}).values()]
 
 
-def up() -> dict[str, Any]:
+def up(in_memory: bool = False) -> dict[str, Any]:
+    """Start the stack; `in_memory` keeps the storage emulators' data in memory (faster, lost on stop)."""
     if running_state():
         raise StackError(f"the stack in {home.home()} is already running; `skyvault stack down` first")
     workdir = home.home() / "stack"
     workdir.mkdir(parents=True, exist_ok=True)
     started: list[int] = []
     try:
-        primary = emulators.start_azurite("primary", "skyvaultprimary", workdir)
+        primary = emulators.start_azurite("primary", "skyvaultprimary", workdir, in_memory=in_memory)
         started.append(primary.pid)
-        secondary = emulators.start_azurite("secondary", "skyvaultsecondary", workdir)
+        secondary = emulators.start_azurite("secondary", "skyvaultsecondary", workdir, in_memory=in_memory)
         started.append(secondary.pid)
         cosmos = emulators.start_cosmos(workdir)
         started.append(cosmos.pid)
@@ -90,6 +91,7 @@ def up() -> dict[str, Any]:
     state = {
         "startedAt": datetime.now(timezone.utc).isoformat(),
         "apiUrl": api_url,
+        "inMemory": in_memory,
         "settings": settings,
         "components": {
             "azurite-primary": _region_component(primary),
@@ -110,6 +112,9 @@ def _region_component(instance: emulators.AzuriteInstance) -> dict[str, Any]:
 def stop_region(region: str) -> None:
     """Stop one region's storage, as in a regional outage (`start_region` brings it back)."""
     state = home.stack_state()
+    if state.get("inMemory"):
+        raise StackError("this stack keeps its storage in memory (`stack up --in-memory`): a stopped region "
+                         "would come back empty; start the stack without --in-memory to try outages")
     emulators.stop_pid(state["components"][f"azurite-{region}"]["pid"])
 
 

@@ -8,8 +8,11 @@ import uuid
 
 import pytest
 
+from datetime import datetime, timedelta, timezone
+
 from shared.adapters.azure_storage import AzureBlobAccount, AzureQueue
 from shared.adapters.cosmos_index import CosmosIndex
+from shared.adapters.sas_rest import SasContainer
 from shared.fakes import MemoryBlobAccount, MemoryIndex, MemoryQueue
 from skyvault.stack.emulators import DEFAULT_ACCOUNT, DEV_ACCOUNT_KEY
 
@@ -32,9 +35,36 @@ def unique(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:16]}"
 
 
+class AgentWayAccount(AzureBlobAccount):
+    """The Azure account with its containers reached as agents reach theirs: through an
+    all-rights container SAS, over shared.adapters.sas_rest. Creating a container takes the
+    account's key (a container SAS cannot), so that alone goes through the key-based adapter."""
+
+    def container(self, name: str) -> SasContainer:
+        keyed = super().container(name)
+        container = SasContainer(self.container_sas_url(
+            name, "racwdl", datetime.now(timezone.utc) + timedelta(hours=1)))
+        container.create = keyed.create
+        return container
+
+    def container_from_url(self, url: str) -> SasContainer:
+        return SasContainer(url)
+
+
 @pytest.fixture(params=["memory", pytest.param("azure", marks=pytest.mark.emulators)])
 def backend(request) -> str:
     return request.param
+
+
+@pytest.fixture(params=["memory", pytest.param("azure", marks=pytest.mark.emulators),
+                        pytest.param("sas", marks=pytest.mark.emulators)])
+def blob_backend(request) -> str:
+    """Blob containers also run the suite the agents' way ("sas")."""
+    return request.param
+
+
+def _azure_account(backend: str, connection_string: str, region: str) -> AzureBlobAccount:
+    return (AgentWayAccount if backend == "sas" else AzureBlobAccount)(connection_string, region)
 
 
 @pytest.fixture
@@ -49,26 +79,26 @@ def wait(backend, clock):
 
 
 @pytest.fixture
-def blob_account(backend, request):
-    if backend == "memory":
+def blob_account(blob_backend, request):
+    if blob_backend == "memory":
         # Unique regions: copy_from finds a memory account by the region in its URL.
         return MemoryBlobAccount(unique("primary"))
     azurite = request.getfixturevalue("azurite_primary")
-    return AzureBlobAccount(azurite.connection_string, "primary")
+    return _azure_account(blob_backend, azurite.connection_string, "primary")
 
 
 @pytest.fixture
-def other_account(backend, request):
+def other_account(blob_backend, request):
     """A second account to copy into from blob_account. On Azurite it is the default
     account of the same process: Azurite copies across accounts of one process only."""
-    if backend == "memory":
+    if blob_backend == "memory":
         return MemoryBlobAccount(unique("paired"))
     azurite = request.getfixturevalue("azurite_primary")
     connection_string = (
         f"DefaultEndpointsProtocol=http;AccountName={DEFAULT_ACCOUNT};AccountKey={DEV_ACCOUNT_KEY};"
         f"BlobEndpoint=http://127.0.0.1:{azurite.blob_port}/{DEFAULT_ACCOUNT};"
     )
-    return AzureBlobAccount(connection_string, "paired")
+    return _azure_account(blob_backend, connection_string, "paired")
 
 
 @pytest.fixture
@@ -88,7 +118,7 @@ def target(other_account):
 
 @pytest.fixture
 def make_queue(backend, clock, request):
-    """A queue object for a fresh name, not yet created."""
+    """A queue object for a fresh name, not yet created (agents' SAS queues: test_queue_contract)."""
     if backend == "memory":
         return lambda: MemoryQueue(unique("q"), now=clock)
     connection_string = request.getfixturevalue("azurite_primary").connection_string

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from shared.adapters.azure_storage import AzureBlobAccount
+from shared.adapters.sas_rest import SasContainer
 from shared.ports import BlobAlreadyExists, BlobNotFound, TransientError, blob_url
 from skyvault.stack.emulators import DEV_ACCOUNT_KEY
 
@@ -279,6 +280,14 @@ def test_copy_into_unreachable_storage_is_a_transient_error_and_fails_fast(close
 
 def test_unreachable_storage_is_a_transient_error_and_fails_fast(closed_port):
     container = _unreachable_account(closed_port, "primary").container("gone")
+    started = time.monotonic()
+    with pytest.raises(TransientError):
+        container.put("a", b"x")
+    assert time.monotonic() - started < 10
+
+
+def test_agents_unreachable_storage_is_a_transient_error_and_fails_fast(closed_port):
+    container = SasContainer(f"http://127.0.0.1:{closed_port}/nobody/gone?sp=c&sig=x")
     started = time.monotonic()
     with pytest.raises(TransientError):
         container.put("a", b"x")

@@ -45,6 +45,8 @@ class InProcessVault(AgentVault):
             return handlers.lookup_chunks(self.services, vault, body)
         if subpath == "points":
             return handlers.list_points(self.services, vault, (params or {}).get("item"))
+        if subpath == "commits":
+            return handlers.commit_request(self.services, vault, body)
         if subpath == "restores":
             return handlers.create_restore_job(self.services, vault, body).to_doc()
         raise AssertionError(f"unexpected API call {method} {subpath}")

@@ -169,6 +169,32 @@ def test_commit_waits_for_chunks_then_commits_once(services, keys):
     assert len(services.index.list_usage_events(agent.vault.id)) == 1
 
 
+def test_commit_over_http_answers_at_once_and_hands_pending_points_to_the_queue(services, keys):
+    agent = Agent(services, keys)
+    declared = [agent.upload(b"one" * 1000), agent.upload(b"two" * 1000)]
+    handlers.ingest_chunks(services, agent.message(type="chunks", chunks=declared[:1]))
+    message = json.loads(agent.point(POINT, [d["id"] for d in declared]))
+    pending = handlers.commit_request(services, agent.vault, message)
+    assert pending["state"] == "pending" and "1 of 2" in pending["reason"]
+    assert services.queue(handlers.COMMIT_QUEUE).approximate_count() == 1, "re-checked from the queue"
+    handlers.ingest_chunks(services, agent.message(type="chunks", chunks=declared[1:]))
+    committed = handlers.commit_request(services, agent.vault, message)
+    assert committed["state"] == "committed"
+    assert handlers.commit_request(services, agent.vault, message) == committed, "idempotent"
+
+
+def test_commit_over_http_refuses_another_vaults_forged_or_malformed_message(services, keys):
+    agent, other = Agent(services, keys), Agent(services, keys, name="desktops")
+    message = json.loads(agent.point(POINT, []))
+    with pytest.raises(handlers.Forbidden, match="not for vault"):
+        handlers.commit_request(services, other.vault, message)
+    with pytest.raises(handlers.Forbidden, match="signature"):
+        handlers.commit_request(services, agent.vault, {**message, "chunkCount": 5})
+    with pytest.raises(handlers.ServiceError, match="malformed commit message"):
+        handlers.commit_request(services, agent.vault, {**message, "pointId": "../x"})
+    assert services.index.get_point(agent.vault.id, POINT) is None
+
+
 def test_commit_of_chunks_that_never_come_fails_after_its_checks(services, keys, monkeypatch):
     monkeypatch.setattr(handlers, "COMMIT_MAX_CHECKS", 3)
     agent = Agent(services, keys)

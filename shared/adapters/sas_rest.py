@@ -1,0 +1,293 @@
+"""Blob containers and queues reached through a SAS URL, over Azure Storage's REST API with the
+standard library's http.client: what agents hold (a create-only container SAS, add-only
+queue SAS, a restore job's read-only SAS).
+
+Why not the Azure SDKs here: the agent runs as a short command, and importing
+azure-storage-blob and azure-storage-queue (with requests) costs it about half a second
+of every run, while each SDK call spends milliseconds of CPU in its pipeline. These are a
+handful of plain requests (Put Blob, Get Blob, Get Blob Properties, Delete Blob, List
+Blobs, Copy Blob, Put Message) with the errors of the ports, the same as
+shared.adapters.azure_storage gives them, and they pass the same contract tests:
+
+- 404 → BlobNotFound; 409 (or 412) on a create-only put → BlobAlreadyExists.
+- 403 → PermissionError (the SAS lacks the right, or has expired). With "c" but not
+  "w" Azure answers 403, not 409, for a blob that exists.
+- 416 → ValueError (a read that starts past the end).
+- 408, 429, 5xx, timeouts and connection failures → retried twice with backoff, then
+  TransientError, so an unreachable service fails in seconds.
+
+Connections are kept alive, one per thread and host.
+"""
+from __future__ import annotations
+
+import base64
+import http.client
+import random
+import threading
+import time
+import xml.etree.ElementTree as ElementTree
+from xml.sax.saxutils import escape
+from email.utils import parsedate_to_datetime
+from typing import Iterator
+from urllib.parse import quote, urlencode, urlsplit
+
+from shared.ports import (BlobAlreadyExists, BlobContainer, BlobNotFound, BlobProperties, StorageError,
+                          TransientError)
+
+API_VERSION = "2024-11-04"
+CONNECT_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 60.0
+ATTEMPTS = 3
+BACKOFF_S = 0.5
+MAX_MESSAGE_BYTES = 64 * 1024
+_TRANSIENT_STATUS = {408, 429}
+_COPY_WAIT_S = 60.0
+_COPY_POLL_FIRST_S, _COPY_POLL_MAX_S = 0.1, 2.0
+_local = threading.local()
+
+
+class Response:
+    __slots__ = ("status", "headers", "body")
+
+    def __init__(self, status: int, headers: http.client.HTTPMessage, body: bytes):
+        self.status, self.headers, self.body = status, headers, body
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+    @property
+    def error_code(self) -> str | None:
+        """Azure's error code: a header on every error, also in the XML body when there is one."""
+        return self.header("x-ms-error-code") or _xml_text(self.body, "Code")
+
+
+def _xml_text(body: bytes, tag: str) -> str | None:
+    if not body.startswith(b"<") and not body.startswith(b"\xef\xbb\xbf<"):
+        return None
+    try:
+        element = ElementTree.fromstring(body).find(tag)
+    except ElementTree.ParseError:
+        return None
+    return element.text if element is not None else None
+
+
+class Endpoint:
+    """scheme://host:port and path of a URL (with its SAS query, if any), and requests to it over
+    kept-alive connections. Connection failures, and unless `retry_status` is False also 408, 429
+    and 5xx answers, are retried ATTEMPTS times in all, then raise TransientError."""
+
+    def __init__(self, url: str):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not a storage URL: {url.split('?', 1)[0]!r}")
+        self.scheme, self.host = parts.scheme, parts.hostname
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.path = parts.path.rstrip("/")
+        self.sas = parts.query
+
+    def _connection(self, fresh: bool) -> http.client.HTTPConnection:
+        pool = getattr(_local, "connections", None)
+        if pool is None:
+            pool = _local.connections = {}
+        key = (self.scheme, self.host, self.port)
+        connection = pool.get(key)
+        if connection is None or fresh:
+            if connection is not None:
+                connection.close()
+            kind = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
+            connection = pool[key] = kind(self.host, self.port, timeout=CONNECT_TIMEOUT_S)
+        return connection
+
+    def request(self, what: str, method: str, path: str, query: dict[str, str] | None = None,
+                headers: dict[str, str] | None = None, body: bytes = b"", retry_status: bool = True) -> Response:
+        target = path + "?" + "&".join(q for q in (urlencode(query or {}), self.sas) if q)
+        sent = {"x-ms-version": API_VERSION, "Content-Length": str(len(body)), **(headers or {})}
+        failure: Exception | None = None
+        for attempt in range(ATTEMPTS):
+            if attempt:
+                time.sleep(BACKOFF_S * 2 ** (attempt - 1) * (1 + random.random() / 2))
+            connection = self._connection(fresh=attempt > 0)
+            try:
+                connection.request(method, target, body=body or None, headers=sent)
+                connection.sock.settimeout(READ_TIMEOUT_S)
+                raw = connection.getresponse()
+                response = Response(raw.status, raw.headers, raw.read())
+            except (OSError, http.client.HTTPException) as e:
+                connection.close()
+                failure = e
+                if isinstance(e, ConnectionRefusedError) and attempt:
+                    break  # nothing listens there: say so in seconds, not after every backoff
+                continue
+            if retry_status and (response.status in _TRANSIENT_STATUS or response.status >= 500):
+                failure = StorageError(f"HTTP {response.status} {response.error_code or ''}".strip())
+                continue
+            return response
+        raise TransientError(f"{what}: {failure}")
+
+
+def _error(what: str, response: Response) -> Exception:
+    code = response.error_code
+    if response.status == 404:
+        return BlobNotFound(f"{what}: {code or 'not found'}")
+    if response.status == 403:
+        return PermissionError(f"{what}: {code or 'forbidden'}")
+    if response.status == 416:
+        return ValueError(f"{what}: the range starts past the end of the blob")
+    return StorageError(f"{what}: HTTP {response.status} {code}")
+
+
+def _properties(name: str, response: Response, size: int | None = None) -> BlobProperties:
+    md5 = response.header("x-ms-blob-content-md5") or response.header("Content-MD5")
+    modified = response.header("Last-Modified")
+    return BlobProperties(
+        name=name,
+        size=int(response.header("Content-Length") or 0) if size is None else size,
+        content_md5=base64.b64decode(md5) if md5 else None,
+        etag=response.header("ETag") or "",
+        last_modified=parsedate_to_datetime(modified) if modified else None,
+    )
+
+
+class SasContainer(BlobContainer):
+    """One container through a container SAS URL: the rights are the SAS's."""
+
+    def __init__(self, url: str):
+        self._endpoint = Endpoint(url)
+        self.name = self._endpoint.path.rsplit("/", 1)[-1]
+
+    def _blob(self, name: str) -> str:
+        return f"{self._endpoint.path}/{quote(name, safe='/')}"
+
+    def create(self) -> None:
+        what = f"create container {self.name}"
+        response = self._endpoint.request(what, "PUT", self._endpoint.path, {"restype": "container"})
+        if response.status not in (201, 409):
+            raise _error(what, response)
+
+    def put(self, name: str, data: bytes, *, overwrite: bool = False) -> BlobProperties:
+        what = f"put {self.name}/{name}"
+        headers = {"x-ms-blob-type": "BlockBlob", "Content-Type": "application/octet-stream"}
+        if not overwrite:
+            headers["If-None-Match"] = "*"  # the service itself refuses to replace a blob
+        response = self._endpoint.request(what, "PUT", self._blob(name), headers=headers, body=data)
+        if response.status == 201:
+            return _properties(name, response, size=len(data))
+        if response.status in (409, 412) and response.error_code != "ContainerNotFound":
+            raise BlobAlreadyExists(what)
+        raise _error(what, response)
+
+    def properties(self, name: str) -> BlobProperties:
+        what = f"properties of {self.name}/{name}"
+        response = self._endpoint.request(what, "HEAD", self._blob(name))
+        if response.status != 200:
+            raise _error(what, response)
+        return _properties(name, response)
+
+    def _get(self, what: str, name: str, offset: int, length: int | None) -> Response:
+        end = "" if length is None else str(offset + length - 1)
+        headers = {"x-ms-range": f"bytes={offset}-{end}"} if offset or length is not None else {}
+        response = self._endpoint.request(what, "GET", self._blob(name), headers=headers)
+        if response.status not in (200, 206):
+            raise _error(what, response)
+        return response
+
+    def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        what = f"read {self.name}/{name}"
+        if length == 0:
+            self.properties(name)  # an empty range still reports a missing blob
+            return b""
+        return self._get(what, name, offset, length).body
+
+    def read_head(self, name: str, length: int) -> tuple[bytes, BlobProperties]:
+        response = self._get(f"read the head of {self.name}/{name}", name, 0, length)
+        # A ranged read reports the range's length; the blob's size is in Content-Range.
+        content_range = response.header("Content-Range")
+        size = int(content_range.rsplit("/", 1)[1]) if content_range else len(response.body)
+        return response.body, _properties(name, response, size=size)
+
+    def delete(self, name: str) -> None:
+        what = f"delete {self.name}/{name}"
+        response = self._endpoint.request(what, "DELETE", self._blob(name))
+        if response.status not in (202, 404):
+            raise _error(what, response)
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        what = f"list {self.name}/{prefix}"
+        marker = ""
+        while True:
+            query = {"restype": "container", "comp": "list",
+                     **({"prefix": prefix} if prefix else {}), **({"marker": marker} if marker else {})}
+            response = self._endpoint.request(what, "GET", self._endpoint.path, query)
+            if response.status != 200:
+                raise _error(what, response)
+            root = ElementTree.fromstring(response.body)
+            for blob in root.iterfind("Blobs/Blob"):
+                yield blob.findtext("Name")
+            marker = root.findtext("NextMarker") or ""
+            if not marker:
+                return
+
+    def copy_from(self, name: str, source_url: str) -> BlobProperties:
+        """Copy Blob: keeps the source's Content-MD5 and reads it through the source's SAS."""
+        what = f"copy into {self.name}/{name}"
+        response = self._endpoint.request(what, "PUT", self._blob(name), headers={"x-ms-copy-source": source_url})
+        if response.status != 202:
+            raise _copy_error(what, response)
+        deadline = time.monotonic() + _COPY_WAIT_S
+        pause = _COPY_POLL_FIRST_S
+        while True:
+            props = self._endpoint.request(what, "HEAD", self._blob(name))
+            if props.status != 200:
+                raise _error(what, props)
+            status = props.header("x-ms-copy-status")
+            # No copy status: a Put Blob has replaced the copy since; the blob is there.
+            if status in ("success", None):
+                return _properties(name, props)
+            if status != "pending":
+                raise StorageError(f"{what}: the copy {status}: {props.header('x-ms-copy-status-description')}")
+            if time.monotonic() + pause > deadline:
+                raise TransientError(f"{what}: the copy is still pending after {_COPY_WAIT_S:.0f} s")
+            time.sleep(pause)
+            pause = min(pause * 2, _COPY_POLL_MAX_S)
+
+
+def _copy_error(what: str, response: Response) -> Exception:
+    code = response.error_code
+    if code == "CannotVerifyCopySource":
+        # Azure names the source's status in the body; Azurite answers with it directly.
+        try:
+            status = int(_xml_text(response.body, "CopySourceStatusCode") or response.status)
+        except ValueError:
+            status = response.status
+        if status == 404:
+            return BlobNotFound(f"{what}: the source does not exist")
+        if status in (401, 403):
+            return PermissionError(f"{what}: the source URL does not allow reading it (no \"r\", or expired)")
+        if status in _TRANSIENT_STATUS or status >= 500:
+            return TransientError(f"{what}: the source answered HTTP {status}")
+        return StorageError(f"{what}: the source answered HTTP {status}")
+    if code == "PendingCopyOperation":
+        return TransientError(f"{what}: another copy into it is still pending")
+    return _error(what, response)
+
+
+class SasQueueSender:
+    """Adds messages to one queue through its SAS URL (agents hold "a": add only)."""
+
+    def __init__(self, url: str):
+        self._endpoint = Endpoint(url)
+        self.name = self._endpoint.path.rsplit("/", 1)[-1]
+
+    def send(self, body: str, *, visibility_timeout: int = 0) -> None:
+        size = len(body.encode("utf-8"))
+        if size > MAX_MESSAGE_BYTES:
+            raise ValueError(f"queue message of {size} bytes is over the {MAX_MESSAGE_BYTES}-byte limit")
+        what = f"send to {self.name}"
+        payload = f"<QueueMessage><MessageText>{escape(body)}</MessageText></QueueMessage>".encode()
+        query = {"visibilitytimeout": str(visibility_timeout)} if visibility_timeout else None
+        response = self._endpoint.request(what, "POST", f"{self._endpoint.path}/messages", query,
+                                          {"Content-Type": "application/xml"}, payload)
+        if response.status == 403:
+            raise PermissionError(f"{what}: {response.error_code or 'forbidden'}")
+        if response.status != 201:
+            raise StorageError(f"{what}: HTTP {response.status} {response.error_code}")
