@@ -255,16 +255,16 @@ def service_report(results: list[DatasetResult]) -> list[str]:
             sends = sum(v for k, v in service.items() if k.startswith("queue.") and k.endswith(".send"))
             cosmos = service["cosmos.query"] + service["cosmos.write"]
             read = sum(v for k, v in service.items() if k.endswith(".bytes_read"))
-            beyond = read - HEADER_BYTES * service["blob.primary.properties"]
+            beyond = read - HEADER_BYTES * service["blob.primary.read_head"]
             lines.append(f"| {r.name}, {kind} ({len(steps)}) | {gib:.3f} | {agent_blobs / gib:,.0f} + "
                          f"{blob_ops / gib:,.0f} | {agent_messages / gib:,.1f} + {sends / gib:,.1f} | "
                          f"{cosmos / gib:,.0f} | {read / gib:,.0f} B | {beyond / gib:,.0f} B |")
         first = r.of(Skyvault.name, "first")[0]
-        verified = first.backup.details["service"].get("blob.primary.properties", 0)
+        verified = first.backup.details["service"].get("blob.primary.read_head", 0)
         rates.append(f"{r.name}: {verified:,} chunks in {first.backup.run.seconds:.1f} s = "
                      f"{verified / first.backup.run.seconds:.1f} chunks/s")
-    lines += ["", "Chunks ingested per second (chunks ingest verified during the first backup, one blob "
-                  "properties call each, over that backup's wall time; the backup returns only once its point is "
+    lines += ["", "Chunks ingested per second (chunks ingest verified during the first backup, one ranged "
+                  "read of the header each, over that backup's wall time; the backup returns only once its point is "
                   "committed, so every chunk was ingested within it; one agent drives the pipeline): "
                   + "; ".join(rates) + ".",
               "", "Bytes read by functions beyond chunk headers are the reference lists the commit reads "

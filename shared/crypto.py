@@ -73,6 +73,15 @@ class VaultKeys:
         """A MAC of a constant: lets the service tell a wrong passphrase without learning any key."""
         return hmac.new(self.check_key, b"skyvault key check v1", hashlib.sha256).hexdigest()
 
+    def to_doc(self) -> dict[str, str]:
+        """The keys as hex, for the agent's own machine only (skyvault.home's keys.json)."""
+        return {"chunkIdKey": self.chunk_id_key.hex(), "chunkKey": self.chunk_key.hex(),
+                "manifestKey": self.manifest_key.hex(), "checkKey": self.check_key.hex()}
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, str]) -> "VaultKeys":
+        return cls(*(bytes.fromhex(doc[k]) for k in ("chunkIdKey", "chunkKey", "manifestKey", "checkKey")))
+
 
 def check_passphrase(passphrase: str) -> None:
     if len(passphrase) < MIN_PASSPHRASE_CHARS:

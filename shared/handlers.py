@@ -269,19 +269,30 @@ def commit_point(services: Services, text: str | bytes) -> RecoveryPoint:
     return _finish_point(services, vault, point, "committed", None)
 
 
-def commit_request(services: Services, vault: Vault, message: dict) -> dict:
-    """HTTP entry of commit_point: the agent posts its signed commit message and learns at once
-    whether the point committed, instead of waiting for the commit queue to be polled. A point
-    whose chunks are still being verified stays pending and is re-checked from the commit
-    queue as usual. Idempotent, like commit_point."""
-    if message.get("tenantId") != vault.tenant_id or message.get("vaultId") != vault.id:
-        raise Forbidden(f"the commit message is not for vault {vault.id} of tenant {vault.tenant_id}")
+def commit_request(services: Services, vault: Vault, request: dict) -> dict:
+    """HTTP entry of ingest_chunks and commit_point: the agent posts its signed commit message,
+    with the signed chunks message of its last chunks if it has one, and learns at once whether
+    the point committed, instead of waiting for queue polls. A point whose chunks are still
+    being verified stays pending and is re-checked from the commit queue as usual. Idempotent,
+    like the two handlers."""
+    messages = [request.get("chunks"), request.get("commit")]
+    if messages[1] is None:
+        raise ServiceError("the request holds no 'commit' message")
+    for message in filter(None, messages):
+        if not isinstance(message, dict):
+            raise ServiceError("'commit' and 'chunks' must be signed messages (JSON objects)")
+        if message.get("tenantId") != vault.tenant_id or message.get("vaultId") != vault.id:
+            raise Forbidden(f"the {message.get('type')!r} message is not for vault {vault.id} of tenant {vault.tenant_id}")
     try:
-        return commit_point(services, json.dumps(message)).to_doc()
+        if messages[0] is not None:
+            ingest_chunks(services, json.dumps(messages[0]))
+        return commit_point(services, json.dumps(messages[1])).to_doc()
     except formats.MalformedMessage as e:
-        raise ServiceError(f"malformed commit message: {e}") from None
+        raise ServiceError(f"malformed message: {e}") from None
     except formats.BadSignature as e:
         raise Forbidden(str(e)) from None
+    except ChunkNotUploaded as e:
+        raise ServiceError(f"a declared chunk was not uploaded: {e}") from None
 
 
 def referenced_records(services: Services, vault_id: str,

@@ -84,7 +84,7 @@ class _CountingContainer(BlobContainer):
         return data
 
     def read_head(self, name: str, length: int):
-        self._add("read")
+        self._add("read_head")
         head, props = self._inner.read_head(name, length)
         self._add("bytes_read", len(head))
         return head, props

@@ -52,7 +52,7 @@ MAX_INFLIGHT_BATCHES = UPLOAD_WORKERS + 1
 # messages at once and the last one of a backup is done soon after its upload.
 INGEST_BATCH = 32
 COMMIT_WAIT_S = 300.0
-INGEST_PROBE = 16
+LOOKUP_MAX_IDS = 1000  # the service's limit per look-up (shared.handlers.LOOKUP_MAX_IDS)
 INGEST_WAIT_S = 60.0
 
 
@@ -158,7 +158,9 @@ class Backup:
         self._staged: list[tuple[str, bytes]] = []
         self._staged_bytes = 0
         self._batch: list[dict] = []
-        self._last_sent: list[str] = []
+        # The last chunk of each ingest message sent: ingest handles a message's chunks in order,
+        # so once that one is indexed the whole message is (one id per INGEST_BATCH chunks).
+        self._message_tails: list[str] = []
         self._order: deque[_Entry] = deque()
         self._open_files: deque[_Entry] = deque()
         self._manifest = None
@@ -333,28 +335,34 @@ class Backup:
                 self._send_batch()
 
     def _drain(self) -> None:
+        """Finish the uploads under way. The chunks of a batch not yet full are declared later: in
+        the commit request, or in a last ingest message when the backup does not wait."""
         self._dispatch()
         while self._inflight:
             self._collect_oldest()
-        self._send_batch()
 
     def _send_batch(self) -> None:
         if self._batch:
             self.vault.send("ingest", {"type": "chunks", "chunks": self._batch})
             self.report.messages += 1
-            self._last_sent = [entry["id"] for entry in self._batch[-INGEST_PROBE:]]
+            self._message_tails.append(self._batch[-1]["id"])
             self._batch = []
 
     def _await_ingest(self) -> None:
-        """Wait (briefly) until the service has handled the last chunks this backup declared, so
-        the commit usually finds every chunk verified at once instead of re-checking later."""
-        if not self._last_sent:
-            return
-        probe = {"ids": self._last_sent}
+        """Wait (briefly) until the service has handled every ingest message this backup sent, so
+        the commit finds every chunk verified at once instead of re-checking later."""
+        waiting = list(dict.fromkeys(self._message_tails))
 
         def handled() -> bool:
-            answer = self.vault.api("POST", "chunks/lookup", probe)
-            return set(answer["verified"]) | set(answer.get("rejected", ())) == set(probe["ids"])
+            while waiting:
+                batch = waiting[:LOOKUP_MAX_IDS]
+                answer = self.vault.api("POST", "chunks/lookup", {"ids": batch})
+                done = set(answer["verified"]) | set(answer.get("rejected", ()))
+                pending = [cid for cid in batch if cid not in done]
+                waiting[:len(batch)] = pending
+                if pending:
+                    return False
+            return True
 
         try:
             self.vault.wait_for("the last chunks to be verified", handled, INGEST_WAIT_S)
@@ -429,14 +437,19 @@ class Backup:
                    "createdAt": now.isoformat(), "chunkCount": self.report.chunks_referenced,
                    "manifestChunks": len(manifest_ids), "stats": self.report.as_stats()}
         if not wait:
+            self._send_batch()
             self.vault.send("commit", message)
             self.report.messages += 1
             return
-        # Over HTTP the service commits at once when every chunk is verified, without the
-        # latency of a queue poll; a point still waiting for chunks is re-checked from the queue.
+        # Over HTTP, with the last chunks declared in the same request, the service verifies them
+        # and commits at once, without the latency of queue polls; a point still waiting for
+        # chunks is re-checked from the commit queue.
         self._await_ingest()
-        point = self.vault.api("POST", "commits", json.loads(self.vault.signed_message(message)))
-        self._settle(point)
+        request = {"commit": json.loads(self.vault.signed_message(message))}
+        if self._batch:
+            request["chunks"] = json.loads(self.vault.signed_message({"type": "chunks", "chunks": self._batch}))
+            self._batch = []
+        self._settle(self.vault.api("POST", "commits", request))
 
     def _settle(self, point: dict) -> None:
         if point["state"] != "pending":

@@ -2,8 +2,12 @@
 
 It holds `stack.json` (the local stack's endpoints and pids, written by
 `skyvault stack up`), `agent.json` (this machine's registration: the vault
-credentials, never the passphrase or any key) and `cache.sqlite` (what the
+credentials, never the passphrase), `keys.json` (the vault keys derived on
+this machine at registration, so that later commands need neither the
+passphrase nor the half second of Argon2id, as kopia persists its password;
+not written with `register --no-remember-keys`) and `cache.sqlite` (what the
 agent knows about its vault's chunks and its files, see skyvault.cache).
+Everything is readable by its owner only.
 """
 from __future__ import annotations
 
@@ -47,3 +51,14 @@ def stack_state() -> dict[str, Any]:
 
 def agent_state() -> dict[str, Any]:
     return read_json("agent.json", "register this machine with `skyvault register CREDENTIALS`")
+
+
+def remove(name: str) -> None:
+    (home() / name).unlink(missing_ok=True)
+
+
+def read_optional_json(name: str) -> dict[str, Any] | None:
+    try:
+        return json.loads((home() / name).read_text())
+    except FileNotFoundError:
+        return None

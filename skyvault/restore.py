@@ -2,7 +2,8 @@
 encrypted manifest, then rebuild the tree, authenticating every chunk.
 
 Chunks are downloaded and decrypted ahead of the writer by a thread pool, in
-the order the manifest needs them. Each file is written to a temporary name
+the order the manifest needs them. Chunks of zeros (the free space of disk
+images) become holes: the restored file is sparse, and reads the same. Each file is written to a temporary name
 and renamed into place only when all its bytes authenticated; a file whose
 chunk fails is named in the error and never left with wrong bytes.
 """
@@ -53,7 +54,7 @@ class RestoreReport:
 class _Prefetcher:
     """Downloads and decrypts chunks in the order given, at most PREFETCH ahead of the writer."""
 
-    def __init__(self, ids: Iterator[str], fetch: Callable[[str], bytes], pool: ThreadPoolExecutor):
+    def __init__(self, ids: Iterator[str], fetch: Callable[[str], tuple[bytes, bool]], pool: ThreadPoolExecutor):
         self._ids, self._fetch, self._pool = ids, fetch, pool
         self._ahead: deque[tuple[str, Future]] = deque()
         self._last: tuple[str | None, Future | None] = (None, None)
@@ -73,8 +74,9 @@ class _Prefetcher:
                 self._recent.popitem(last=False)
             self._ahead.append((cid, future))
 
-    def get(self, cid: str) -> bytes:
-        """The next chunk the writer needs (the same one again for consecutive extents)."""
+    def get(self, cid: str) -> tuple[bytes, bool]:
+        """The next chunk the writer needs (the same one again for consecutive extents), and
+        whether it is all zeros."""
         if self._last[0] != cid:
             queued, future = self._ahead.popleft()
             self._fill()
@@ -176,8 +178,9 @@ class Restore:
             chosen = [by_name[source]]
         return [(r["region"], self.vault.read_container(r["containerUrl"])) for r in chosen]
 
-    def _fetcher(self, reader: "RegionReader") -> Callable[[str], bytes]:
-        def fetch(cid: str) -> bytes:
+    def _fetcher(self, reader: "RegionReader") -> Callable[[str], tuple[bytes, bool]]:
+        """Downloads and authenticates a chunk; gives its plaintext and whether it is all zeros."""
+        def fetch(cid: str) -> tuple[bytes, bool]:
             try:
                 envelope = reader.read(chunk_blob_name(cid))
             except BlobNotFound:
@@ -185,15 +188,17 @@ class Restore:
             except StorageError as e:
                 raise RestoreFailed(f"chunk {cid} could not be downloaded: {e}") from None
             try:
-                return crypto.decrypt_chunk(self.keys, self.vault.vault_id, cid, envelope)
+                plaintext = crypto.decrypt_chunk(self.keys, self.vault.vault_id, cid, envelope)
             except (crypto.CryptoError, zstandard.ZstdError) as e:
                 raise RestoreFailed(f"chunk {cid} failed authentication: {e}") from None
+            # bytes(n) is calloc'd zero pages and the comparison stops at the first difference.
+            return plaintext, plaintext == bytes(len(plaintext))
         return fetch
 
     def spool_manifest(self, reader: "RegionReader", root: dict, spool) -> None:
         fetch = self._fetcher(reader)
         for cid in root["manifestChunks"]:
-            spool.write(fetch(cid))
+            spool.write(fetch(cid)[0])
 
     def run(self, point_id: str, target: str, include: list[str] | None = None,
             source: str = "auto") -> RestoreReport:
@@ -267,12 +272,16 @@ class Restore:
                 # Every extent is taken from the prefetcher, even after a failure, to keep it in step.
                 for cid, offset, length in entry.get("extents", ()):
                     try:
-                        data = chunks.get(cid)
+                        data, zeros = chunks.get(cid)
                     except RestoreFailed as e:
                         failure = failure or e
                         continue
-                    out.write(memoryview(data)[offset:offset + length])
+                    if zeros:
+                        out.seek(length, os.SEEK_CUR)  # a hole: the file is new, so it reads as zeros
+                    else:
+                        out.write(memoryview(data)[offset:offset + length])
                     written += length
+                out.truncate()  # a file that ends in a hole gets its full size
             if failure:
                 raise failure
             if written != entry["size"]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -119,7 +120,10 @@ def test_ten_thousand_small_files_make_few_blobs(vault, cache, services, tmp_pat
     report = run_backup(vault, cache, [data], item="many")
     blobs = sum(1 for _ in container.list("chunks/")) - before
     assert report.files == 10_000
-    assert blobs <= 5, f"{blobs} chunk blobs for 10,000 small files"
+    # FastCDC cuts no chunk under 512 KiB: the 0.8 MB of data make at most 2, the manifest
+    # (about 1.8 MB: the files' names, times and extents) at most 4, wherever the cuts fall.
+    assert report.bytes_read < 2 * 512 * 1024
+    assert blobs <= 6, f"{blobs} chunk blobs for 10,000 small files"
     Restore(vault).run(report.point_id, str(tmp_path / "r"), include=["many/09999.txt", "many/00000.txt"])
     assert (tmp_path / "r" / "many" / "09999.txt").read_text() == "file number 9999 " * 5
     assert sorted(p.name for p in (tmp_path / "r" / "many").iterdir()) == ["00000.txt", "09999.txt"]
@@ -231,6 +235,29 @@ def test_wrong_passphrase_is_refused(vault, stack, tmp_path, monkeypatch):
     monkeypatch.setenv("SKYVAULT_HOME", str(tmp_path / "other-home"))
     assert cli.main(["register", str(path)]) == 2
     assert not (tmp_path / "other-home" / "agent.json").exists()
+
+
+def test_registration_remembers_the_keys_on_this_machine_unless_told_not_to(vault, stack, tmp_path, monkeypatch):
+    path = tmp_path / "creds.json"
+    path.write_text(json.dumps(vault.creds))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.txt").write_text("remembered\n")
+    shutil.copy(home.home() / "stack.json", tmp_path / "stack.json")
+    monkeypatch.setenv("SKYVAULT_HOME", str(tmp_path))
+    assert cli.main(["register", str(path)]) == 0
+    keys_file = tmp_path / "keys.json"
+    assert keys_file.stat().st_mode & 0o777 == 0o600
+    assert json.loads(keys_file.read_text())["keys"] == vault.keys.to_doc()
+    monkeypatch.delenv("SKYVAULT_PASSPHRASE")
+    assert cli.main(["backup", str(tmp_path / "data"), "--item", "remembered"]) == 0, "no passphrase needed"
+
+    monkeypatch.setenv("SKYVAULT_PASSPHRASE", PASSPHRASE)
+    assert cli.main(["register", str(path), "--no-remember-keys"]) == 0
+    assert not keys_file.exists()
+    monkeypatch.setenv("SKYVAULT_PASSPHRASE", "a wrong but long passphrase")
+    assert cli.main(["backup", str(tmp_path / "data"), "--item", "remembered"]) == 2
+    monkeypatch.delenv("SKYVAULT_PASSPHRASE")
+    assert cli.main(["backup", str(tmp_path / "data"), "--item", "remembered"]) == 1
 
 
 def test_restore_of_unknown_point_is_refused(vault):

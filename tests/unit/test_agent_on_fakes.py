@@ -7,9 +7,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from shared import formats, handlers
+from shared import handlers
 from shared.fakes import MemoryBlobAccount, MemoryIndex, MemoryQueue
-from skyvault.backup import Backup
+from skyvault.backup import Backup, new_chunker
 from skyvault.cache import Cache
 from skyvault.restore import Restore, RestoreFailed
 from skyvault.treedigest import differences, tree_digest
@@ -34,9 +34,7 @@ class InProcessVault(AgentVault):
         return self.services.primary.container_from_url(url)
 
     def send(self, queue, body):
-        text = formats.signed_message({"v": 1, "id": body.pop("id", os.urandom(8).hex()),
-                                       "tenantId": self.tenant_id, "vaultId": self.vault_id, **body},
-                                      bytes.fromhex(self.creds["signingKey"]))
+        text = self.signed_message(body)
         {"ingest": handlers.ingest_chunks, "commit": handlers.commit_point}[queue](self.services, text)
 
     def api(self, method, subpath, body=None, params=None):
@@ -103,6 +101,21 @@ def test_backup_and_restore_through_the_handlers(vault, cache, tmp_path):
         assert differences(expected, tree_digest(tmp_path / point / "data")) == []
 
 
+def test_zero_chunks_are_restored_as_holes(vault, cache, tmp_path):
+    data = tmp_path / "disk"
+    data.mkdir()
+    image = os.urandom(600_000) + bytes(20 << 20) + os.urandom(300_000) + bytes(9 << 20)
+    (data / "disk.img").write_bytes(image)
+    point = Backup(vault, cache, "laptop").run([str(data)]).point_id
+    Restore(vault).run(point, str(tmp_path / "r"))
+    restored = tmp_path / "r" / "disk" / "disk.img"
+    assert restored.read_bytes() == image
+    zero_chunks = [c.length for c in new_chunker().cut_buf(image) if bytes(c.data) == bytes(c.length)]
+    assert len(zero_chunks) >= 2, "the layout gives chunks of zeros, inside the file and at its end"
+    # Holes are whole file-system blocks: each may leave a partial block at either edge written.
+    assert restored.stat().st_blocks * 512 <= len(image) - sum(zero_chunks) + 2 * 4096 * len(zero_chunks)
+
+
 def test_restore_refuses_a_chunk_from_another_place(vault, cache, tmp_path):
     data = make_tree(tmp_path)
     report = Backup(vault, cache, "laptop").run([str(data)])
@@ -118,17 +131,17 @@ def test_restore_refuses_a_chunk_from_another_place(vault, cache, tmp_path):
 
 def test_a_failed_point_does_not_become_the_base_of_the_next_incremental(vault, cache, tmp_path, monkeypatch):
     data = make_tree(tmp_path)
-    send = vault.send
+    signed = vault.signed_message
 
-    def send_with_wrong_sizes(queue, body):
-        if queue == "ingest":
+    def wrong_sizes(body):  # in ingest messages and in the commit request alike
+        if body["type"] == "chunks":
             body = {**body, "chunks": [{**c, "size": c["size"] + 1} for c in body["chunks"]]}
-        send(queue, body)
+        return signed(body)
 
-    monkeypatch.setattr(vault, "send", send_with_wrong_sizes)
+    monkeypatch.setattr(vault, "signed_message", wrong_sizes)
     failed = Backup(vault, cache, "laptop").run([str(data)])
     assert failed.state == "failed" and "rejected" in failed.reason
     assert cache.previous_file(vault.vault_id, "laptop", "data/part0.bin") is None
-    monkeypatch.setattr(vault, "send", send)
+    monkeypatch.setattr(vault, "signed_message", signed)
     again = Backup(vault, cache, "laptop").run([str(data)])
     assert again.files_read == failed.files_read == 6 and again.files_unchanged == 0

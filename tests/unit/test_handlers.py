@@ -173,25 +173,42 @@ def test_commit_over_http_answers_at_once_and_hands_pending_points_to_the_queue(
     agent = Agent(services, keys)
     declared = [agent.upload(b"one" * 1000), agent.upload(b"two" * 1000)]
     handlers.ingest_chunks(services, agent.message(type="chunks", chunks=declared[:1]))
-    message = json.loads(agent.point(POINT, [d["id"] for d in declared]))
-    pending = handlers.commit_request(services, agent.vault, message)
+    request = {"commit": json.loads(agent.point(POINT, [d["id"] for d in declared]))}
+    pending = handlers.commit_request(services, agent.vault, request)
     assert pending["state"] == "pending" and "1 of 2" in pending["reason"]
     assert services.queue(handlers.COMMIT_QUEUE).approximate_count() == 1, "re-checked from the queue"
     handlers.ingest_chunks(services, agent.message(type="chunks", chunks=declared[1:]))
-    committed = handlers.commit_request(services, agent.vault, message)
+    committed = handlers.commit_request(services, agent.vault, request)
     assert committed["state"] == "committed"
-    assert handlers.commit_request(services, agent.vault, message) == committed, "idempotent"
+    assert handlers.commit_request(services, agent.vault, request) == committed, "idempotent"
+
+
+def test_commit_over_http_verifies_the_last_chunks_it_carries(services, keys):
+    agent = Agent(services, keys)
+    declared = [agent.upload(b"one" * 1000), agent.upload(b"two" * 1000)]
+    request = {"commit": json.loads(agent.point(POINT, [d["id"] for d in declared])),
+               "chunks": json.loads(agent.message(type="chunks", chunks=declared))}
+    assert handlers.commit_request(services, agent.vault, request)["state"] == "committed"
+    records = services.index.get_chunks(agent.vault.id, [d["id"] for d in declared])
+    assert {r.state for r in records.values()} == {"verified"} and len(records) == 2
+    assert services.queue(handlers.COMMIT_QUEUE).approximate_count() == 0
 
 
 def test_commit_over_http_refuses_another_vaults_forged_or_malformed_message(services, keys):
     agent, other = Agent(services, keys), Agent(services, keys, name="desktops")
     message = json.loads(agent.point(POINT, []))
     with pytest.raises(handlers.Forbidden, match="not for vault"):
-        handlers.commit_request(services, other.vault, message)
+        handlers.commit_request(services, other.vault, {"commit": message})
     with pytest.raises(handlers.Forbidden, match="signature"):
-        handlers.commit_request(services, agent.vault, {**message, "chunkCount": 5})
-    with pytest.raises(handlers.ServiceError, match="malformed commit message"):
-        handlers.commit_request(services, agent.vault, {**message, "pointId": "../x"})
+        handlers.commit_request(services, agent.vault, {"commit": {**message, "chunkCount": 5}})
+    with pytest.raises(handlers.ServiceError, match="malformed message"):
+        handlers.commit_request(services, agent.vault, {"commit": {**message, "pointId": "../x"}})
+    with pytest.raises(handlers.ServiceError, match="no 'commit'"):
+        handlers.commit_request(services, agent.vault, {"chunks": message})
+    never = {"id": "ab" * 32, "size": 100, "md5": "A" * 22 + "=="}
+    with pytest.raises(handlers.ServiceError, match="not uploaded"):
+        handlers.commit_request(services, agent.vault, {
+            "commit": message, "chunks": json.loads(agent.message(type="chunks", chunks=[never]))})
     assert services.index.get_point(agent.vault.id, POINT) is None
 
 
