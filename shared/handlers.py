@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator
@@ -24,6 +25,7 @@ from shared.ports import (BlobAccount, BlobContainer, BlobNotFound, Conflict, In
 AGENT_CREDENTIALS_TTL = timedelta(days=1)
 RESTORE_SAS_TTL = timedelta(hours=1)
 LOOKUP_MAX_IDS = 1000
+INGEST_WORKERS = 8
 REFS_QUERY_BATCH = 500
 INGEST_QUEUE, COMMIT_QUEUE, RESTORE_QUEUE, REPLICATE_QUEUE = "ingest", "commit", "restore", "replicate"
 AGENT_QUEUES = (INGEST_QUEUE, COMMIT_QUEUE, RESTORE_QUEUE)
@@ -183,14 +185,25 @@ def ingest_chunks(services: Services, text: str | bytes) -> dict[str, int]:
     container = services.primary.container(container_name(vault.id))
     counts = {"verified": 0, "rejected": 0, "already": 0}
     to_replicate = []
-    for entry in {e["id"]: e for e in body["chunks"]}.values():
+
+    def index(entry: dict) -> ChunkRecord | None:
         record = _verify_chunk(container, vault, entry, iso_time(services.clock()))
-        if services.index.add_chunk(record):
+        return record if services.index.add_chunk(record) else None
+
+    *others, last = {e["id"]: e for e in body["chunks"]}.values()
+    # The chunks are verified INGEST_WORKERS at a time (each is a storage read and an index
+    # write), the message's last one only after all others: once it is indexed, all are,
+    # which is what an agent waiting for its messages checks.
+    with ThreadPoolExecutor(INGEST_WORKERS) as pool:
+        records = list(pool.map(index, others))
+    records.append(index(last))
+    for record in records:
+        if record is None:
+            counts["already"] += 1
+        else:
             counts[record.state] += 1
             if record.state == "verified":
                 to_replicate.append(chunk_blob_name(record.id))
-        else:
-            counts["already"] += 1
     if to_replicate and vault.redundancy == "GRS":
         enqueue(services, REPLICATE_QUEUE, replicate_message(vault, blobs=to_replicate))
     return counts

@@ -36,7 +36,7 @@ from pyfastcdc import FastCDC
 from shared import crypto, formats
 from shared.domain import chunk_blob_name
 from shared.ports import BlobAlreadyExists
-from skyvault.cache import Cache
+from skyvault.cache import Cache, PreviousFile
 from skyvault.vaultclient import AgentError, AgentVault
 
 # Pinned: another chunker or other parameters cut elsewhere and break dedup.
@@ -51,6 +51,9 @@ MAX_INFLIGHT_BATCHES = UPLOAD_WORKERS + 1
 # Chunks declared per ingest message: small enough that the Functions host verifies several
 # messages at once and the last one of a backup is done soon after its upload.
 INGEST_BATCH = 32
+# Batches the commit request may declare again: with the last partial one, at most
+# formats.CHUNKS_PER_MESSAGE chunks, which the service verifies within the request.
+INLINE_BATCHES = formats.CHUNKS_PER_MESSAGE // INGEST_BATCH - 1
 COMMIT_WAIT_S = 300.0
 LOOKUP_MAX_IDS = 1000  # the service's limit per look-up (shared.handlers.LOOKUP_MAX_IDS)
 INGEST_WAIT_S = 60.0
@@ -94,12 +97,13 @@ class BackupReport:
 class _Entry:
     """A manifest entry waiting for its place in the manifest (files: for their extents)."""
 
-    __slots__ = ("doc", "signature", "start", "end", "complete", "failed", "path")
+    __slots__ = ("doc", "signature", "start", "end", "complete", "failed", "path", "previous")
 
     def __init__(self, doc: dict, path: str = "", signature: str = "", complete: bool = True):
         self.doc, self.path, self.signature = doc, path, signature
         self.start = self.end = None
         self.complete, self.failed = complete, False
+        self.previous: PreviousFile | None = None  # an unchanged file's entry, from the cache
 
 
 class _ConcatReader:
@@ -161,6 +165,9 @@ class Backup:
         # The last chunk of each ingest message sent: ingest handles a message's chunks in order,
         # so once that one is indexed the whole message is (one id per INGEST_BATCH chunks).
         self._message_tails: list[str] = []
+        # The declarations of the last messages sent: those the service has not handled by the
+        # commit are declared again in the commit request, which verifies them at once.
+        self._recent_batches: deque[list[dict]] = deque(maxlen=INLINE_BATCHES)
         self._order: deque[_Entry] = deque()
         self._open_files: deque[_Entry] = deque()
         self._manifest = None
@@ -174,9 +181,9 @@ class Backup:
     # -- the walk
     def _walk(self, roots: list[Path]) -> Iterator[_Entry]:
         for root in roots:
-            yield from self._visit(root, root.name or "root")
+            yield from self._visit(str(root), root.name or "root")
 
-    def _visit(self, path: Path, rel: str) -> Iterator[_Entry]:
+    def _visit(self, path: str, rel: str) -> Iterator[_Entry]:
         try:
             st = os.lstat(path)
         except OSError as e:
@@ -192,7 +199,7 @@ class Backup:
                 self.warn(f"cannot list {path}: {e.strerror or e}")
                 return
             for name in names:
-                yield from self._visit(path / name, f"{rel}/{name}")
+                yield from self._visit(os.path.join(path, name), f"{rel}/{name}")
         elif stat.S_ISLNK(st.st_mode):
             try:
                 target = os.readlink(path)
@@ -203,7 +210,7 @@ class Backup:
             yield _Entry({**base, "type": "symlink", "target": target})
         elif stat.S_ISREG(st.st_mode):
             signature = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
-            yield _Entry({**base, "type": "file", "size": st.st_size}, str(path), signature, complete=False)
+            yield _Entry({**base, "type": "file", "size": st.st_size}, path, signature, complete=False)
         else:
             self.warn(f"{path}: skipped (not a regular file, directory or symlink)")
 
@@ -213,11 +220,11 @@ class Backup:
             self._order.append(entry)
             if not entry.complete:
                 previous = self.cache.previous_file(self.vault.vault_id, self.item, entry.doc["path"])
-                if previous and previous[0] == entry.signature:
-                    entry.doc["extents"] = previous[1]
+                if previous and previous.signature == entry.signature:
+                    entry.previous = previous
                     entry.complete = True
                     self.report.files_unchanged += 1
-                    self._reference(e[0] for e in previous[1])
+                    self._reference(previous.ids)
                 else:
                     yield entry
             self._flush_manifest()
@@ -257,12 +264,17 @@ class Backup:
             if entry.failed:
                 continue
             doc = entry.doc
+            if entry.previous is not None:
+                line, ids = entry.previous.line, entry.previous.ids
+            else:
+                line = next(formats.manifest_lines([doc]))
+                ids = list(dict.fromkeys(e[0] for e in doc.get("extents", ())))
             if doc["type"] == "file":
                 self.report.files += 1
                 self.report.bytes_total += doc["size"]
                 self.cache.record_file(self.vault.vault_id, self.item, self.generation, doc["path"],
-                                       entry.signature, doc["extents"])
-            self._manifest.write(next(formats.manifest_lines([doc])))
+                                       entry.signature, line, ids)
+            self._manifest.write(line)
 
     # -- chunks
     def _reference(self, ids) -> None:
@@ -346,19 +358,21 @@ class Backup:
             self.vault.send("ingest", {"type": "chunks", "chunks": self._batch})
             self.report.messages += 1
             self._message_tails.append(self._batch[-1]["id"])
+            self._recent_batches.append(self._batch)
             self._batch = []
 
-    def _await_ingest(self) -> None:
-        """Wait (briefly) until the service has handled every ingest message this backup sent, so
-        the commit finds every chunk verified at once instead of re-checking later."""
-        waiting = list(dict.fromkeys(self._message_tails))
+    def _await_ingest(self) -> list[dict]:
+        """Wait (briefly) until the service has handled every ingest message this backup sent
+        but the last few, so the commit finds every chunk verified at once instead of
+        re-checking later. Returns the declarations of those last messages it has not handled
+        yet, for the commit request to carry."""
+        recent = {batch[-1]["id"]: batch for batch in self._recent_batches}
+        waiting = [cid for cid in dict.fromkeys(self._message_tails) if cid not in recent]
 
         def handled() -> bool:
             while waiting:
                 batch = waiting[:LOOKUP_MAX_IDS]
-                answer = self.vault.api("POST", "chunks/lookup", {"ids": batch})
-                done = set(answer["verified"]) | set(answer.get("rejected", ()))
-                pending = [cid for cid in batch if cid not in done]
+                pending = [cid for cid in batch if cid not in self._handled(batch)]
                 waiting[:len(batch)] = pending
                 if pending:
                     return False
@@ -368,6 +382,13 @@ class Backup:
             self.vault.wait_for("the last chunks to be verified", handled, INGEST_WAIT_S)
         except AgentError:
             pass  # the commit waits for them itself
+        done = self._handled(list(recent)) if recent else set()
+        return [entry for tail, batch in recent.items() if tail not in done for entry in batch]
+
+    def _handled(self, ids: list[str]) -> set[str]:
+        """Those of `ids` the service has indexed (verified or rejected)."""
+        answer = self.vault.api("POST", "chunks/lookup", {"ids": ids})
+        return set(answer["verified"]) | set(answer.get("rejected", ()))
 
     # -- the whole backup
     def run(self, paths: list[str], wait: bool = True) -> BackupReport:
@@ -444,11 +465,12 @@ class Backup:
         # Over HTTP, with the last chunks declared in the same request, the service verifies them
         # and commits at once, without the latency of queue polls; a point still waiting for
         # chunks is re-checked from the commit queue.
-        self._await_ingest()
+        declare = {entry["id"]: entry for entry in [*self._await_ingest(), *self._batch]}
+        self._batch = []
         request = {"commit": json.loads(self.vault.signed_message(message))}
-        if self._batch:
-            request["chunks"] = json.loads(self.vault.signed_message({"type": "chunks", "chunks": self._batch}))
-            self._batch = []
+        if declare:
+            request["chunks"] = json.loads(self.vault.signed_message({"type": "chunks",
+                                                                      "chunks": list(declare.values())}))
         self._settle(self.vault.api("POST", "commits", request))
 
     def _settle(self, point: dict) -> None:

@@ -2,8 +2,10 @@
 
 - known chunks: ids this machine uploaded or the service confirmed verified, per
   vault; lets a backup skip chunks without asking the service.
-- files: per vault and item, the stat signature and extents of each regular file
-  in the last backup, so an incremental backup does not read unchanged files.
+- files: per vault and item, the stat signature of each regular file in the last
+  backup, with its manifest line and the chunk ids it references, so an
+  incremental backup neither reads an unchanged file nor decodes or encodes its
+  entry again: the same signature means the same entry, byte for byte.
   A backup writes its rows under a new generation and makes it current only
   once its commit was sent, so an interrupted backup never poisons the cache.
 - refs: the chunk ids the running backup references, deduplicated on disk.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -25,12 +28,26 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS known (vault TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (vault, id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS files (
     vault TEXT NOT NULL, item TEXT NOT NULL, generation TEXT NOT NULL, path TEXT NOT NULL,
-    signature TEXT NOT NULL, extents TEXT NOT NULL,
+    signature TEXT NOT NULL, line BLOB NOT NULL, ids TEXT NOT NULL,
     PRIMARY KEY (vault, item, generation, path)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS current (vault TEXT NOT NULL, item TEXT NOT NULL, generation TEXT NOT NULL,
     PRIMARY KEY (vault, item));
 CREATE TABLE IF NOT EXISTS refs (run TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (run, id)) WITHOUT ROWID;
 """
+FILES_COLUMNS = ["vault", "item", "generation", "path", "signature", "line", "ids"]
+
+
+@dataclass(frozen=True)
+class PreviousFile:
+    """A file as the item's last backup recorded it."""
+
+    signature: str
+    line: bytes  # its manifest line, newline included
+    ids: list[str]  # the distinct chunk ids of its extents, in order
+
+    @property
+    def extents(self) -> list:
+        return json.loads(self.line)["extents"]
 
 
 class Cache:
@@ -39,10 +56,15 @@ class Cache:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        columns = [row[1] for row in self._db.execute("PRAGMA table_info(files)")]
+        if columns and columns != FILES_COLUMNS:
+            # An older agent's layout: dropping it costs one full read of every file, no data.
+            self._db.executescript("DROP TABLE files; DROP TABLE IF EXISTS current;")
         self._db.executescript(SCHEMA)
         self._lock = threading.Lock()
         self._files: list[tuple] = []
         self._refs: list[tuple[str, str]] = []
+        self._current: dict[tuple[str, str], str] = {}  # (vault, item) → its current generation
 
     def close(self) -> None:
         self._db.close()  # rows of an unfinished backup are dropped: it never became current
@@ -65,24 +87,29 @@ class Cache:
             self._db.executemany("INSERT OR IGNORE INTO known VALUES (?, ?)", [(vault, i) for i in ids])
 
     # file signatures of the item's current generation
-    def previous_file(self, vault: str, item: str, path: str) -> tuple[str, list] | None:
+    def previous_file(self, vault: str, item: str, path: str) -> PreviousFile | None:
         with self._lock:
-            row = self._db.execute(
-                "SELECT f.signature, f.extents FROM files f JOIN current c "
-                "ON f.vault=c.vault AND f.item=c.item AND f.generation=c.generation "
-                "WHERE f.vault=? AND f.item=? AND f.path=?", (vault, item, path)).fetchone()
-        return (row[0], json.loads(row[1])) if row else None
+            generation = self._current.get((vault, item))
+            if generation is None:
+                row = self._db.execute("SELECT generation FROM current WHERE vault=? AND item=?",
+                                       (vault, item)).fetchone()
+                generation = self._current[(vault, item)] = row[0] if row else ""
+            # A primary-key look-up: a backup makes one per file.
+            row = self._db.execute("SELECT signature, line, ids FROM files "
+                                   "WHERE vault=? AND item=? AND generation=? AND path=?",
+                                   (vault, item, generation, path)).fetchone()
+        return PreviousFile(row[0], row[1], row[2].split()) if row else None
 
     def record_file(self, vault: str, item: str, generation: str, path: str, signature: str,
-                    extents: list) -> None:
+                    line: bytes, ids: list[str]) -> None:
         """Buffered: rows are written in batches, one transaction each (a backup records every file)."""
-        self._files.append((vault, item, generation, path, signature, json.dumps(extents)))
+        self._files.append((vault, item, generation, path, signature, line, " ".join(ids)))
         if len(self._files) >= FILE_ROWS_PER_TRANSACTION:
             self._write_files()
 
     def _write_files(self) -> None:
         rows, self._files = self._files, []
-        self._write_rows("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)", rows)
+        self._write_rows("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
     def _write_rows(self, sql: str, rows: list[tuple]) -> None:
         with self._lock:
@@ -98,6 +125,7 @@ class Cache:
                              (vault, item, generation))
             self._db.execute("INSERT OR REPLACE INTO current VALUES (?, ?, ?)", (vault, item, generation))
             self._db.execute("COMMIT")
+            self._current[(vault, item)] = generation
 
     def drop_generation(self, vault: str, item: str, generation: str) -> None:
         self._files = []
@@ -107,8 +135,11 @@ class Cache:
 
     # references of a running backup
     def add_refs(self, run: str, ids: Iterable[str]) -> None:
-        """Buffered like record_file."""
-        self._refs.extend((run, i) for i in ids)
+        """Buffered like record_file. Small files share chunks: an id repeating the last one
+        added is dropped here rather than by SQLite."""
+        for i in ids:
+            if not self._refs or self._refs[-1][1] != i:
+                self._refs.append((run, i))
         if len(self._refs) >= FILE_ROWS_PER_TRANSACTION:
             self._write_refs()
 

@@ -43,6 +43,7 @@ from azure.core.exceptions import (
 from azure.storage.blob import BlobServiceClient, ContainerClient, generate_container_sas
 from azure.storage.queue import QueueClient, QueueServiceClient, generate_queue_sas
 
+from shared.adapters.http_pool import pooled_transport
 from shared.ports import (
     BlobAccount,
     BlobAlreadyExists,
@@ -149,12 +150,14 @@ def _common_error(what: str, error: Exception) -> Exception:
 @functools.lru_cache(maxsize=None)
 def _blob_service(connection_string: str) -> BlobServiceClient:
     return BlobServiceClient.from_connection_string(
-        connection_string, max_single_put_size=_MAX_PUT_BLOB_BYTES, **_CLIENT_OPTIONS)
+        connection_string, max_single_put_size=_MAX_PUT_BLOB_BYTES, transport=pooled_transport(_CLIENT_OPTIONS["connection_timeout"]),
+        **_CLIENT_OPTIONS)
 
 
 @functools.lru_cache(maxsize=None)
 def _queue_service(connection_string: str) -> QueueServiceClient:
-    return QueueServiceClient.from_connection_string(connection_string, **_CLIENT_OPTIONS)
+    return QueueServiceClient.from_connection_string(connection_string, transport=pooled_transport(_CLIENT_OPTIONS["connection_timeout"]),
+                                                     **_CLIENT_OPTIONS)
 
 
 class AzureBlobContainer(BlobContainer):

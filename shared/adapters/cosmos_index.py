@@ -35,6 +35,7 @@ from azure.core.exceptions import AzureError
 from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey
 from azure.cosmos.exceptions import CosmosHttpResponseError
 
+from shared.adapters.http_pool import pooled_transport
 from shared.domain import ChunkRecord, Job, RecoveryPoint, UsageEvent, Vault
 from shared.ports import (
     Conflict,
@@ -76,8 +77,8 @@ T = TypeVar("T", Vault, ChunkRecord, RecoveryPoint, Job, UsageEvent)
 def _client(endpoint: str, key: str) -> CosmosClient:
     # connection_verify=False and no endpoint discovery: the emulator runs
     # without TLS while its account metadata advertises https endpoints.
-    return CosmosClient(endpoint, key, connection_verify=False,
-                        enable_endpoint_discovery=False, **_CLIENT_OPTIONS)
+    return CosmosClient(endpoint, key, connection_verify=False, enable_endpoint_discovery=False,
+                        transport=pooled_transport(_CLIENT_OPTIONS["connection_timeout"]), **_CLIENT_OPTIONS)
 
 
 @contextmanager

@@ -155,7 +155,7 @@ def test_tampered_chunk_fails_restore_naming_the_file(vault, cache, services, tm
     (data / "a-bystander.bin").write_bytes(os.urandom(3 * 1024 * 1024))
     (data / "b-victim.bin").write_bytes(os.urandom(3 * 1024 * 1024))
     report = run_backup(vault, cache, [data], item="tamper")
-    extents = {name: [e[0] for e in cache.previous_file(vault.vault_id, "tamper", f"t/{name}")[1]]
+    extents = {name: [e[0] for e in cache.previous_file(vault.vault_id, "tamper", f"t/{name}").extents]
                for name in ("a-bystander.bin", "b-victim.bin")}
     victim_chunk = extents["b-victim.bin"][-1]
     assert victim_chunk not in extents["a-bystander.bin"]
@@ -212,7 +212,7 @@ def test_replayed_messages_change_nothing(vault, cache, services, stack, tmp_pat
     data.mkdir()
     (data / "a.bin").write_bytes(os.urandom(600_000))
     report = run_backup(vault, cache, [data], item="replay")
-    cid = cache.previous_file(vault.vault_id, "replay", "replay/a.bin")[1][0][0]
+    cid = cache.previous_file(vault.vault_id, "replay", "replay/a.bin").extents[0][0]
     record = services.index.get_chunks(vault.vault_id, [cid])[cid]
     point = services.index.get_point(vault.vault_id, report.point_id)
     message = {"type": "chunks", "chunks": [{"id": cid, "size": record.size, "md5": record.content_md5}]}

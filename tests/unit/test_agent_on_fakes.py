@@ -86,7 +86,7 @@ def test_backup_and_restore_through_the_handlers(vault, cache, tmp_path):
     data = make_tree(tmp_path)
     first = Backup(vault, cache, "laptop").run([str(data)])
     assert first.state == "committed" and first.files == 6 and first.dirs == 2 and first.symlinks == 1
-    extents = cache.previous_file(vault.vault_id, "laptop", "data/part1.bin")[1]
+    extents = cache.previous_file(vault.vault_id, "laptop", "data/part1.bin").extents
     assert sum(length for _, _, length in extents) == 700_000
     v1 = tree_digest(data)
 
@@ -119,8 +119,8 @@ def test_zero_chunks_are_restored_as_holes(vault, cache, tmp_path):
 def test_restore_refuses_a_chunk_from_another_place(vault, cache, tmp_path):
     data = make_tree(tmp_path)
     report = Backup(vault, cache, "laptop").run([str(data)])
-    cid = cache.previous_file(vault.vault_id, "laptop", "data/part0.bin")[1][0][0]
-    other = cache.previous_file(vault.vault_id, "laptop", "data/part2.bin")[1][-1][0]
+    cid = cache.previous_file(vault.vault_id, "laptop", "data/part0.bin").extents[0][0]
+    other = cache.previous_file(vault.vault_id, "laptop", "data/part2.bin").extents[-1][0]
     container = vault.services.primary.container(f"vault-{vault.vault_id}")
     # A valid envelope of another chunk put under this chunk's name: authentic bytes, wrong place.
     container.put(f"chunks/{cid[:2]}/{cid}", container.read(f"chunks/{other[:2]}/{other}"), overwrite=True)

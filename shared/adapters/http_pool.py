@@ -1,0 +1,21 @@
+"""One HTTP transport for the Azure SDK clients of the service, with a connection pool sized
+for the Functions host's concurrency: up to batchSize + newBatchThreshold queue messages
+run at once and ingest verifies several chunks of each in parallel, while requests'
+default pool keeps 10 connections per host and drops (and later reopens) the rest."""
+from __future__ import annotations
+
+import requests
+from azure.core.pipeline.transport import RequestsTransport
+from requests.adapters import HTTPAdapter
+
+POOL_CONNECTIONS_PER_HOST = 64
+
+
+def pooled_transport(connection_timeout: float) -> RequestsTransport:
+    """A transport for one client; the client's own connection_timeout does not reach a
+    transport it did not build, so it is given here."""
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_CONNECTIONS_PER_HOST)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return RequestsTransport(session=session, session_owner=True, connection_timeout=connection_timeout)
