@@ -59,6 +59,9 @@ class _Prefetcher:
         self._ahead: deque[tuple[str, Future]] = deque()
         self._last: tuple[str | None, Future | None] = (None, None)
         self._recent: OrderedDict[str, Future] = OrderedDict()
+        # Chunks of zeros become holes and need no bytes: once one is authenticated, its later
+        # occurrences (a disk image's free space, far apart) are not fetched again.
+        self._zeros: dict[str, Future] = {}
         self.fetched = 0
         self._fill()
 
@@ -67,12 +70,21 @@ class _Prefetcher:
             cid = next(self._ids, None)
             if cid is None:
                 return
-            # Chunks that recur (zero runs of disk images, duplicate files) are fetched once.
-            future = self._recent.pop(cid, None) or self._pool.submit(self._fetch, cid)
+            # Chunks that recur close together (duplicate files) are fetched once.
+            future = self._zeros.get(cid) or self._recent.pop(cid, None)
+            if future is None:
+                future = self._pool.submit(self._fetch, cid)
+                future.add_done_callback(lambda f, cid=cid: self._note_zeros(cid, f))
             self._recent[cid] = future
             if len(self._recent) > RECENT_CHUNKS:
                 self._recent.popitem(last=False)
             self._ahead.append((cid, future))
+
+    def _note_zeros(self, cid: str, future: Future) -> None:
+        if not future.cancelled() and future.exception() is None and future.result()[1]:
+            done: Future = Future()
+            done.set_result((b"", True))
+            self._zeros[cid] = done
 
     def get(self, cid: str) -> tuple[bytes, bool]:
         """The next chunk the writer needs (the same one again for consecutive extents), and

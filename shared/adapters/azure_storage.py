@@ -28,7 +28,6 @@ Functions host, the agent) owns retrying.
 from __future__ import annotations
 
 import functools
-import time
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Iterator
@@ -43,6 +42,7 @@ from azure.core.exceptions import (
 from azure.storage.blob import BlobServiceClient, ContainerClient, generate_container_sas
 from azure.storage.queue import QueueClient, QueueServiceClient, generate_queue_sas
 
+from shared.adapters.blob_copy import copy_source_error, wait_for_copy
 from shared.adapters.http_pool import pooled_transport
 from shared.ports import (
     BlobAccount,
@@ -73,12 +73,6 @@ MAX_MESSAGE_BYTES = 64 * 1024
 # Get Messages and Peek Messages return at most 32 messages a call.
 _MAX_MESSAGES_PER_CALL = 32
 _TRANSIENT_STATUS = {408, 429}
-# Copy Blob completes in the background; within one account or region it is
-# usually done at once, across regions it may take a while.
-_COPY_WAIT_S = 60.0
-_COPY_POLL_FIRST_S = 0.1
-_COPY_POLL_MAX_S = 2.0
-
 
 def _is_transient(error: Exception) -> bool:
     if isinstance(error, (ServiceRequestError, ServiceResponseError)):
@@ -120,13 +114,7 @@ def _copy_source_error(what: str, error: HttpResponseError) -> Exception:
         status = int(additional.get("copysourcestatuscode") or error.status_code or 0)
     except ValueError:
         status = error.status_code or 0
-    if status == 404:
-        return BlobNotFound(f"{what}: the source does not exist")
-    if status in (401, 403):
-        return PermissionError(f"{what}: the source URL does not allow reading it (no \"r\", or expired)")
-    if status in _TRANSIENT_STATUS or status >= 500:
-        return TransientError(f"{what}: the source answered HTTP {status}")
-    return StorageError(f"{what}: the source answered HTTP {status}")
+    return copy_source_error(what, status)
 
 
 def _error_code(error: Exception) -> str | None:
@@ -199,21 +187,12 @@ class AzureBlobContainer(BlobContainer):
         blob = self._client.get_blob_client(name)
         with _copy_errors(what):
             blob.start_copy_from_url(source_url)
-            deadline = time.monotonic() + _COPY_WAIT_S
-            pause = _COPY_POLL_FIRST_S
-            while True:
+
+            def poll():
                 props = blob.get_blob_properties()
-                status = props.copy.status
-                # No copy status: a Put Blob has replaced the copy since; the blob is there.
-                if status == "success" or status is None:
-                    return _blob_properties(name, props)
-                if status != "pending":
-                    raise StorageError(f"{what}: the copy {status}: {props.copy.status_description}")
-                if time.monotonic() + pause > deadline:
-                    # The service goes on copying; a retry finds it done, or still pending.
-                    raise TransientError(f"{what}: the copy is still pending after {_COPY_WAIT_S:.0f} s")
-                time.sleep(pause)
-                pause = min(pause * 2, _COPY_POLL_MAX_S)
+                return props.copy.status, props.copy.status_description, _blob_properties(name, props)
+
+            return wait_for_copy(what, poll)
 
     def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         with _blob_errors(f"read {self.name}/{name}"):

@@ -31,6 +31,7 @@ from email.utils import parsedate_to_datetime
 from typing import Iterator
 from urllib.parse import quote, urlencode, urlsplit
 
+from shared.adapters.blob_copy import copy_source_error, wait_for_copy
 from shared.ports import (BlobAlreadyExists, BlobContainer, BlobNotFound, BlobProperties, StorageError,
                           TransientError)
 
@@ -41,8 +42,6 @@ ATTEMPTS = 3
 BACKOFF_S = 0.5
 MAX_MESSAGE_BYTES = 64 * 1024
 _TRANSIENT_STATUS = {408, 429}
-_COPY_WAIT_S = 60.0
-_COPY_POLL_FIRST_S, _COPY_POLL_MAX_S = 0.1, 2.0
 _local = threading.local()
 
 
@@ -233,22 +232,15 @@ class SasContainer(BlobContainer):
         response = self._endpoint.request(what, "PUT", self._blob(name), headers={"x-ms-copy-source": source_url})
         if response.status != 202:
             raise _copy_error(what, response)
-        deadline = time.monotonic() + _COPY_WAIT_S
-        pause = _COPY_POLL_FIRST_S
-        while True:
+
+        def poll():
             props = self._endpoint.request(what, "HEAD", self._blob(name))
             if props.status != 200:
                 raise _error(what, props)
-            status = props.header("x-ms-copy-status")
-            # No copy status: a Put Blob has replaced the copy since; the blob is there.
-            if status in ("success", None):
-                return _properties(name, props)
-            if status != "pending":
-                raise StorageError(f"{what}: the copy {status}: {props.header('x-ms-copy-status-description')}")
-            if time.monotonic() + pause > deadline:
-                raise TransientError(f"{what}: the copy is still pending after {_COPY_WAIT_S:.0f} s")
-            time.sleep(pause)
-            pause = min(pause * 2, _COPY_POLL_MAX_S)
+            return (props.header("x-ms-copy-status"), props.header("x-ms-copy-status-description"),
+                    _properties(name, props))
+
+        return wait_for_copy(what, poll)
 
 
 def _copy_error(what: str, response: Response) -> Exception:
@@ -259,13 +251,7 @@ def _copy_error(what: str, response: Response) -> Exception:
             status = int(_xml_text(response.body, "CopySourceStatusCode") or response.status)
         except ValueError:
             status = response.status
-        if status == 404:
-            return BlobNotFound(f"{what}: the source does not exist")
-        if status in (401, 403):
-            return PermissionError(f"{what}: the source URL does not allow reading it (no \"r\", or expired)")
-        if status in _TRANSIENT_STATUS or status >= 500:
-            return TransientError(f"{what}: the source answered HTTP {status}")
-        return StorageError(f"{what}: the source answered HTTP {status}")
+        return copy_source_error(what, status)
     if code == "PendingCopyOperation":
         return TransientError(f"{what}: another copy into it is still pending")
     return _error(what, response)

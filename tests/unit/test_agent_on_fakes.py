@@ -116,6 +116,35 @@ def test_zero_chunks_are_restored_as_holes(vault, cache, tmp_path):
     assert restored.stat().st_blocks * 512 <= len(image) - sum(zero_chunks) + 2 * 4096 * len(zero_chunks)
 
 
+def test_a_chunk_of_zeros_is_fetched_once_however_far_apart_it_recurs(vault, cache, tmp_path, monkeypatch):
+    data = tmp_path / "disk"
+    data.mkdir()
+    image = b"".join([os.urandom(1 << 20), bytes(17 << 20), os.urandom(12 << 20), bytes(17 << 20)])
+    (data / "disk.img").write_bytes(image)
+    point = Backup(vault, cache, "laptop").run([str(data)]).point_id
+    extents = cache.previous_file(vault.vault_id, "laptop", "disk/disk.img").extents
+    position, zero_ids = 0, []
+    for cid, _, length in extents:  # one file: its extents are whole chunks, in order
+        if image[position:position + length] == bytes(length):
+            zero_ids.append(cid)
+        position += length
+    zero_id = max(set(zero_ids), key=zero_ids.count)
+    assert zero_ids.count(zero_id) >= 2, "the same chunk of zeros in both zero runs, a dozen chunks apart"
+    reads = []
+    opened = vault.read_container
+
+    def counting(url):
+        container = opened(url)
+        read = container.read
+        container.read = lambda name, *a, **k: reads.append(name) or read(name, *a, **k)
+        return container
+
+    monkeypatch.setattr(vault, "read_container", counting)
+    Restore(vault).run(point, str(tmp_path / "r"))
+    assert (tmp_path / "r" / "disk" / "disk.img").read_bytes() == image
+    assert reads.count(f"chunks/{zero_id[:2]}/{zero_id}") == 1
+
+
 def test_restore_refuses_a_chunk_from_another_place(vault, cache, tmp_path):
     data = make_tree(tmp_path)
     report = Backup(vault, cache, "laptop").run([str(data)])

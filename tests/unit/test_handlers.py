@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -167,6 +168,24 @@ def test_commit_waits_for_chunks_then_commits_once(services, keys):
     replay = handlers.commit_point(services, commit)
     assert replay.etag == point.etag
     assert len(services.index.list_usage_events(agent.vault.id)) == 1
+
+
+def test_ingest_indexes_a_messages_last_chunk_after_all_the_others(services, keys, monkeypatch):
+    """Agents wait for a message by looking up its last chunk: it must be indexed last."""
+    agent = Agent(services, keys)
+    declared = [agent.upload(b"chunk %d " % i * 500) for i in range(20)]
+    order = []
+    add_chunk = services.index.add_chunk
+
+    def recording(record):
+        time.sleep(0.002 if record.id == declared[0]["id"] else 0)  # a slow first chunk
+        order.append(record.id)
+        return add_chunk(record)
+
+    monkeypatch.setattr(services.index, "add_chunk", recording)
+    counts = handlers.ingest_chunks(services, agent.message(type="chunks", chunks=declared))
+    assert counts == {"verified": 20, "rejected": 0, "already": 0}
+    assert sorted(order) == sorted(d["id"] for d in declared) and order[-1] == declared[-1]["id"]
 
 
 def test_commit_over_http_answers_at_once_and_hands_pending_points_to_the_queue(services, keys):
