@@ -285,13 +285,17 @@ def _command_output(cmd: list[str]) -> str:
         return "unknown"
 
 
-def code_version() -> str:
-    """The commit and a digest of the service's and agent's sources: every Skyvault command of the run
-    starts a new process, so an edit made during the run would change what is measured."""
+def sources_digest() -> str:
+    """A digest of the service's and agent's sources: every Skyvault command of the run starts a
+    new process, so an edit made during the run would change what is measured."""
     digest = hashlib.sha256()
     for path in sorted(REPO.glob("*.py")) + sorted(p for d in CODE_DIRS for p in (REPO / d).rglob("*.py")):
         digest.update(path.read_bytes())
-    return f"{_command_output(['git', 'describe', '--always', '--dirty'])}, sources {digest.hexdigest()[:12]}"
+    return digest.hexdigest()[:12]
+
+
+def code_version() -> str:
+    return f"{_command_output(['git', 'describe', '--always', '--dirty'])}, sources {sources_digest()}"
 
 
 def machine_report(version: str) -> list[str]:
@@ -370,7 +374,7 @@ def main() -> int:
     minutes = (time.monotonic() - started) / 60
     storage_note = ("on tmpfs, like the work tree and the restore targets of every tool" if scratch_parent()
                     else "on this disk")
-    if code_version() != version:
+    if sources_digest() not in version:
         machine.append(f"- **warning: Skyvault's code changed during the run (now `{code_version()}`): "
                        "its figures mix versions**")
     lines = [f"## Skyvault against restic and borg{' (--quick)' if args.quick else ''}", "", *machine,

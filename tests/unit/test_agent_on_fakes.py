@@ -101,6 +101,24 @@ def test_backup_and_restore_through_the_handlers(vault, cache, tmp_path):
         assert differences(expected, tree_digest(tmp_path / point / "data")) == []
 
 
+def test_a_backup_that_does_not_wait_declares_everything_through_the_queues(vault, cache, tmp_path, monkeypatch):
+    data = make_tree(tmp_path)
+    sent = []
+    send = vault.send
+    monkeypatch.setattr(vault, "send", lambda queue, body: sent.append(queue) or send(queue, body))
+    api = vault.api
+
+    def no_http_commit(method, subpath, *args, **kwargs):
+        assert subpath != "commits", "a backup that does not wait commits through the queue"
+        return api(method, subpath, *args, **kwargs)
+
+    monkeypatch.setattr(vault, "api", no_http_commit)
+    report = Backup(vault, cache, "laptop").run([str(data)], wait=False)
+    assert report.state == "sent" and sent[-1] == "commit" and "ingest" in sent
+    point = vault.services.index.get_point(vault.vault_id, report.point_id)
+    assert point.state == "committed", "every chunk was declared on the ingest queue"
+
+
 def test_zero_chunks_are_restored_as_holes(vault, cache, tmp_path):
     data = tmp_path / "disk"
     data.mkdir()
