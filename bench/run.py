@@ -21,6 +21,7 @@ with what the agent says it uploaded and sent, gives the figures per GiB.
 from __future__ import annotations
 
 import argparse
+import compileall
 import datetime
 import hashlib
 import os
@@ -338,6 +339,10 @@ def main() -> int:
     size = args.image_size or (QUICK_IMAGE_SIZE if args.quick else DEFAULT_IMAGE_SIZE)
     size -= size % MiB
     started = time.monotonic()
+    # An installed agent runs from the bytecode pip compiled; under PYTHONDONTWRITEBYTECODE (set
+    # on these machines) every Skyvault command would otherwise compile its sources again.
+    for folder in CODE_DIRS:
+        compileall.compile_dir(REPO / folder, quiet=1)
     version = code_version()
     machine = machine_report(version)
 
