@@ -97,6 +97,14 @@ class Endpoint:
             connection = pool[key] = kind(self.host, self.port, timeout=CONNECT_TIMEOUT_S)
         return connection
 
+    @staticmethod
+    def _exchange(connection: http.client.HTTPConnection, method: str, target: str, headers: dict[str, str],
+                  body: bytes) -> Response:
+        connection.request(method, target, body=body or None, headers=headers)
+        connection.sock.settimeout(READ_TIMEOUT_S)
+        raw = connection.getresponse()
+        return Response(raw.status, raw.headers, raw.read())
+
     def request(self, what: str, method: str, path: str, query: dict[str, str] | None = None,
                 headers: dict[str, str] | None = None, body: bytes = b"", retry_status: bool = True) -> Response:
         target = path + "?" + "&".join(q for q in (urlencode(query or {}), self.sas) if q)
@@ -107,12 +115,16 @@ class Endpoint:
                 time.sleep(BACKOFF_S * 2 ** (attempt - 1) * (1 + random.random() / 2))
             connection = self._connection(fresh=attempt > 0)
             try:
-                connection.request(method, target, body=body or None, headers=sent)
-                connection.sock.settimeout(READ_TIMEOUT_S)
-                raw = connection.getresponse()
-                response = Response(raw.status, raw.headers, raw.read())
+                try:
+                    response = self._exchange(connection, method, target, sent, body)
+                except (ConnectionError, http.client.RemoteDisconnected):
+                    if attempt:
+                        raise
+                    # The server closed a kept-alive connection while it was idle (Azure's load
+                    # balancers do after minutes, Azurite after seconds): at once on a new one.
+                    response = self._exchange(self._connection(fresh=True), method, target, sent, body)
             except (OSError, http.client.HTTPException) as e:
-                connection.close()
+                self._connection(fresh=False).close()
                 failure = e
                 if isinstance(e, ConnectionRefusedError) and attempt:
                     break  # nothing listens there: say so in seconds, not after every backoff

@@ -1,0 +1,69 @@
+"""The agents' REST client against a local server that misbehaves as real ones do: it closes
+kept-alive connections while they are idle, or answers 503."""
+from __future__ import annotations
+
+import socketserver
+import threading
+from http.server import BaseHTTPRequestHandler
+
+import pytest
+
+from shared.adapters import sas_rest
+from shared.ports import TransientError
+
+
+class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, status: int = 201):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.status, self.connections, self.requests = status, 0, 0
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def setup(self):
+        super().setup()
+        self.server.connections += 1
+
+    def do_PUT(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.requests += 1
+        self.send_response(self.server.status)
+        self.send_header("Content-Length", "0")
+        self.send_header("Content-MD5", "XrY7u+Ae7tCTyyK7j1rNww==")
+        self.end_headers()
+        # Says keep-alive, then closes: what an idle timeout does to the next request.
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server(request):
+    server = _Server(getattr(request, "param", 201))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_kept_alive_connection_closed_by_the_server_is_replaced_at_once(server, monkeypatch):
+    monkeypatch.setattr(sas_rest.time, "sleep", lambda s: pytest.fail(f"backed off {s:.2f} s"))
+    container = sas_rest.SasContainer(f"http://127.0.0.1:{server.server_address[1]}/acct/vault-x?sp=c&sig=x")
+    for name in ("a", "b", "c"):
+        assert container.put(f"chunks/{name}", b"hello").size == 5
+    assert server.requests == 3 and server.connections >= 3
+
+
+@pytest.mark.parametrize("server", [503], indirect=True)
+def test_a_service_that_keeps_failing_is_a_transient_error_after_its_retries(server, monkeypatch):
+    pauses = []
+    monkeypatch.setattr(sas_rest.time, "sleep", pauses.append)
+    container = sas_rest.SasContainer(f"http://127.0.0.1:{server.server_address[1]}/acct/vault-x?sp=c&sig=x")
+    with pytest.raises(TransientError, match="503"):
+        container.put("chunks/a", b"hello")
+    assert server.requests == sas_rest.ATTEMPTS and len(pauses) == sas_rest.ATTEMPTS - 1
