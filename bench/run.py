@@ -215,7 +215,8 @@ def dataset_report(r: DatasetResult, repeat: int) -> list[str]:
                   f"{ours.run.cpu_seconds:.1f}, {stack_cpu}; restic's first backup used "
                   f"{first[restic].backup.run.cpu_seconds:.1f}, borg's {first[borg].backup.run.cpu_seconds:.1f}. "
                   f"Per GiB, what runs on the customer's machine: Skyvault's agent "
-                  f"{ours.run.cpu_seconds / gib:.1f} CPU-s, restic {first[restic].backup.run.cpu_seconds / gib:.1f}, "
+                  f"{ours.run.cpu_seconds / gib:.1f} CPU-s, "
+                  f"restic {first[restic].backup.run.cpu_seconds / gib:.1f}, "
                   f"borg {first[borg].backup.run.cpu_seconds / gib:.1f}; the emulated cloud on the same two cores "
                   f"took another {service_cpu / gib:.1f} CPU-s per GiB, work Azure does on its own servers."]
     return lines
@@ -359,7 +360,8 @@ def main() -> int:
                   f"edits between versions)", images),
     ]
 
-    scratch = Path(tempfile.mkdtemp(prefix="skyvault-bench-", dir=scratch_parent()))
+    parent = scratch_parent()
+    scratch = Path(tempfile.mkdtemp(prefix="skyvault-bench-", dir=parent))
     try:
         stack = Stack(scratch / "stack-home")
         log(f"starting the local stack in {stack.home}")
@@ -377,7 +379,7 @@ def main() -> int:
         shutil.rmtree(scratch, ignore_errors=True)
 
     minutes = (time.monotonic() - started) / 60
-    storage_note = ("on tmpfs, like the work tree and the restore targets of every tool" if scratch_parent()
+    storage_note = ("on tmpfs, like the work tree and the restore targets of every tool" if parent
                     else "on this disk")
     if sources_digest() not in version:
         machine.append(f"- **warning: Skyvault's code changed during the run (now `{code_version()}`): "
@@ -387,7 +389,8 @@ def main() -> int:
              f"restic and borg write to a repository in a local folder ({storage_note}). Skyvault goes "
              "through its full local pipeline: the agent uploads to Azurite over HTTP (keeping its data in "
              "memory), the local Functions host verifies every chunk into the Cosmos DB emulator, and a "
-             "Skyvault backup ends only once its point is committed. restic: repository format 2 (compression auto, zstd); borg: repokey-blake2 (BLAKE2b, "
+             "Skyvault backup ends only once its point is committed. restic: repository format 2 (compression "
+             "auto, zstd); borg: repokey-blake2 (BLAKE2b, "
              "AES-256-CTR), zstd,3; Skyvault: zstd 3, AES-256-GCM. restic and borg derive their key from the "
              "passphrase at every command; Skyvault's agent derives it once, at registration, and keeps the keys "
              "on the machine (as kopia persists its password). All tools back up the same path; the data "

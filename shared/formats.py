@@ -19,6 +19,7 @@ from shared import crypto
 
 SCHEMA_VERSION = 1
 MAX_MESSAGE_BYTES = 48 * 1024
+LOOKUP_MAX_IDS = 1000  # chunk ids per dedup look-up (POST chunks/lookup)
 CHUNKS_PER_MESSAGE = 256  # ~130 bytes each: a full batch stays well under MAX_MESSAGE_BYTES
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 

@@ -24,7 +24,6 @@ from shared.ports import (BlobAccount, BlobContainer, BlobNotFound, Conflict, In
 
 AGENT_CREDENTIALS_TTL = timedelta(days=1)
 RESTORE_SAS_TTL = timedelta(hours=1)
-LOOKUP_MAX_IDS = 1000
 INGEST_WORKERS = 8
 REFS_QUERY_BATCH = 500
 INGEST_QUEUE, COMMIT_QUEUE, RESTORE_QUEUE, REPLICATE_QUEUE = "ingest", "commit", "restore", "replicate"
@@ -288,18 +287,19 @@ def commit_request(services: Services, vault: Vault, request: dict) -> dict:
     the point committed, instead of waiting for queue polls. A point whose chunks are still
     being verified stays pending and is re-checked from the commit queue as usual. Idempotent,
     like the two handlers."""
-    messages = [request.get("chunks"), request.get("commit")]
-    if messages[1] is None:
+    chunks, commit = request.get("chunks"), request.get("commit")
+    if commit is None:
         raise ServiceError("the request holds no 'commit' message")
-    for message in filter(None, messages):
+    for message in filter(None, (chunks, commit)):
         if not isinstance(message, dict):
             raise ServiceError("'commit' and 'chunks' must be signed messages (JSON objects)")
         if message.get("tenantId") != vault.tenant_id or message.get("vaultId") != vault.id:
-            raise Forbidden(f"the {message.get('type')!r} message is not for vault {vault.id} of tenant {vault.tenant_id}")
+            raise Forbidden(f"the {message.get('type')!r} message is not for vault {vault.id} "
+                            f"of tenant {vault.tenant_id}")
     try:
-        if messages[0] is not None:
-            ingest_chunks(services, json.dumps(messages[0]))
-        return commit_point(services, json.dumps(messages[1])).to_doc()
+        if chunks is not None:
+            ingest_chunks(services, json.dumps(chunks))
+        return commit_point(services, json.dumps(commit)).to_doc()
     except formats.MalformedMessage as e:
         raise ServiceError(f"malformed message: {e}") from None
     except formats.BadSignature as e:
@@ -440,9 +440,9 @@ def lookup_chunks(services: Services, vault: Vault, request: dict) -> dict:
     """Which of the given chunk ids the vault holds verified (for dedup), and which it
     rejected (so an agent waiting for its chunks stops waiting for those)."""
     ids = request.get("ids")
-    if not isinstance(ids, list) or len(ids) > LOOKUP_MAX_IDS or not all(
+    if not isinstance(ids, list) or len(ids) > formats.LOOKUP_MAX_IDS or not all(
             isinstance(i, str) and formats.HEX_ID.match(i) for i in ids):
-        raise ServiceError(f"'ids' must be a list of at most {LOOKUP_MAX_IDS} hex chunk ids")
+        raise ServiceError(f"'ids' must be a list of at most {formats.LOOKUP_MAX_IDS} hex chunk ids")
     found = services.index.get_chunks(vault.id, ids)
     return {"verified": sorted(cid for cid, r in found.items() if r.state == "verified"),
             "rejected": sorted(cid for cid, r in found.items() if r.state != "verified")}

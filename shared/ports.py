@@ -48,6 +48,11 @@ class TransientError(StorageError):
     """The service did not answer or answered 5xx: retrying may succeed."""
 
 
+def transient_status(status: int) -> bool:
+    """Whether Azure Storage answering HTTP `status` is worth retrying (timeout, throttled, 5xx)."""
+    return status in (408, 429) or status >= 500
+
+
 @dataclass(frozen=True)
 class BlobProperties:
     name: str

@@ -55,7 +55,6 @@ INGEST_BATCH = 32
 # formats.CHUNKS_PER_MESSAGE chunks, which the service verifies within the request.
 INLINE_BATCHES = formats.CHUNKS_PER_MESSAGE // INGEST_BATCH - 1
 COMMIT_WAIT_S = 300.0
-LOOKUP_MAX_IDS = 1000  # the service's limit per look-up (shared.handlers.LOOKUP_MAX_IDS)
 INGEST_WAIT_S = 60.0
 
 
@@ -371,7 +370,7 @@ class Backup:
 
         def handled() -> bool:
             while waiting:
-                batch = waiting[:LOOKUP_MAX_IDS]
+                batch = waiting[:formats.LOOKUP_MAX_IDS]
                 pending = [cid for cid in batch if cid not in self._handled(batch)]
                 waiting[:len(batch)] = pending
                 if pending:

@@ -3,9 +3,10 @@ encrypted manifest, then rebuild the tree, authenticating every chunk.
 
 Chunks are downloaded and decrypted ahead of the writer by a thread pool, in
 the order the manifest needs them. Chunks of zeros (the free space of disk
-images) become holes: the restored file is sparse, and reads the same. Each file is written to a temporary name
-and renamed into place only when all its bytes authenticated; a file whose
-chunk fails is named in the error and never left with wrong bytes.
+images) become holes: the restored file is sparse, and reads the same. Each
+file is written to a temporary name and renamed into place only when all its
+bytes authenticated; a file whose chunk fails is named in the error and never
+left with wrong bytes.
 """
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ class RestoreReport:
 class _Prefetcher:
     """Downloads and decrypts chunks in the order given, at most PREFETCH ahead of the writer."""
 
-    def __init__(self, ids: Iterator[str], fetch: Callable[[str], tuple[bytes, bool]], pool: ThreadPoolExecutor):
+    def __init__(self, ids: Iterator[str], fetch: Callable[[str], tuple[bytes, bool]],
+                 pool: ThreadPoolExecutor):
         self._ids, self._fetch, self._pool = ids, fetch, pool
         self._ahead: deque[tuple[str, Future]] = deque()
         self._last: tuple[str | None, Future | None] = (None, None)

@@ -96,7 +96,7 @@ class AgentVault:
     @property
     def _api(self) -> Endpoint:
         if self._api_endpoint is None:
-            self._api_endpoint = Endpoint(self.creds["apiUrl"])
+            self._api_endpoint = Endpoint(self.creds["apiUrl"], read_timeout=API_TIMEOUT_S)
         return self._api_endpoint
 
     def api(self, method: str, subpath: str, body: dict | None = None,
@@ -106,7 +106,8 @@ class AgentVault:
         headers = formats.sign_request(self._signing_key, method, path, data, self.clock())
         headers["content-type"] = "application/json"
         try:
-            resp = self._api.request(f"{method} {subpath}", method, path, params, headers, data, retry_status=False)
+            resp = self._api.request(f"{method} {subpath}", method, path, params, headers, data,
+                                     retry_status=False)
         except TransientError as e:
             raise ApiError(f"the Skyvault service at {self.creds['apiUrl']} did not answer: {e}") from None
         try:

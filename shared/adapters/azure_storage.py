@@ -54,6 +54,7 @@ from shared.ports import (
     ReceivedMessage,
     StorageError,
     TransientError,
+    transient_status,
 )
 
 # The SDKs' defaults back off 15 s + 3^n s with 3 s of jitter and retry a
@@ -72,13 +73,12 @@ _MAX_PUT_BLOB_BYTES = 5000 * 1024 * 1024
 MAX_MESSAGE_BYTES = 64 * 1024
 # Get Messages and Peek Messages return at most 32 messages a call.
 _MAX_MESSAGES_PER_CALL = 32
-_TRANSIENT_STATUS = {408, 429}
 
 def _is_transient(error: Exception) -> bool:
     if isinstance(error, (ServiceRequestError, ServiceResponseError)):
         return True
     status = getattr(error, "status_code", None) or 0
-    return status in _TRANSIENT_STATUS or status >= 500
+    return transient_status(status)
 
 
 @contextmanager
@@ -138,14 +138,14 @@ def _common_error(what: str, error: Exception) -> Exception:
 @functools.lru_cache(maxsize=None)
 def _blob_service(connection_string: str) -> BlobServiceClient:
     return BlobServiceClient.from_connection_string(
-        connection_string, max_single_put_size=_MAX_PUT_BLOB_BYTES, transport=pooled_transport(_CLIENT_OPTIONS["connection_timeout"]),
-        **_CLIENT_OPTIONS)
+        connection_string, max_single_put_size=_MAX_PUT_BLOB_BYTES,
+        transport=pooled_transport(_CLIENT_OPTIONS["connection_timeout"]), **_CLIENT_OPTIONS)
 
 
 @functools.lru_cache(maxsize=None)
 def _queue_service(connection_string: str) -> QueueServiceClient:
-    return QueueServiceClient.from_connection_string(connection_string, transport=pooled_transport(_CLIENT_OPTIONS["connection_timeout"]),
-                                                     **_CLIENT_OPTIONS)
+    return QueueServiceClient.from_connection_string(
+        connection_string, transport=pooled_transport(_CLIENT_OPTIONS["connection_timeout"]), **_CLIENT_OPTIONS)
 
 
 class AzureBlobContainer(BlobContainer):

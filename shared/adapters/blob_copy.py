@@ -5,13 +5,12 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from shared.ports import BlobNotFound, BlobProperties, StorageError, TransientError
+from shared.ports import BlobNotFound, BlobProperties, StorageError, TransientError, transient_status
 
 # Copy Blob completes in the background; within one account or region it is
 # usually done at once, across regions it may take a while.
 COPY_WAIT_S = 60.0
 _POLL_FIRST_S, _POLL_MAX_S = 0.1, 2.0
-TRANSIENT_STATUS = {408, 429}
 
 
 def wait_for_copy(what: str, poll: Callable[[], tuple[str | None, str | None, BlobProperties]]) -> BlobProperties:
@@ -40,6 +39,6 @@ def copy_source_error(what: str, status: int) -> Exception:
         return BlobNotFound(f"{what}: the source does not exist")
     if status in (401, 403):
         return PermissionError(f"{what}: the source URL does not allow reading it (no \"r\", or expired)")
-    if status in TRANSIENT_STATUS or status >= 500:
+    if transient_status(status):
         return TransientError(f"{what}: the source answered HTTP {status}")
     return StorageError(f"{what}: the source answered HTTP {status}")

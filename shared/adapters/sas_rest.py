@@ -33,7 +33,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from shared.adapters.blob_copy import copy_source_error, wait_for_copy
 from shared.ports import (BlobAlreadyExists, BlobContainer, BlobNotFound, BlobProperties, StorageError,
-                          TransientError)
+                          TransientError, transient_status)
 
 API_VERSION = "2024-11-04"
 CONNECT_TIMEOUT_S = 5.0
@@ -41,7 +41,6 @@ READ_TIMEOUT_S = 60.0
 ATTEMPTS = 3
 BACKOFF_S = 0.5
 MAX_MESSAGE_BYTES = 64 * 1024
-_TRANSIENT_STATUS = {408, 429}
 _local = threading.local()
 
 
@@ -75,7 +74,8 @@ class Endpoint:
     kept-alive connections. Connection failures, and unless `retry_status` is False also 408, 429
     and 5xx answers, are retried ATTEMPTS times in all, then raise TransientError."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, read_timeout: float = READ_TIMEOUT_S):
+        self.read_timeout = read_timeout
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not a storage URL: {url.split('?', 1)[0]!r}")
@@ -97,11 +97,10 @@ class Endpoint:
             connection = pool[key] = kind(self.host, self.port, timeout=CONNECT_TIMEOUT_S)
         return connection
 
-    @staticmethod
-    def _exchange(connection: http.client.HTTPConnection, method: str, target: str, headers: dict[str, str],
-                  body: bytes) -> Response:
+    def _exchange(self, connection: http.client.HTTPConnection, method: str, target: str,
+                  headers: dict[str, str], body: bytes) -> Response:
         connection.request(method, target, body=body or None, headers=headers)
-        connection.sock.settimeout(READ_TIMEOUT_S)
+        connection.sock.settimeout(self.read_timeout)
         raw = connection.getresponse()
         return Response(raw.status, raw.headers, raw.read())
 
@@ -129,7 +128,7 @@ class Endpoint:
                 if isinstance(e, ConnectionRefusedError) and attempt:
                     break  # nothing listens there: say so in seconds, not after every backoff
                 continue
-            if retry_status and (response.status in _TRANSIENT_STATUS or response.status >= 500):
+            if retry_status and transient_status(response.status):
                 failure = StorageError(f"HTTP {response.status} {response.error_code or ''}".strip())
                 continue
             return response
