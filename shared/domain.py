@@ -78,6 +78,9 @@ class Vault(_Doc):
     created_at: str
     first_backup_at: str | None = None
     scrub_cursor: str = ""  # the last chunk id the scrub compared; the next sample starts after it
+    # Raised before any verified chunk of the vault stops being usable (the scrub finds it damaged;
+    # a purge deletes it): a commit may check a point against a parent only within one epoch.
+    chunk_epoch: int = 0
     etag: str | None = None
 
 
@@ -113,6 +116,10 @@ class RecoveryPoint(_Doc):
     commit_checks: int = 0  # how many times a commit found chunks still unverified
     replicated_blobs: list[str] = field(default_factory=list)  # GRS: the point's own blobs copied
     geo_protected_at: str | None = None  # GRS: when every blob of the point was in the paired region
+    # Set at commit: the vault's chunk epoch when its chunks were checked, and the SHA-256 of its
+    # reference list; a later point of the same epoch is checked against this one (a delta).
+    chunk_epoch: int | None = None
+    refs_digest: str | None = None
     etag: str | None = None
 
 

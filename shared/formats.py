@@ -104,6 +104,8 @@ def _validate_commit(body: dict) -> None:
     _require(count >= 0, "chunkCount is negative")
     _field(body, "stats", dict)
     _field(body, "manifestChunks", int)
+    if "parentPointId" in body:  # the item's previous point, which the commit may be checked against
+        _field(body, "parentPointId", str, POINT_ID)
 
 
 def _validate_restore(body: dict) -> None:

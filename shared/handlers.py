@@ -9,6 +9,7 @@ message finds its work done and changes nothing.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import secrets
 from concurrent.futures import ThreadPoolExecutor
@@ -255,7 +256,8 @@ def commit_point(services: Services, text: str | bytes) -> RecoveryPoint:
         return point
     container = services.primary.container(container_name(vault.id))
     try:
-        refs = formats.decode_refs(container.read(point.refs_blob))
+        refs_data = container.read(point.refs_blob)
+        refs = formats.decode_refs(refs_data)
         crypto.parse_header(container.read(point.manifest_blob, 0, crypto.HEADER_BYTES))
     except BlobNotFound as e:
         return _finish_point(services, vault, point, "failed", f"missing blob: {e}")
@@ -264,8 +266,10 @@ def commit_point(services: Services, text: str | bytes) -> RecoveryPoint:
     if len(refs) != point.chunk_count:
         return _finish_point(services, vault, point, "failed",
                              f"reference list holds {len(refs)} chunks, the commit declares {point.chunk_count}")
-    missing, stored, rejected = 0, 0, []
-    for _, record in referenced_records(services, vault.id, refs):
+    point.refs_digest = hashlib.sha256(refs_data).hexdigest()
+    to_check, stored = _chunks_to_check(services, vault, container, point, refs, body.get("parentPointId"))
+    missing, rejected = 0, []
+    for _, record in referenced_records(services, vault.id, to_check):
         if record is None:
             missing += 1
         elif record.state != "verified":
@@ -278,7 +282,40 @@ def commit_point(services: Services, text: str | bytes) -> RecoveryPoint:
     if missing:
         return _recheck_later(services, vault, point, text, f"{missing} of {len(refs)} chunks")
     point.stats = {**point.stats, "storedBytes": stored}
+    # The epoch read before the chunks were: if it rose meanwhile, no later point uses this one as a base.
+    point.chunk_epoch = vault.chunk_epoch
     return _finish_point(services, vault, point, "committed", None)
+
+
+def _chunks_to_check(services: Services, vault: Vault, container: BlobContainer, point: RecoveryPoint,
+                     refs: list[str], parent_id: str | None) -> tuple[list[str], int]:
+    """The referenced chunks a commit must look up, and the stored bytes of those it need not.
+
+    All of them, unless the agent names a parent point committed in the vault's current chunk
+    epoch: every chunk the parent references was verified then and still is (the epoch rises
+    before any verified chunk stops being usable), so only the chunks this point adds are looked
+    up, and those it drops, for their bytes. An unchanged backup looks up none: the commit costs
+    what changed, not what the point references (docs/scaling.md)."""
+    parent = services.index.get_point(vault.id, parent_id) if parent_id else None
+    if (parent is None or parent.state != "committed" or parent.chunk_epoch != vault.chunk_epoch
+            or parent.refs_digest is None or "storedBytes" not in parent.stats):
+        return refs, 0
+    if parent.refs_digest == point.refs_digest:
+        return [], parent.stats["storedBytes"]
+    try:
+        data = container.read(parent.refs_blob)
+        parent_refs = formats.decode_refs(data)
+    except (BlobNotFound, formats.MalformedMessage, UnicodeDecodeError):
+        return refs, 0
+    if hashlib.sha256(data).hexdigest() != parent.refs_digest:
+        return refs, 0
+    new, old = set(refs), set(parent_refs)
+    kept = parent.stats["storedBytes"]
+    for _, record in referenced_records(services, vault.id, sorted(old - new)):
+        if record is None or record.state != "verified":
+            return refs, 0  # not what the epoch promises: check them all
+        kept -= record.size
+    return sorted(new - old), kept
 
 
 def commit_request(services: Services, vault: Vault, request: dict) -> dict:
@@ -370,6 +407,18 @@ def replicate_message(vault: Vault, *, blobs: list[str] | None = None, point_id:
     one ingest message, so replication adds no message per chunk."""
     return json.dumps({"v": 1, "tenantId": vault.tenant_id, "vaultId": vault.id, "blobs": blobs or [],
                        "pointId": point_id, "attempt": attempt})
+
+
+def raise_chunk_epoch(services: Services, vault: Vault) -> Vault:
+    """Call before a verified chunk of `vault` stops being usable (found damaged, or purged):
+    from then on no commit is checked against a point committed earlier (_chunks_to_check),
+    so none passes the chunk unchecked. Returns the vault as now stored."""
+    while True:
+        vault.chunk_epoch += 1
+        try:
+            return services.index.replace_vault(vault)
+        except PreconditionFailed:
+            vault = _vault_for(services, vault.tenant_id, vault.id)
 
 
 def _mark_first_backup(services: Services, vault: Vault, now: str) -> None:

@@ -24,8 +24,8 @@ from typing import Any
 
 from shared import formats
 from shared.domain import ChunkRecord, Vault, chunk_blob_name, container_name
-from shared.handlers import (REPLICATE_QUEUE, Services, UnknownVault, enqueue, iso_time, referenced_records,
-                             replicate_message)
+from shared.handlers import (REPLICATE_QUEUE, Services, UnknownVault, enqueue, iso_time, raise_chunk_epoch,
+                             referenced_records, replicate_message)
 from shared.ports import BlobAccount, BlobNotFound, BlobProperties, PreconditionFailed, TransientError, blob_url
 
 log = logging.getLogger("skyvault.replication")
@@ -208,7 +208,8 @@ def scrub_vault(services: Services, vault: Vault, sample: int = SCRUB_SAMPLE) ->
         if all(good.values()):
             continue
         if not any(good.values()):
-            _mark_damaged(services, vault, record, "both regions' copies differ from the verified size and MD5")
+            vault = _mark_damaged(services, vault, record,
+                                  "both regions' copies differ from the verified size and MD5")
             report["damaged"].append(record.id)
             continue
         healthy, broken = ("primary", "secondary") if good["primary"] else ("secondary", "primary")
@@ -225,14 +226,17 @@ def scrub_vault(services: Services, vault: Vault, sample: int = SCRUB_SAMPLE) ->
     return report
 
 
-def _mark_damaged(services: Services, vault: Vault, record: ChunkRecord, reason: str) -> None:
+def _mark_damaged(services: Services, vault: Vault, record: ChunkRecord, reason: str) -> Vault:
     log.error("vault %s: chunk %s is DAMAGED in every region: %s; recovery points that reference it "
               "cannot be restored in full", vault.id, record.id, reason)
+    # The epoch first: a commit that starts after this checks every chunk it references.
+    vault = raise_chunk_epoch(services, vault)
     record.state, record.reason = "damaged", reason
     try:
         services.index.replace_chunk(record)
     except PreconditionFailed:
         pass  # re-examined by the next scrub
+    return vault
 
 
 def scrub(services: Services, sample: int = SCRUB_SAMPLE) -> dict[str, dict[str, list[str]]]:

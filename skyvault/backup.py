@@ -153,7 +153,7 @@ class Backup:
         self.vault, self.keys, self.cache, self.item = vault, vault.keys, cache, item
         self.progress = progress
         self.container = vault.container
-        self.generation = secrets.token_hex(8)
+        self.generation = ""  # the cache generation of this backup: its point id, set by run()
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(UPLOAD_WORKERS, thread_name_prefix="upload")
         self._inflight: deque[tuple[list[str], Future]] = deque()
@@ -394,6 +394,10 @@ class Backup:
         started = time.monotonic()
         now = self.vault.clock()
         self.report = BackupReport(point_id=new_point_id(now), item=self.item)
+        # The point the item's last backup made (if this cache saw it): the service checks only
+        # the chunks this point adds to it.
+        self._parent = self.cache.current_generation(self.vault.vault_id, self.item)
+        self.generation = self.report.point_id
         roots = [Path(os.path.abspath(p)) for p in paths]
         for root in roots:
             if not os.path.lexists(root):
@@ -456,6 +460,8 @@ class Backup:
         message = {"type": "commit", "pointId": point_id, "item": self.item,
                    "createdAt": now.isoformat(), "chunkCount": self.report.chunks_referenced,
                    "manifestChunks": len(manifest_ids), "stats": self.report.as_stats()}
+        if formats.POINT_ID.match(self._parent):  # not the random generations of older agents
+            message["parentPointId"] = self._parent
         if not wait:
             self._send_batch()
             self.vault.send("commit", message)

@@ -6,8 +6,9 @@
   backup, with its manifest line and the chunk ids it references, so an
   incremental backup neither reads an unchanged file nor decodes or encodes its
   entry again: the same signature means the same entry, byte for byte.
-  A backup writes its rows under a new generation and makes it current only
-  once its commit was sent, so an interrupted backup never poisons the cache.
+  A backup writes its rows under a new generation (named by its recovery point)
+  and makes it current only once its commit was sent, so an interrupted backup
+  never poisons the cache.
 - refs: the chunk ids the running backup references, deduplicated on disk.
 
 Losing the cache loses no data: the next backup reads every file again and
@@ -87,13 +88,23 @@ class Cache:
             self._db.executemany("INSERT OR IGNORE INTO known VALUES (?, ?)", [(vault, i) for i in ids])
 
     # file signatures of the item's current generation
+    def current_generation(self, vault: str, item: str) -> str:
+        """The generation of the item's last backup ("" when none); a backup names its generation
+        after its recovery point."""
+        with self._lock:
+            return self._current_generation(vault, item)
+
+    def _current_generation(self, vault: str, item: str) -> str:
+        generation = self._current.get((vault, item))
+        if generation is None:
+            row = self._db.execute("SELECT generation FROM current WHERE vault=? AND item=?",
+                                   (vault, item)).fetchone()
+            generation = self._current[(vault, item)] = row[0] if row else ""
+        return generation
+
     def previous_file(self, vault: str, item: str, path: str) -> PreviousFile | None:
         with self._lock:
-            generation = self._current.get((vault, item))
-            if generation is None:
-                row = self._db.execute("SELECT generation FROM current WHERE vault=? AND item=?",
-                                       (vault, item)).fetchone()
-                generation = self._current[(vault, item)] = row[0] if row else ""
+            generation = self._current_generation(vault, item)
             # A primary-key look-up: a backup makes one per file.
             row = self._db.execute("SELECT signature, line, ids FROM files "
                                    "WHERE vault=? AND item=? AND generation=? AND path=?",

@@ -59,12 +59,13 @@ class Agent:
         return formats.signed_message({"v": 1, "id": "m-" + body.get("type", "x"), "tenantId": self.vault.tenant_id,
                                        "vaultId": self.vault.id, **body}, self.key)
 
-    def point(self, point_id: str, chunk_ids: list[str]) -> str:
+    def point(self, point_id: str, chunk_ids: list[str], parent: str | None = None) -> str:
         name = formats.manifest_blob(point_id)
         self.container.put(name, crypto.seal(self.keys.manifest_key, self.vault.id, name, crypto.frame(b"{}")))
         self.container.put(formats.refs_blob(point_id), formats.encode_refs(sorted(chunk_ids)))
         return self.message(type="commit", pointId=point_id, item="laptop-1", createdAt=NOW.isoformat(),
-                            chunkCount=len(chunk_ids), manifestChunks=0, stats={"files": 1})
+                            chunkCount=len(chunk_ids), manifestChunks=0, stats={"files": 1},
+                            **({"parentPointId": parent} if parent else {}))
 
 
 POINT = "20261125T120000Z-0000abcd"
@@ -241,6 +242,92 @@ def test_commit_of_chunks_that_never_come_fails_after_its_checks(services, keys,
     point = services.index.get_point(agent.vault.id, POINT)
     assert "1 of 1 chunks were never verified after 3 checks" in point.reason
     assert services.queue(handlers.COMMIT_QUEUE).approximate_count() == 3
+
+
+def _recording_lookups(services, monkeypatch) -> list[str]:
+    """The chunk ids the handlers ask the index for, from now on."""
+    asked: list[str] = []
+    get_chunks = services.index.get_chunks
+
+    def recording(vault_id, chunk_ids):
+        chunk_ids = list(chunk_ids)
+        asked.extend(chunk_ids)
+        return get_chunks(vault_id, chunk_ids)
+
+    monkeypatch.setattr(services.index, "get_chunks", recording)
+    return asked
+
+
+def test_commit_against_its_parent_looks_up_only_the_chunks_that_changed(services, keys, monkeypatch):
+    agent = Agent(services, keys)
+    declared = [agent.upload(b"chunk %d " % i * 500) for i in range(6)]
+    handlers.ingest_chunks(services, agent.message(type="chunks", chunks=declared))
+    ids, size = [d["id"] for d in declared], {d["id"]: d["size"] for d in declared}
+    first = handlers.commit_point(services, agent.point(POINT, ids[:4]))
+    assert first.state == "committed" and first.chunk_epoch == 0 and first.refs_digest
+    asked = _recording_lookups(services, monkeypatch)
+
+    same = handlers.commit_point(services, agent.point("20261125T120100Z-00000001", ids[:4], parent=POINT))
+    assert same.state == "committed" and asked == [], "an unchanged point looks up no chunk"
+    assert same.stats["storedBytes"] == first.stats["storedBytes"] == sum(size[i] for i in ids[:4])
+
+    changed = handlers.commit_point(services, agent.point("20261125T120200Z-00000002", ids[1:],
+                                                          parent="20261125T120100Z-00000001"))
+    assert changed.state == "committed"
+    assert sorted(asked) == sorted([ids[0], ids[4], ids[5]]), "what it adds, and what it drops for its bytes"
+    assert changed.stats["storedBytes"] == sum(size[i] for i in ids[1:])
+
+    unverified = agent.upload(b"not declared yet" * 100)
+    pending = handlers.commit_point(services, agent.point("20261125T120300Z-00000003",
+                                                          [*ids[1:], unverified["id"]],
+                                                          parent="20261125T120200Z-00000002"))
+    assert pending.state == "pending" and "1 of 6 chunks" in pending.reason
+
+
+@pytest.mark.parametrize("parent", ["20261125T115900Z-0000dead", "pending", "another vault's"])
+def test_commit_checks_every_chunk_when_its_parent_cannot_vouch_for_them(services, keys, monkeypatch, parent):
+    agent, other = Agent(services, keys), Agent(services, keys, name="desktops")
+    declared = [agent.upload(b"one" * 1000), agent.upload(b"two" * 1000)]
+    handlers.ingest_chunks(services, agent.message(type="chunks", chunks=declared))
+    ids = [d["id"] for d in declared]
+    if parent == "pending":  # a parent still waiting for a chunk
+        parent = "20261125T115900Z-0000beef"
+        never = agent.upload(b"never declared" * 100)
+        assert handlers.commit_point(services, agent.point(parent, [never["id"]])).state == "pending"
+    elif parent == "another vault's":  # a point id of another vault: not this vault's point
+        parent = "20261125T115900Z-0000cafe"
+        theirs = other.upload(b"one" * 1000)
+        handlers.ingest_chunks(services, other.message(type="chunks", chunks=[theirs]))
+        assert handlers.commit_point(services, other.point(parent, [theirs["id"]])).state == "committed"
+    asked = _recording_lookups(services, monkeypatch)
+    point = handlers.commit_point(services, agent.point(POINT, ids, parent=parent))
+    assert point.state == "committed" and sorted(asked) == sorted(ids)
+    assert point.stats["storedBytes"] == sum(d["size"] for d in declared)
+
+
+def test_a_raised_chunk_epoch_makes_the_next_commit_check_every_chunk(services, keys, monkeypatch):
+    """What the scrub does before it marks a chunk damaged: a later point with the same
+    references must not commit on its parent's word."""
+    agent = Agent(services, keys)
+    declared = [agent.upload(b"one" * 1000), agent.upload(b"two" * 1000)]
+    handlers.ingest_chunks(services, agent.message(type="chunks", chunks=declared))
+    ids = [d["id"] for d in declared]
+    assert handlers.commit_point(services, agent.point(POINT, ids)).state == "committed"
+    vault = handlers.raise_chunk_epoch(services, services.index.get_vault("contoso", agent.vault.id))
+    assert vault.chunk_epoch == 1 and services.index.get_vault("contoso", agent.vault.id).chunk_epoch == 1
+    record = services.index.get_chunks(agent.vault.id, ids[:1])[ids[0]]
+    record.state, record.reason = "damaged", "bad in every region"
+    services.index.replace_chunk(record)
+    asked = _recording_lookups(services, monkeypatch)
+    point = handlers.commit_point(services, agent.point("20261125T120100Z-00000001", ids, parent=POINT))
+    assert point.state == "failed" and "bad in every region" in point.reason
+    assert sorted(asked) == sorted(ids)
+
+
+def test_commit_refuses_a_malformed_parent_point_id(services, keys):
+    agent = Agent(services, keys)
+    with pytest.raises(formats.MalformedMessage, match="parentPointId"):
+        handlers.commit_point(services, agent.point(POINT, [], parent="../../points"))
 
 
 def test_commit_fails_on_a_rejected_chunk_or_a_short_reference_list(services, keys):

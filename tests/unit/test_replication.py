@@ -175,7 +175,7 @@ def test_scrub_heals_either_copy_and_reports_a_chunk_bad_in_both(services, clock
     primary.put(lost, b"bad" * 100, overwrite=True)
     secondary.delete(lost)
     vault = services.index.get_vault("contoso", agent.vault.id)
-    report = replication.scrub_vault(services, vault, sample=10)
+    report = replication.scrub_vault(services, vault, sample=3)
     ids = {chunk_blob_name(cid): cid for cid in report["checked"]}
     assert [chunk_blob_name(c) for c in report["healed_secondary"]] == [damaged_secondary]
     assert [chunk_blob_name(c) for c in report["healed_primary"]] == [missing_primary]
@@ -185,6 +185,12 @@ def test_scrub_heals_either_copy_and_reports_a_chunk_bad_in_both(services, clock
     assert primary.read(missing_primary) == good[missing_primary]
     lost_id = lost.rsplit("/", 1)[1]
     assert services.index.get_chunks(agent.vault.id, [lost_id])[lost_id].state == "damaged"
+    vault = services.index.get_vault("contoso", agent.vault.id)
+    assert vault.chunk_epoch == 1 and vault.scrub_cursor == max(ids.values()), "the epoch rose, the cursor moved"
+    # An unchanged backup after the scrub names the last point as its parent: the damage still shows.
+    again = handlers.commit_point(services, agent.point("20261125T130000Z-00000001",
+                                                        [d["id"] for d in declared], parent=POINT))
+    assert again.state == "failed" and "1 chunks were rejected" in again.reason
 
 
 def test_scrub_rolls_through_the_vault_in_samples(services, clock, keys):
