@@ -120,6 +120,7 @@ class RecoveryPoint(_Doc):
     # reference list; a later point of the same epoch is checked against this one (a delta).
     chunk_epoch: int | None = None
     refs_digest: str | None = None
+    checked_against: str | None = None  # the parent point whose chunks were not looked up again
     etag: str | None = None
 
 

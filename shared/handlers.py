@@ -267,7 +267,8 @@ def commit_point(services: Services, text: str | bytes) -> RecoveryPoint:
         return _finish_point(services, vault, point, "failed",
                              f"reference list holds {len(refs)} chunks, the commit declares {point.chunk_count}")
     point.refs_digest = hashlib.sha256(refs_data).hexdigest()
-    to_check, stored = _chunks_to_check(services, vault, container, point, refs, body.get("parentPointId"))
+    to_check, stored, point.checked_against = _chunks_to_check(services, vault, container, point, refs,
+                                                                body.get("parentPointId"))
     missing, rejected = 0, []
     for _, record in referenced_records(services, vault.id, to_check):
         if record is None:
@@ -288,8 +289,9 @@ def commit_point(services: Services, text: str | bytes) -> RecoveryPoint:
 
 
 def _chunks_to_check(services: Services, vault: Vault, container: BlobContainer, point: RecoveryPoint,
-                     refs: list[str], parent_id: str | None) -> tuple[list[str], int]:
-    """The referenced chunks a commit must look up, and the stored bytes of those it need not.
+                     refs: list[str], parent_id: str | None) -> tuple[list[str], int, str | None]:
+    """The referenced chunks a commit must look up, the stored bytes of those it need not, and
+    the parent point that vouches for those (None when all must be looked up).
 
     All of them, unless the agent names a parent point committed in the vault's current chunk
     epoch: every chunk the parent references was verified then and still is (the epoch rises
@@ -299,23 +301,23 @@ def _chunks_to_check(services: Services, vault: Vault, container: BlobContainer,
     parent = services.index.get_point(vault.id, parent_id) if parent_id else None
     if (parent is None or parent.state != "committed" or parent.chunk_epoch != vault.chunk_epoch
             or parent.refs_digest is None or "storedBytes" not in parent.stats):
-        return refs, 0
+        return refs, 0, None
     if parent.refs_digest == point.refs_digest:
-        return [], parent.stats["storedBytes"]
+        return [], parent.stats["storedBytes"], parent.id
     try:
         data = container.read(parent.refs_blob)
         parent_refs = formats.decode_refs(data)
     except (BlobNotFound, formats.MalformedMessage, UnicodeDecodeError):
-        return refs, 0
+        return refs, 0, None
     if hashlib.sha256(data).hexdigest() != parent.refs_digest:
-        return refs, 0
+        return refs, 0, None
     new, old = set(refs), set(parent_refs)
     kept = parent.stats["storedBytes"]
     for _, record in referenced_records(services, vault.id, sorted(old - new)):
         if record is None or record.state != "verified":
-            return refs, 0  # not what the epoch promises: check them all
+            return refs, 0, None  # not what the epoch promises: check them all
         kept -= record.size
-    return sorted(new - old), kept
+    return sorted(new - old), kept, parent.id
 
 
 def commit_request(services: Services, vault: Vault, request: dict) -> dict:

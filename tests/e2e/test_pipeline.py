@@ -97,6 +97,12 @@ def test_backup_incremental_and_restore_both_points(vault, cache, tmp_path):
 
     third = run_backup(vault, cache, [data])
     assert third.chunks_uploaded == 0 and third.bytes_uploaded == 0 and third.files_read == 0
+    # Each commit was checked against the point before it: only what changed was looked up.
+    points = {p["id"]: p for p in vault.api("GET", "points", params={"item": "e2e"})["points"]}
+    assert points[first.point_id]["checkedAgainst"] is None
+    assert points[second.point_id]["checkedAgainst"] == first.point_id
+    assert points[third.point_id]["checkedAgainst"] == second.point_id
+    assert points[third.point_id]["stats"]["storedBytes"] == points[second.point_id]["stats"]["storedBytes"]
 
 
 def test_unchanged_data_from_a_new_machine_uploads_nothing(vault, tmp_path):

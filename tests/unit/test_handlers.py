@@ -269,6 +269,7 @@ def test_commit_against_its_parent_looks_up_only_the_chunks_that_changed(service
 
     same = handlers.commit_point(services, agent.point("20261125T120100Z-00000001", ids[:4], parent=POINT))
     assert same.state == "committed" and asked == [], "an unchanged point looks up no chunk"
+    assert same.checked_against == POINT and first.checked_against is None
     assert same.stats["storedBytes"] == first.stats["storedBytes"] == sum(size[i] for i in ids[:4])
 
     changed = handlers.commit_point(services, agent.point("20261125T120200Z-00000002", ids[1:],
@@ -301,7 +302,7 @@ def test_commit_checks_every_chunk_when_its_parent_cannot_vouch_for_them(service
         assert handlers.commit_point(services, other.point(parent, [theirs["id"]])).state == "committed"
     asked = _recording_lookups(services, monkeypatch)
     point = handlers.commit_point(services, agent.point(POINT, ids, parent=parent))
-    assert point.state == "committed" and sorted(asked) == sorted(ids)
+    assert point.state == "committed" and sorted(asked) == sorted(ids) and point.checked_against is None
     assert point.stats["storedBytes"] == sum(d["size"] for d in declared)
 
 
