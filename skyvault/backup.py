@@ -36,7 +36,7 @@ from pyfastcdc import FastCDC
 from shared import crypto, formats
 from shared.domain import chunk_blob_name
 from shared.ports import BlobAlreadyExists
-from skyvault.cache import Cache, PreviousFile
+from skyvault.cache import Cache, PreviousFile, path_key
 from skyvault.vaultclient import AgentError, AgentVault
 
 # Pinned: another chunker or other parameters cut elsewhere and break dedup.
@@ -143,6 +143,18 @@ class _ConcatReader:
             self._backup.file_read(self._current, self.offset)
 
 
+def _walk_key(child: os.DirEntry) -> tuple[bytes, str]:
+    """Siblings in the order that makes the walk's paths come out in byte order, the order of
+    the local cache's files table (cache.PreviousFiles): a directory sorts as its name plus "/",
+    where its entries' paths begin, so "a.txt" < "a/b" < "a0"."""
+    try:
+        is_dir = child.is_dir(follow_symlinks=False)
+    except OSError:
+        is_dir = False  # _visit reports it
+    key = path_key(child.name)
+    return (key + b"/" if is_dir else key), child.name
+
+
 class Backup:
     def __init__(self, vault: AgentVault, cache: Cache, item: str,
                  progress: Callable[[str], None] = lambda _: None):
@@ -179,54 +191,64 @@ class Backup:
 
     # -- the walk
     def _walk(self, roots: list[Path]) -> Iterator[_Entry]:
+        """Depth first, a directory before its entries; with a stack of the paths still to visit
+        rather than nested generators, whose every yield would pass up through each level."""
         for root in roots:
-            yield from self._visit(str(root), root.name or "root")
+            pending = [(str(root), root.name or "root")]
+            while pending:
+                path, rel = pending.pop()
+                entry = self._entry(path, rel)
+                if entry is None:
+                    continue
+                yield entry
+                if entry.doc["type"] == "dir":
+                    try:
+                        with os.scandir(path) as listing:
+                            children = sorted(_walk_key(child) for child in listing)
+                    except OSError as e:
+                        self.warn(f"cannot list {path}: {e.strerror or e}")
+                        continue
+                    pending.extend((os.path.join(path, name), f"{rel}/{name}") for _, name in reversed(children))
 
-    def _visit(self, path: str, rel: str) -> Iterator[_Entry]:
+    def _entry(self, path: str, rel: str) -> _Entry | None:
         try:
             st = os.lstat(path)
         except OSError as e:
             self.warn(f"{path} vanished or cannot be read: {e.strerror or e}")
-            return
+            return None
         base = {"path": rel, "mode": stat.S_IMODE(st.st_mode), "mtime": st.st_mtime_ns}
         if stat.S_ISDIR(st.st_mode):
             self.report.dirs += 1
-            yield _Entry({**base, "type": "dir"})
-            try:
-                names = sorted(os.listdir(path))
-            except OSError as e:
-                self.warn(f"cannot list {path}: {e.strerror or e}")
-                return
-            for name in names:
-                yield from self._visit(os.path.join(path, name), f"{rel}/{name}")
-        elif stat.S_ISLNK(st.st_mode):
+            return _Entry({**base, "type": "dir"})
+        if stat.S_ISLNK(st.st_mode):
             try:
                 target = os.readlink(path)
             except OSError as e:
                 self.warn(f"{path} vanished or cannot be read: {e.strerror or e}")
-                return
+                return None
             self.report.symlinks += 1
-            yield _Entry({**base, "type": "symlink", "target": target})
-        elif stat.S_ISREG(st.st_mode):
+            return _Entry({**base, "type": "symlink", "target": target})
+        if stat.S_ISREG(st.st_mode):
             signature = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
-            yield _Entry({**base, "type": "file", "size": st.st_size}, path, signature, complete=False)
-        else:
-            self.warn(f"{path}: skipped (not a regular file, directory or symlink)")
+            return _Entry({**base, "type": "file", "size": st.st_size}, path, signature, complete=False)
+        self.warn(f"{path}: skipped (not a regular file, directory or symlink)")
+        return None
 
     def _files_to_read(self, roots: list[Path]) -> Iterator[_Entry]:
         """Every entry goes into the manifest order; only changed files go on to be read."""
-        for entry in self._walk(roots):
-            self._order.append(entry)
-            if not entry.complete:
-                previous = self.cache.previous_file(self.vault.vault_id, self.item, entry.doc["path"])
-                if previous and previous.signature == entry.signature:
-                    entry.previous = previous
-                    entry.complete = True
-                    self.report.files_unchanged += 1
-                    self._reference(previous.ids)
-                else:
-                    yield entry
-            self._flush_manifest()
+        with self.cache.previous_files(self.vault.vault_id, self.item) as last_backup:
+            for entry in self._walk(roots):
+                self._order.append(entry)
+                if not entry.complete:
+                    previous = last_backup.get(entry.doc["path"])
+                    if previous and previous.signature == entry.signature:
+                        entry.previous = previous
+                        entry.complete = True
+                        self.report.files_unchanged += 1
+                        self._reference(previous.ids)
+                    else:
+                        yield entry
+                self._flush_manifest()
 
     def file_started(self, entry: _Entry, offset: int) -> None:
         entry.start = offset

@@ -10,7 +10,7 @@ import pytest
 from shared import handlers
 from shared.fakes import MemoryBlobAccount, MemoryIndex, MemoryQueue
 from skyvault.backup import Backup, new_chunker
-from skyvault.cache import Cache
+from skyvault.cache import Cache, PreviousFiles
 from skyvault.restore import Restore, RestoreFailed
 from skyvault.treedigest import differences, tree_digest
 from skyvault.vaultclient import AgentVault
@@ -192,3 +192,35 @@ def test_a_failed_point_does_not_become_the_base_of_the_next_incremental(vault, 
     monkeypatch.setattr(vault, "signed_message", signed)
     again = Backup(vault, cache, "laptop").run([str(data)])
     assert again.files_read == failed.files_read == 6 and again.files_unchanged == 0
+
+
+def test_names_that_are_not_utf8_are_backed_up_unchanged_and_restored(vault, cache, tmp_path):
+    """POSIX names are bytes: a name that is not UTF-8 is kept as it is, in the manifest and
+    in the local cache, and an unchanged such file is not read again."""
+    data = tmp_path / "data"
+    (data / "d").mkdir(parents=True)
+    raw = os.fsencode(data / "d") + b"/caf\xe9 latin-1 \xff.txt"
+    with open(raw, "wb") as f:
+        f.write(b"a name from another era\n")
+    first = Backup(vault, cache, "laptop").run([str(data)])
+    assert first.state == "committed" and first.files_read == 1
+    again = Backup(vault, cache, "laptop").run([str(data)])
+    assert again.state == "committed" and again.files_read == 0 and again.files_unchanged == 1
+    Restore(vault).run(again.point_id, str(tmp_path / "restored"))
+    restored = os.listdir(os.fsencode(tmp_path / "restored" / "data" / "d"))
+    assert restored == [b"caf\xe9 latin-1 \xff.txt"]
+    assert differences(tree_digest(data), tree_digest(tmp_path / "restored" / "data")) == []
+
+
+def test_the_walk_asks_the_cache_for_files_in_byte_order(vault, cache, tmp_path, monkeypatch):
+    """The order the cache's scan of the last backup relies on (cache.PreviousFiles)."""
+    data = tmp_path / "data"
+    for path in ["a.txt", "a/b", "a/c/d", "a0", "a-b", "B", "é", "a/c.e", "z/y"]:
+        (data / path).parent.mkdir(parents=True, exist_ok=True)
+        (data / path).write_text(path)
+    assert Backup(vault, cache, "laptop").run([str(data)]).files_read == 9
+    asked = []
+    get = PreviousFiles.get
+    monkeypatch.setattr(PreviousFiles, "get", lambda scan, path: asked.append(path) or get(scan, path))
+    assert Backup(vault, cache, "laptop").run([str(data)]).files_unchanged == 9
+    assert len(asked) == 9 and asked == sorted(asked, key=lambda p: p.encode())

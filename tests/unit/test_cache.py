@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 
+import pytest
+
 from skyvault.cache import Cache
 
 
@@ -36,15 +38,21 @@ def test_references_are_distinct_and_sorted(tmp_path):
     assert cache.count_refs("run") == 0
 
 
-def test_an_older_agents_file_table_is_dropped_not_misread(tmp_path):
+@pytest.mark.parametrize("files", [
+    """CREATE TABLE files (vault TEXT, item TEXT, generation TEXT, path TEXT, signature TEXT, extents TEXT,
+                          PRIMARY KEY (vault, item, generation, path)) WITHOUT ROWID;
+       INSERT INTO files VALUES ('v', 'laptop', 'g1', 'd/a', '3:1:1:7', '[]');""",
+    # the same columns, but paths as text: such rows would never match the walk's byte keys
+    """CREATE TABLE files (vault TEXT, item TEXT, generation TEXT, path TEXT, signature TEXT, line BLOB,
+                          ids TEXT, PRIMARY KEY (vault, item, generation, path)) WITHOUT ROWID;
+       INSERT INTO files VALUES ('v', 'laptop', 'g1', 'd/a', '3:1:1:7', X'7B7D0A', '');""",
+], ids=["extents", "text-paths"])
+def test_an_older_agents_file_table_is_dropped_not_misread(tmp_path, files):
     path = tmp_path / "cache.sqlite"
     old = sqlite3.connect(path)
-    old.executescript("""
-        CREATE TABLE files (vault TEXT, item TEXT, generation TEXT, path TEXT, signature TEXT, extents TEXT,
-                            PRIMARY KEY (vault, item, generation, path)) WITHOUT ROWID;
+    old.executescript(files + """
         CREATE TABLE current (vault TEXT, item TEXT, generation TEXT, PRIMARY KEY (vault, item));
         CREATE TABLE known (vault TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (vault, id)) WITHOUT ROWID;
-        INSERT INTO files VALUES ('v', 'laptop', 'g1', 'd/a', '3:1:1:7', '[]');
         INSERT INTO current VALUES ('v', 'laptop', 'g1');
         INSERT INTO known VALUES ('v', 'abcd');
     """)
@@ -56,4 +64,22 @@ def test_an_older_agents_file_table_is_dropped_not_misread(tmp_path):
     cache.record_file("v", "laptop", "g2", "d/a", "3:1:1:7", b"{}\n", [])
     cache.make_current("v", "laptop", "g2")
     assert cache.previous_file("v", "laptop", "d/a").line == b"{}\n"
+    cache.close()
+
+
+def test_the_scan_of_the_last_backup_answers_like_the_look_up_in_any_order(tmp_path):
+    cache = Cache(tmp_path / "cache.sqlite")
+    paths = [f"r/{name}" for name in ("a", "b/c", "b/d", "e", "f\udce9")]  # the last is not UTF-8
+    for i, path in enumerate(paths):
+        cache.record_file("v", "laptop", "g1", path, f"{i}:1:1:1", b"{}\n", [f"{i:02x}" * 32])
+    cache.make_current("v", "laptop", "g1")
+    cache.record_file("v", "laptop", "g2", "r/a", "new", b"{}\n", [])  # a backup under way
+    asked = ["r/0", "r/a", "r/b/d", "r/b/dd", "r/a", "r/e", "r/e", "r/b/c", "r/f\udce9", "r/z"]
+    with cache.previous_files("v", "laptop") as scan:
+        answers = [scan.get(path) for path in asked]
+    assert answers == [cache.previous_file("v", "laptop", path) for path in asked]
+    assert [a.signature if a else None for a in answers] == [
+        None, "0:1:1:1", "2:1:1:1", None, "0:1:1:1", "3:1:1:1", "3:1:1:1", "1:1:1:1", "4:1:1:1", None]
+    with cache.previous_files("v", "desktop") as nothing:
+        assert nothing.get("r/a") is None
     cache.close()
