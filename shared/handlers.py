@@ -162,18 +162,22 @@ def _vault_for(services: Services, tenant_id: str, vault_id: str) -> Vault:
     return vault
 
 
-def _verified_message(services: Services, text: str | bytes, kind: str) -> tuple[dict, Vault]:
+def _verified_message(services: Services, text: str | bytes, kind: str,
+                      vault: Vault | None = None) -> tuple[dict, Vault]:
+    """The message's body and its vault: `vault` when the caller has just read it (a request the
+    vault's key signed), else looked up."""
     body = formats.parse_message(text)
     if body["type"] != kind:
         raise formats.MalformedMessage(f"a {body['type']!r} message on the {kind} queue")
-    vault = _vault_for(services, body["tenantId"], body["vaultId"])
+    if vault is None or (vault.tenant_id, vault.id) != (body["tenantId"], body["vaultId"]):
+        vault = _vault_for(services, body["tenantId"], body["vaultId"])
     formats.verify_message(body, bytes.fromhex(vault.signing_key))
     return body, vault
 
 
 # Ingest
 
-def ingest_chunks(services: Services, text: str | bytes) -> dict[str, int]:
+def ingest_chunks(services: Services, text: str | bytes, vault: Vault | None = None) -> dict[str, int]:
     """Verify and index the chunks a message declares, without downloading them.
 
     Idempotent: the index keeps the first record of a chunk (create-if-absent), so a
@@ -181,7 +185,7 @@ def ingest_chunks(services: Services, text: str | bytes) -> dict[str, int]:
     indexed as rejected (with the reason) so that a commit referencing it fails clearly.
     There is no look-up before the creates: almost every chunk is new, and a look-up
     would cost a Cosmos DB query per shard for nothing."""
-    body, vault = _verified_message(services, text, "chunks")
+    body, vault = _verified_message(services, text, "chunks", vault)
     container = services.primary.container(container_name(vault.id))
     counts = {"verified": 0, "rejected": 0, "already": 0}
     to_replicate = []
@@ -232,7 +236,7 @@ def _verify_chunk(container: BlobContainer, vault: Vault, entry: dict, now: str)
 
 # Commit
 
-def commit_point(services: Services, text: str | bytes) -> RecoveryPoint:
+def commit_point(services: Services, text: str | bytes, vault: Vault | None = None) -> RecoveryPoint:
     """Make a recovery point committed once every chunk it references is verified.
 
     Idempotent: a committed or failed point is returned unchanged. While chunks
@@ -240,18 +244,16 @@ def commit_point(services: Services, text: str | bytes) -> RecoveryPoint:
     is queued again with a growing delay; of concurrent copies of one commit,
     only the one that wins the point's ETag goes on, so copies never multiply.
     After COMMIT_MAX_CHECKS checks the point fails, naming how many chunks never came."""
-    body, vault = _verified_message(services, text, "commit")
+    body, vault = _verified_message(services, text, "commit", vault)
     index = services.index
-    point = index.get_point(vault.id, body["pointId"])
-    if point is None:
-        try:
-            point = index.create_point(RecoveryPoint(
-                id=body["pointId"], vault_id=vault.id, item=body["item"], state="pending",
-                created_at=body["createdAt"], manifest_blob=formats.manifest_blob(body["pointId"]),
-                refs_blob=formats.refs_blob(body["pointId"]), chunk_count=body["chunkCount"],
-                stats=body["stats"]))
-        except Conflict:
-            point = index.get_point(vault.id, body["pointId"])
+    try:  # create first: a commit is seen once far more often than again
+        point = index.create_point(RecoveryPoint(
+            id=body["pointId"], vault_id=vault.id, item=body["item"], state="pending",
+            created_at=body["createdAt"], manifest_blob=formats.manifest_blob(body["pointId"]),
+            refs_blob=formats.refs_blob(body["pointId"]), chunk_count=body["chunkCount"],
+            stats=body["stats"]))
+    except Conflict:
+        point = index.get_point(vault.id, body["pointId"])
     if point.state != "pending":
         return point
     container = services.primary.container(container_name(vault.id))
@@ -337,8 +339,8 @@ def commit_request(services: Services, vault: Vault, request: dict) -> dict:
                             f"of tenant {vault.tenant_id}")
     try:
         if chunks is not None:
-            ingest_chunks(services, json.dumps(chunks))
-        return commit_point(services, json.dumps(commit)).to_doc()
+            ingest_chunks(services, json.dumps(chunks), vault)
+        return commit_point(services, json.dumps(commit), vault).to_doc()
     except formats.MalformedMessage as e:
         raise ServiceError(f"malformed message: {e}") from None
     except formats.BadSignature as e:

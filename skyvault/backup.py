@@ -477,8 +477,10 @@ class Backup:
                 "manifestChunks": manifest_ids, "stats": self.report.as_stats()}
         name = formats.manifest_blob(point_id)
         framed = crypto.frame(json.dumps(root).encode())
+        refs = self._pool.submit(self.container.put, formats.refs_blob(point_id),
+                                 formats.encode_refs(self.cache.refs(self.generation)))
         self.container.put(name, crypto.seal(self.keys.manifest_key, self.vault.vault_id, name, framed))
-        self.container.put(formats.refs_blob(point_id), formats.encode_refs(self.cache.refs(self.generation)))
+        refs.result()
         message = {"type": "commit", "pointId": point_id, "item": self.item,
                    "createdAt": now.isoformat(), "chunkCount": self.report.chunks_referenced,
                    "manifestChunks": len(manifest_ids), "stats": self.report.as_stats()}

@@ -5,6 +5,14 @@ errors to a message and an exit code; the work happens elsewhere.
 """
 from __future__ import annotations
 
+import gc
+
+# A short command's objects are mostly those its imports create, and the collections they
+# would trigger walk the growing heap again and again: about a fifth of the CPU of a backup
+# of unchanged data. Collection resumes below, once the imports are done, and gc.freeze()
+# keeps those long-lived objects out of every later collection, the one at exit included.
+gc.disable()
+
 import argparse
 import ctypes
 import getpass
@@ -19,6 +27,9 @@ from shared import crypto
 from skyvault import home
 from skyvault.cache import Cache
 from skyvault.vaultclient import AgentError, AgentVault, CredentialsError, load_credentials
+
+gc.freeze()
+gc.enable()
 
 RENEW_BEFORE = timedelta(hours=2)
 KEYS_FILE = "keys.json"
