@@ -155,6 +155,11 @@ def _walk_key(child: os.DirEntry) -> tuple[bytes, str]:
     return (key + b"/" if is_dir else key), child.name
 
 
+def _root_key(root: Path) -> bytes:
+    key = path_key(root.name or "root")
+    return key + b"/" if root.is_dir() and not root.is_symlink() else key
+
+
 class Backup:
     def __init__(self, vault: AgentVault, cache: Cache, item: str,
                  progress: Callable[[str], None] = lambda _: None):
@@ -165,7 +170,7 @@ class Backup:
         self.vault, self.keys, self.cache, self.item = vault, vault.keys, cache, item
         self.progress = progress
         self.container = vault.container
-        self.generation = ""  # the cache generation of this backup: its point id, set by run()
+        self.run_id = ""  # this backup's run in the local cache: its point id, set by run()
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(UPLOAD_WORKERS, thread_name_prefix="upload")
         self._inflight: deque[tuple[list[str], Future]] = deque()
@@ -193,7 +198,7 @@ class Backup:
     def _walk(self, roots: list[Path]) -> Iterator[_Entry]:
         """Depth first, a directory before its entries; with a stack of the paths still to visit
         rather than nested generators, whose every yield would pass up through each level."""
-        for root in roots:
+        for root in sorted(roots, key=_root_key):  # so the roots' paths are in byte order too
             pending = [(str(root), root.name or "root")]
             while pending:
                 path, rel = pending.pop()
@@ -236,7 +241,7 @@ class Backup:
 
     def _files_to_read(self, roots: list[Path]) -> Iterator[_Entry]:
         """Every entry goes into the manifest order; only changed files go on to be read."""
-        with self.cache.previous_files(self.vault.vault_id, self.item) as last_backup:
+        with self.cache.previous_files(self.vault.vault_id, self.item, self.run_id) as last_backup:
             for entry in self._walk(roots):
                 self._order.append(entry)
                 if not entry.complete:
@@ -249,6 +254,7 @@ class Backup:
                     else:
                         yield entry
                 self._flush_manifest()
+            last_backup.finish()
 
     def file_started(self, entry: _Entry, offset: int) -> None:
         entry.start = offset
@@ -293,13 +299,14 @@ class Backup:
             if doc["type"] == "file":
                 self.report.files += 1
                 self.report.bytes_total += doc["size"]
-                self.cache.record_file(self.vault.vault_id, self.item, self.generation, doc["path"],
-                                       entry.signature, line, ids)
+                if entry.previous is None:  # the cache keeps an unchanged file's row as it is
+                    self.cache.record_file(self.vault.vault_id, self.item, self.run_id, doc["path"],
+                                           entry.signature, line, ids)
             self._manifest.write(line)
 
     # -- chunks
     def _reference(self, ids) -> None:
-        self.cache.add_refs(self.generation, ids)
+        self.cache.add_refs(self.run_id, ids)
 
     def _chunk_stream(self, chunks, on_chunk: Callable[[str, int, int], None]) -> None:
         for chunk in chunks:
@@ -418,8 +425,8 @@ class Backup:
         self.report = BackupReport(point_id=new_point_id(now), item=self.item)
         # The point the item's last backup made (if this cache saw it): the service checks only
         # the chunks this point adds to it.
-        self._parent = self.cache.current_generation(self.vault.vault_id, self.item)
-        self.generation = self.report.point_id
+        self._parent = self.cache.last_run(self.vault.vault_id, self.item)
+        self.run_id = self.report.point_id
         roots = [Path(os.path.abspath(p)) for p in paths]
         for root in roots:
             if not os.path.lexists(root):
@@ -447,11 +454,11 @@ class Backup:
                 self._drain()
             self._commit(now, roots, manifest_ids, wait)
         except BaseException:
-            self.cache.drop_generation(self.vault.vault_id, self.item, self.generation)
+            self.cache.drop_run(self.vault.vault_id, self.item, self.run_id)
             raise
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
-            self.cache.drop_refs(self.generation)
+            self.cache.drop_refs(self.run_id)
         # The file cache moves to this backup only once its point stands: after a failed point
         # the next backup reads the files again instead of reusing its chunks.
         try:
@@ -459,9 +466,9 @@ class Backup:
                 self._wait_for_commit()
         finally:
             if wait and self.report.state != "committed":
-                self.cache.drop_generation(self.vault.vault_id, self.item, self.generation)
+                self.cache.drop_run(self.vault.vault_id, self.item, self.run_id)
             else:
-                self.cache.make_current(self.vault.vault_id, self.item, self.generation)
+                self.cache.make_current(self.vault.vault_id, self.item, self.run_id)
         self.report.seconds = time.monotonic() - started
         return self.report
 
@@ -471,20 +478,20 @@ class Backup:
 
     def _commit(self, now: datetime, roots: list[Path], manifest_ids: list[str], wait: bool) -> None:
         point_id = self.report.point_id
-        self.report.chunks_referenced = self.cache.count_refs(self.generation)
+        self.report.chunks_referenced = self.cache.count_refs(self.run_id)
         root = {"version": 1, "vaultId": self.vault.vault_id, "pointId": point_id, "item": self.item,
                 "createdAt": now.isoformat(), "sources": [str(r) for r in roots],
                 "manifestChunks": manifest_ids, "stats": self.report.as_stats()}
         name = formats.manifest_blob(point_id)
         framed = crypto.frame(json.dumps(root).encode())
         refs = self._pool.submit(self.container.put, formats.refs_blob(point_id),
-                                 formats.encode_refs(self.cache.refs(self.generation)))
+                                 formats.encode_refs(self.cache.refs(self.run_id)))
         self.container.put(name, crypto.seal(self.keys.manifest_key, self.vault.vault_id, name, framed))
         refs.result()
         message = {"type": "commit", "pointId": point_id, "item": self.item,
                    "createdAt": now.isoformat(), "chunkCount": self.report.chunks_referenced,
                    "manifestChunks": len(manifest_ids), "stats": self.report.as_stats()}
-        if formats.POINT_ID.match(self._parent):  # not the random generations of older agents
+        if formats.POINT_ID.match(self._parent):  # not what older agents' caches hold
             message["parentPointId"] = self._parent
         if not wait:
             self._send_batch()

@@ -6,9 +6,11 @@
   backup, with its manifest line and the chunk ids it references, so an
   incremental backup neither reads an unchanged file nor decodes or encodes its
   entry again: the same signature means the same entry, byte for byte.
-  A backup writes its rows under a new generation (named by its recovery point)
-  and makes it current only once its commit was sent, so an interrupted backup
-  never poisons the cache.
+  A backup writes only what changed, under its run (its recovery point's id):
+  the files it read, and a tombstone for each file of the last backup it no
+  longer found. They replace the item's rows only once its commit stands
+  (make_current), so an interrupted backup never poisons the cache, and a
+  backup of unchanged files writes no file row at all.
 - refs: the chunk ids the running backup references, deduplicated on disk.
 
 Losing the cache loses no data: the next backup reads every file again and
@@ -28,16 +30,19 @@ FILE_ROWS_PER_TRANSACTION = 1000
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS known (vault TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (vault, id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS files (
-    vault TEXT NOT NULL, item TEXT NOT NULL, generation TEXT NOT NULL, path BLOB NOT NULL,
+    vault TEXT NOT NULL, item TEXT NOT NULL, path BLOB NOT NULL,
     signature TEXT NOT NULL, line BLOB NOT NULL, ids TEXT NOT NULL,
-    PRIMARY KEY (vault, item, generation, path)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS current (vault TEXT NOT NULL, item TEXT NOT NULL, generation TEXT NOT NULL,
+    PRIMARY KEY (vault, item, path)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS changes (
+    run TEXT NOT NULL, path BLOB NOT NULL, signature TEXT, line BLOB, ids TEXT,
+    PRIMARY KEY (run, path)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS current (vault TEXT NOT NULL, item TEXT NOT NULL, run TEXT NOT NULL,
     PRIMARY KEY (vault, item));
 CREATE TABLE IF NOT EXISTS refs (run TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (run, id)) WITHOUT ROWID;
 """
-FILES_COLUMNS = [("vault", "TEXT"), ("item", "TEXT"), ("generation", "TEXT"), ("path", "BLOB"),
+FILES_COLUMNS = [("vault", "TEXT"), ("item", "TEXT"), ("path", "BLOB"),
                  ("signature", "TEXT"), ("line", "BLOB"), ("ids", "TEXT")]
-# Rows a scan of the last generation fetches at a time.
+# Rows a scan of the last backup's files fetches at a time.
 SCAN_ROWS = 500
 
 
@@ -70,12 +75,14 @@ class Cache:
         columns = [(row[1], row[2]) for row in self._db.execute("PRAGMA table_info(files)")]
         if columns and columns != FILES_COLUMNS:
             # An older agent's layout: dropping it costs one full read of every file, no data.
-            self._db.executescript("DROP TABLE files; DROP TABLE IF EXISTS current;")
+            self._db.executescript("DROP TABLE files; DROP TABLE IF EXISTS current; "
+                                   "DROP TABLE IF EXISTS changes;")
         self._db.executescript(SCHEMA)
         self._lock = threading.Lock()
-        self._files: list[tuple] = []
+        self._changes: list[tuple] = []
+        self._unordered: set[str] = set()  # runs whose walk asked for a file out of path order
         self._refs: list[tuple[str, str]] = []
-        self._current: dict[tuple[str, str], str] = {}  # (vault, item) → its current generation
+        self._current: dict[tuple[str, str], str] = {}  # (vault, item) → its last run
 
     def close(self) -> None:
         self._db.close()  # rows of an unfinished backup are dropped: it never became current
@@ -97,41 +104,43 @@ class Cache:
         with self._lock:
             self._db.executemany("INSERT OR IGNORE INTO known VALUES (?, ?)", [(vault, i) for i in ids])
 
-    # file signatures of the item's current generation
-    def current_generation(self, vault: str, item: str) -> str:
-        """The generation of the item's last backup ("" when none); a backup names its generation
-        after its recovery point."""
+    # the files of each item's last backup
+    def last_run(self, vault: str, item: str) -> str:
+        """The run of the item's last backup whose files this cache holds: its recovery point's
+        id ("" when none)."""
         with self._lock:
-            return self._current_generation(vault, item)
-
-    def _current_generation(self, vault: str, item: str) -> str:
-        generation = self._current.get((vault, item))
-        if generation is None:
-            row = self._db.execute("SELECT generation FROM current WHERE vault=? AND item=?",
-                                   (vault, item)).fetchone()
-            generation = self._current[(vault, item)] = row[0] if row else ""
-        return generation
+            run = self._current.get((vault, item))
+            if run is None:
+                row = self._db.execute("SELECT run FROM current WHERE vault=? AND item=?",
+                                       (vault, item)).fetchone()
+                run = self._current[(vault, item)] = row[0] if row else ""
+            return run
 
     def previous_file(self, vault: str, item: str, path: str) -> PreviousFile | None:
         with self._lock:
-            generation = self._current_generation(vault, item)
-            row = self._db.execute(_PREVIOUS_FILE, (vault, item, generation, path_key(path))).fetchone()
+            row = self._db.execute(_PREVIOUS_FILE, (vault, item, path_key(path))).fetchone()
         return PreviousFile(row[0], row[1], row[2].split()) if row else None
 
-    def previous_files(self, vault: str, item: str) -> "PreviousFiles":
-        """The item's last backup's files, for a walk that asks for them in path order."""
-        return PreviousFiles(self.path, vault, item, self.current_generation(vault, item))
+    def previous_files(self, vault: str, item: str, run: str) -> "PreviousFiles":
+        """The item's last backup's files, for the walk of backup `run`, which asks for them in
+        path order: what it never asks for is gone from the item, and `run` records so."""
+        return PreviousFiles(self, vault, item, run)
 
-    def record_file(self, vault: str, item: str, generation: str, path: str, signature: str,
+    def record_file(self, vault: str, item: str, run: str, path: str, signature: str,
                     line: bytes, ids: list[str]) -> None:
-        """Buffered: rows are written in batches, one transaction each (a backup records every file)."""
-        self._files.append((vault, item, generation, path_key(path), signature, line, " ".join(ids)))
-        if len(self._files) >= FILE_ROWS_PER_TRANSACTION:
-            self._write_files()
+        """A file backup `run` read. Buffered: rows are written in batches, one transaction each."""
+        self._changes.append((run, path_key(path), signature, line, " ".join(ids)))
+        if len(self._changes) >= FILE_ROWS_PER_TRANSACTION:
+            self._write_changes()
 
-    def _write_files(self) -> None:
-        rows, self._files = self._files, []
-        self._write_rows("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    def _record_gone(self, run: str, key: bytes) -> None:
+        self._changes.append((run, key, None, None, None))
+        if len(self._changes) >= FILE_ROWS_PER_TRANSACTION:
+            self._write_changes()
+
+    def _write_changes(self) -> None:
+        rows, self._changes = self._changes, []
+        self._write_rows("INSERT OR REPLACE INTO changes VALUES (?, ?, ?, ?, ?)", rows)
 
     def _write_rows(self, sql: str, rows: list[tuple]) -> None:
         with self._lock:
@@ -139,21 +148,32 @@ class Cache:
             self._db.executemany(sql, rows)
             self._db.execute("COMMIT")
 
-    def make_current(self, vault: str, item: str, generation: str) -> None:
-        self._write_files()
+    def make_current(self, vault: str, item: str, run: str) -> None:
+        """The item's files become what backup `run` saw: its changes replace the rows they name.
+        A run whose walk did not ask in order (cache.PreviousFiles) keeps only the files it read."""
+        self._write_changes()
+        key = (vault, item)
         with self._lock:
             self._db.execute("BEGIN")
-            self._db.execute("DELETE FROM files WHERE vault=? AND item=? AND generation != ?",
-                             (vault, item, generation))
-            self._db.execute("INSERT OR REPLACE INTO current VALUES (?, ?, ?)", (vault, item, generation))
+            if run in self._unordered:
+                self._db.execute("DELETE FROM files WHERE vault=? AND item=?", key)
+            else:
+                self._db.execute("DELETE FROM files WHERE vault=? AND item=? AND path IN "
+                                 "(SELECT path FROM changes WHERE run=? AND signature IS NULL)", (*key, run))
+            self._db.execute("INSERT OR REPLACE INTO files SELECT ?, ?, path, signature, line, ids "
+                             "FROM changes WHERE run=? AND signature IS NOT NULL", (*key, run))
+            self._db.execute("DELETE FROM changes WHERE run=?", (run,))
+            self._db.execute("INSERT OR REPLACE INTO current VALUES (?, ?, ?)", (*key, run))
             self._db.execute("COMMIT")
-            self._current[(vault, item)] = generation
+            self._current[key] = run
+        self._unordered.discard(run)
 
-    def drop_generation(self, vault: str, item: str, generation: str) -> None:
-        self._files = []
+    def drop_run(self, vault: str, item: str, run: str) -> None:
+        """Forget what backup `run` saw: the item's files stay those of its last backup."""
+        self._changes = []
+        self._unordered.discard(run)
         with self._lock:
-            self._db.execute("DELETE FROM files WHERE vault=? AND item=? AND generation=?",
-                             (vault, item, generation))
+            self._db.execute("DELETE FROM changes WHERE run=?", (run,))
 
     # references of a running backup
     def add_refs(self, run: str, ids: Iterable[str]) -> None:
@@ -186,24 +206,23 @@ class Cache:
             self._db.execute("DELETE FROM refs WHERE run=?", (run,))
 
 
-_PREVIOUS_FILE = ("SELECT signature, line, ids FROM files "
-                  "WHERE vault=? AND item=? AND generation=? AND path=?")
+_PREVIOUS_FILE = "SELECT signature, line, ids FROM files WHERE vault=? AND item=? AND path=?"
 
 
 class PreviousFiles:
-    """One generation's file rows, read in primary-key order beside a walk that visits files in
-    that same order (Backup._visit sorts names by their bytes): each look-up moves one cursor on
-    instead of making a query, which is most of an unchanged backup's time on many small files.
-    A path asked for out of order (the second root of a backup) gets a query; the answer is the
-    same either way. Reads through its own connection: WAL gives it the generation as it was
-    when the backup began, whatever the backup writes meanwhile."""
+    """The item's file rows, read in primary-key order beside a walk that visits files in that
+    same order (Backup._walk sorts names by their bytes): each look-up moves one cursor on
+    instead of making a query, and the rows the cursor passes over, like those left when the
+    walk ends (finish), are files that are gone: tombstones of the run. A path asked for out of
+    order gets a query (the same answer) and marks the run unordered, as its tombstones are
+    then incomplete. Reads through its own connection, while the run writes its changes."""
 
-    def __init__(self, db_path: Path, vault: str, item: str, generation: str):
-        self._db = sqlite3.connect(db_path, check_same_thread=False)
-        self._key = (vault, item, generation)
+    def __init__(self, cache: Cache, vault: str, item: str, run: str):
+        self._cache, self._run = cache, run
+        self._db = sqlite3.connect(cache.path, check_same_thread=False)
+        self._key = (vault, item)
         self._rows = self._db.execute(
-            "SELECT path, signature, line, ids FROM files WHERE vault=? AND item=? AND generation=? "
-            "ORDER BY path", self._key)
+            "SELECT path, signature, line, ids FROM files WHERE vault=? AND item=? ORDER BY path", self._key)
         self._batch: list[tuple] = []
         self._next = 0
         self._last: bytes | None = None
@@ -211,22 +230,32 @@ class PreviousFiles:
     def get(self, path: str) -> PreviousFile | None:
         key = path_key(path)
         if self._last is not None and key <= self._last:
+            self._cache._unordered.add(self._run)
             row = self._db.execute(_PREVIOUS_FILE, (*self._key, key)).fetchone()
             return PreviousFile(row[0], row[1], row[2].split()) if row else None
         self._last = key
+        row = self._advance_to(key)
+        if row is None or row[0] != key:
+            return None
+        self._next += 1
+        return PreviousFile(row[1], row[2], row[3].split())
+
+    def _advance_to(self, key: bytes | None) -> tuple | None:
+        """The first row at or after `key` (None: the end), each row before it a tombstone."""
         while True:
             if self._next == len(self._batch):
                 self._batch, self._next = self._rows.fetchmany(SCAN_ROWS), 0
                 if not self._batch:
                     return None
             row = self._batch[self._next]
-            if row[0] >= key:
-                break
+            if key is not None and row[0] >= key:
+                return row
+            self._cache._record_gone(self._run, row[0])
             self._next += 1
-        if row[0] != key:
-            return None
-        self._next += 1
-        return PreviousFile(row[1], row[2], row[3].split())
+
+    def finish(self) -> None:
+        """The walk is over: the rows it never reached are gone too."""
+        self._advance_to(None)
 
     def close(self) -> None:
         self._db.close()

@@ -224,3 +224,8 @@ def test_the_walk_asks_the_cache_for_files_in_byte_order(vault, cache, tmp_path,
     monkeypatch.setattr(PreviousFiles, "get", lambda scan, path: asked.append(path) or get(scan, path))
     assert Backup(vault, cache, "laptop").run([str(data)]).files_unchanged == 9
     assert len(asked) == 9 and asked == sorted(asked, key=lambda p: p.encode())
+    (data / "a" / "c" / "d").unlink()
+    third = Backup(vault, cache, "laptop").run([str(data)])
+    assert third.files_unchanged == 8 and cache.last_run(vault.vault_id, "laptop") == third.point_id
+    rows = [p for (p,) in cache._db.execute("SELECT path FROM files WHERE item='laptop'")]
+    assert len(rows) == 8 and b"data/a/c/d" not in rows, "the deleted file is forgotten"
