@@ -276,7 +276,8 @@ def service_report(results: list[DatasetResult]) -> list[str]:
                   "committed, so every chunk was ingested within it; one agent drives the pipeline): "
                   + "; ".join(rates) + ".",
               "", "Bytes read by functions beyond chunk headers are the reference lists the commit reads "
-                  "(65 bytes per MiB referenced) and the manifest root's header."]
+                  "(65 bytes per MiB referenced: its own, and its parent's when the two differ) and the "
+                  "manifest root's header."]
     return lines
 
 
