@@ -143,21 +143,24 @@ class _ConcatReader:
             self._backup.file_read(self._current, self.offset)
 
 
-def _walk_key(child: os.DirEntry) -> tuple[bytes, str]:
+def _sort_key(name: str, is_dir: bool) -> bytes:
     """Siblings in the order that makes the walk's paths come out in byte order, the order of
     the local cache's files table (cache.PreviousFiles): a directory sorts as its name plus "/",
     where its entries' paths begin, so "a.txt" < "a/b" < "a0"."""
+    key = path_key(name)
+    return key + b"/" if is_dir else key
+
+
+def _walk_key(child: os.DirEntry) -> tuple[bytes, str]:
     try:
         is_dir = child.is_dir(follow_symlinks=False)
     except OSError:
-        is_dir = False  # _visit reports it
-    key = path_key(child.name)
-    return (key + b"/" if is_dir else key), child.name
+        is_dir = False  # Backup._entry reports it
+    return _sort_key(child.name, is_dir), child.name
 
 
 def _root_key(root: Path) -> bytes:
-    key = path_key(root.name or "root")
-    return key + b"/" if root.is_dir() and not root.is_symlink() else key
+    return _sort_key(root.name or "root", root.is_dir() and not root.is_symlink())
 
 
 class Backup:
@@ -170,7 +173,6 @@ class Backup:
         self.vault, self.keys, self.cache, self.item = vault, vault.keys, cache, item
         self.progress = progress
         self.container = vault.container
-        self.run_id = ""  # this backup's run in the local cache: its point id, set by run()
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(UPLOAD_WORKERS, thread_name_prefix="upload")
         self._inflight: deque[tuple[list[str], Future]] = deque()
@@ -188,6 +190,11 @@ class Backup:
         self._open_files: deque[_Entry] = deque()
         self._manifest = None
         self.report: BackupReport | None = None
+
+    @property
+    def run_id(self) -> str:
+        """This backup's run in the local cache: its recovery point's id."""
+        return self.report.point_id
 
     # -- reporting
     def warn(self, text: str) -> None:
@@ -291,15 +298,12 @@ class Backup:
             if entry.failed:
                 continue
             doc = entry.doc
-            if entry.previous is not None:
-                line, ids = entry.previous.line, entry.previous.ids
-            else:
-                line = next(formats.manifest_lines([doc]))
-                ids = list(dict.fromkeys(e[0] for e in doc.get("extents", ())))
+            line = entry.previous.line if entry.previous is not None else next(formats.manifest_lines([doc]))
             if doc["type"] == "file":
                 self.report.files += 1
                 self.report.bytes_total += doc["size"]
                 if entry.previous is None:  # the cache keeps an unchanged file's row as it is
+                    ids = list(dict.fromkeys(e[0] for e in doc.get("extents", ())))
                     self.cache.record_file(self.vault.vault_id, self.item, self.run_id, doc["path"],
                                            entry.signature, line, ids)
             self._manifest.write(line)
@@ -426,7 +430,6 @@ class Backup:
         # The point the item's last backup made (if this cache saw it): the service checks only
         # the chunks this point adds to it.
         self._parent = self.cache.last_run(self.vault.vault_id, self.item)
-        self.run_id = self.report.point_id
         roots = [Path(os.path.abspath(p)) for p in paths]
         for root in roots:
             if not os.path.lexists(root):

@@ -60,6 +60,10 @@ class PreviousFile:
     line: bytes  # its manifest line, newline included
     ids: list[str]  # the distinct chunk ids of its extents, in order
 
+    @classmethod
+    def from_row(cls, signature: str, line: bytes, ids: str) -> "PreviousFile":
+        return cls(signature, line, ids.split())
+
     @property
     def extents(self) -> list:
         return json.loads(self.line)["extents"]
@@ -85,7 +89,7 @@ class Cache:
         self._current: dict[tuple[str, str], str] = {}  # (vault, item) → its last run
 
     def close(self) -> None:
-        self._db.close()  # rows of an unfinished backup are dropped: it never became current
+        self._db.close()  # the changes of an unfinished backup are never applied: it never became current
 
     # known chunks
     def known(self, vault: str, ids: Iterable[str]) -> set[str]:
@@ -119,7 +123,7 @@ class Cache:
     def previous_file(self, vault: str, item: str, path: str) -> PreviousFile | None:
         with self._lock:
             row = self._db.execute(_PREVIOUS_FILE, (vault, item, path_key(path))).fetchone()
-        return PreviousFile(row[0], row[1], row[2].split()) if row else None
+        return PreviousFile.from_row(*row) if row else None
 
     def previous_files(self, vault: str, item: str, run: str) -> "PreviousFiles":
         """The item's last backup's files, for the walk of backup `run`, which asks for them in
@@ -128,13 +132,15 @@ class Cache:
 
     def record_file(self, vault: str, item: str, run: str, path: str, signature: str,
                     line: bytes, ids: list[str]) -> None:
-        """A file backup `run` read. Buffered: rows are written in batches, one transaction each."""
-        self._changes.append((run, path_key(path), signature, line, " ".join(ids)))
-        if len(self._changes) >= FILE_ROWS_PER_TRANSACTION:
-            self._write_changes()
+        """A file backup `run` read."""
+        self._add_change((run, path_key(path), signature, line, " ".join(ids)))
 
     def _record_gone(self, run: str, key: bytes) -> None:
-        self._changes.append((run, key, None, None, None))
+        self._add_change((run, key, None, None, None))
+
+    def _add_change(self, row: tuple) -> None:
+        """Buffered: rows are written in batches, one transaction each."""
+        self._changes.append(row)
         if len(self._changes) >= FILE_ROWS_PER_TRANSACTION:
             self._write_changes()
 
@@ -232,13 +238,13 @@ class PreviousFiles:
         if self._last is not None and key <= self._last:
             self._cache._unordered.add(self._run)
             row = self._db.execute(_PREVIOUS_FILE, (*self._key, key)).fetchone()
-            return PreviousFile(row[0], row[1], row[2].split()) if row else None
+            return PreviousFile.from_row(*row) if row else None
         self._last = key
         row = self._advance_to(key)
         if row is None or row[0] != key:
             return None
         self._next += 1
-        return PreviousFile(row[1], row[2], row[3].split())
+        return PreviousFile.from_row(*row[1:])
 
     def _advance_to(self, key: bytes | None) -> tuple | None:
         """The first row at or after `key` (None: the end), each row before it a tombstone."""
