@@ -22,6 +22,7 @@ import blake3
 import zstandard
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -116,21 +117,31 @@ def chunk_id(keys: VaultKeys, plaintext: bytes | memoryview) -> str:
     return blake3.blake3(plaintext, key=keys.chunk_id_key, max_threads=1).hexdigest()
 
 
-def frame(plaintext: bytes | memoryview, compressor: zstandard.ZstdCompressor | None = None) -> bytes:
-    """zstd-compress unless that does not make it smaller; the flag byte says which. A large
-    chunk none of whose PROBES evenly spread samples compresses (media, archives, encrypted
-    files) is stored raw without compressing the whole of it, which would cost time for nothing."""
+def _frame_parts(plaintext: bytes | memoryview,
+                 compressor: zstandard.ZstdCompressor | None = None) -> tuple[bytes, bytes | memoryview]:
+    """The flag byte and the payload of a plaintext frame: zstd unless that does not make it
+    smaller. A large chunk none of whose PROBES evenly spread samples compresses (media,
+    archives, encrypted files) is stored raw without compressing the whole of it, which would
+    cost time for nothing."""
     compressor = compressor or zstandard.ZstdCompressor(level=ZSTD_LEVEL)
     view = memoryview(plaintext)
     if len(view) >= PROBES * PROBE_BYTES * 4:
         step = (len(view) - PROBE_BYTES) // (PROBES - 1)
         samples = (view[i * step:i * step + PROBE_BYTES] for i in range(PROBES))
         if all(len(compressor.compress(sample)) > INCOMPRESSIBLE_RATIO * PROBE_BYTES for sample in samples):
-            return b"".join((bytes([FRAME_RAW]), view))
+            return _RAW_FLAG, view
     packed = compressor.compress(view)
     if len(packed) < len(view):
-        return bytes([FRAME_ZSTD]) + packed
-    return b"".join((bytes([FRAME_RAW]), view))
+        return _ZSTD_FLAG, packed
+    return _RAW_FLAG, view
+
+
+_RAW_FLAG, _ZSTD_FLAG = bytes([FRAME_RAW]), bytes([FRAME_ZSTD])
+
+
+def frame(plaintext: bytes | memoryview, compressor: zstandard.ZstdCompressor | None = None) -> bytes:
+    """The framed plaintext: the flag byte, then the (compressed) payload."""
+    return b"".join(_frame_parts(plaintext, compressor))
 
 
 def unframe(framed: bytes) -> bytes:
@@ -153,11 +164,51 @@ def _object_key(key: bytes, name: str) -> bytes:
     return _hkdf(key, b"skyvault object " + name.encode())
 
 
+def _envelope_bytes(plaintext_bytes: int) -> int:
+    """Room _seal_into needs: the envelope, plus the block of slack cryptography's update_into asks for."""
+    return HEADER_BYTES + plaintext_bytes + TAG_BYTES + 15
+
+
+def _seal_into(out: memoryview, key: bytes, vault_id: str, name: str, parts: tuple,
+               nonce: bytes | None = None) -> memoryview:
+    """Write the envelope of the concatenated `parts` (the framed plaintext) into `out`, and
+    return the part of `out` it fills. AES-256-GCM as AESGCM.encrypt computes it (ciphertext,
+    then the tag), through cryptography's incremental interface, so the flag byte and the
+    payload need not be joined first, nor the header and the ciphertext after."""
+    header = HEADER.pack(MAGIC, FORMAT_VERSION, ALG_AES256_GCM, nonce or os.urandom(NONCE_BYTES))
+    out[:HEADER_BYTES] = header
+    encryptor = Cipher(algorithms.AES(_object_key(key, name)), modes.GCM(header[6:])).encryptor()
+    encryptor.authenticate_additional_data(_aad(header, vault_id, name))
+    end = HEADER_BYTES
+    for part in parts:
+        end += encryptor.update_into(part, out[end:])
+    encryptor.finalize()
+    out[end:end + TAG_BYTES] = encryptor.tag
+    return out[:end + TAG_BYTES]
+
+
 def seal(key: bytes, vault_id: str, name: str, framed: bytes, nonce: bytes | None = None) -> bytes:
     """Encrypt an already framed plaintext into an envelope bound to (vault_id, name)."""
-    header = HEADER.pack(MAGIC, FORMAT_VERSION, ALG_AES256_GCM, nonce or os.urandom(NONCE_BYTES))
-    sealed = AESGCM(_object_key(key, name)).encrypt(header[6:], framed, _aad(header, vault_id, name))
-    return header + sealed
+    out = bytearray(_envelope_bytes(len(framed)))
+    return bytes(_seal_into(memoryview(out), key, vault_id, name, (framed,), nonce))
+
+
+class ChunkSealer:
+    """Frames and encrypts chunks for one thread, into a buffer it reuses: a fresh buffer for each
+    chunk would cost the kernel faulting in and zeroing its pages, more CPU than the encryption.
+    An envelope it returns is valid until its next call."""
+
+    def __init__(self, keys: VaultKeys, vault_id: str):
+        self._key, self._vault_id = keys.chunk_key, vault_id
+        self._compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+        self._buffer = memoryview(bytearray())
+
+    def seal(self, cid: str, plaintext: bytes | memoryview) -> memoryview:
+        flag, payload = _frame_parts(plaintext, self._compressor)
+        needed = _envelope_bytes(1 + len(payload))
+        if len(self._buffer) < needed:  # grows to the largest chunk seen, at most MAX chunk + 34 bytes
+            self._buffer = memoryview(bytearray(needed))
+        return _seal_into(self._buffer, self._key, self._vault_id, cid, (flag, payload))
 
 
 def parse_header(envelope: bytes) -> tuple[int, int, bytes]:
@@ -183,9 +234,9 @@ def open_envelope(key: bytes, vault_id: str, name: str, envelope: bytes) -> byte
         raise WrongKeyOrTampered(f"{name}: authentication failed (tampered, or not this vault's key)") from None
 
 
-def encrypt_chunk(keys: VaultKeys, vault_id: str, cid: str, plaintext: bytes | memoryview,
-                  compressor: zstandard.ZstdCompressor | None = None) -> bytes:
-    return seal(keys.chunk_key, vault_id, cid, frame(plaintext, compressor))
+def encrypt_chunk(keys: VaultKeys, vault_id: str, cid: str, plaintext: bytes | memoryview) -> bytes:
+    """A chunk's envelope as bytes of its own (ChunkSealer, for many chunks)."""
+    return bytes(ChunkSealer(keys, vault_id).seal(cid, plaintext))
 
 
 def decrypt_chunk(keys: VaultKeys, vault_id: str, cid: str, envelope: bytes) -> bytes:

@@ -71,7 +71,8 @@ class BlobContainer(ABC):
 
     @abstractmethod
     def put(self, name: str, data: bytes, *, overwrite: bool = False) -> BlobProperties:
-        """Write `data` as one Put Blob. Without overwrite, raises BlobAlreadyExists if the blob exists."""
+        """Write `data` (any bytes-like object, read before this returns) as one Put Blob. Without
+        overwrite, raises BlobAlreadyExists if the blob exists."""
 
     @abstractmethod
     def properties(self, name: str) -> BlobProperties:

@@ -165,6 +165,8 @@ class AzureBlobContainer(BlobContainer):
     def put(self, name: str, data: bytes, *, overwrite: bool = False) -> BlobProperties:
         # overwrite=False makes the SDK send If-None-Match: *, so the service
         # itself refuses to replace a blob another writer put first.
+        if not isinstance(data, bytes):
+            data = bytes(data)  # the SDK would iterate a memoryview or bytearray byte by byte
         with _blob_errors(f"put {self.name}/{name}"):
             result = self._client.get_blob_client(name).upload_blob(data, overwrite=overwrite)
         return BlobProperties(

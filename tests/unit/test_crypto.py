@@ -2,6 +2,7 @@
 import os
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from shared import crypto
 
@@ -41,6 +42,23 @@ def test_envelope_round_trip_compressible_and_not(keys):
     noise = os.urandom(10_000)
     raw = crypto.encrypt_chunk(keys, "v", crypto.chunk_id(keys, noise), noise)
     assert len(raw) == crypto.HEADER_BYTES + 1 + len(noise) + crypto.TAG_BYTES
+
+
+def test_sealer_reuses_its_buffer_for_chunks_of_any_size(keys):
+    """Each envelope is whole and right while it is current, whether the buffer grows, stays or
+    is larger than the chunk; and it is the envelope AESGCM.encrypt makes of the framed chunk."""
+    sealer = crypto.ChunkSealer(keys, "v")
+    for data in (b"small", os.urandom(300_000), b"text " * 200_000, b"x" * 10, os.urandom(50_000)):
+        cid = crypto.chunk_id(keys, data)
+        envelope = sealer.seal(cid, data)
+        assert crypto.decrypt_chunk(keys, "v", cid, bytes(envelope)) == data
+        header = bytes(envelope[:crypto.HEADER_BYTES])
+        nonce = header[6:]
+        key = crypto._object_key(keys.chunk_key, cid)
+        one_shot = AESGCM(key).encrypt(nonce, crypto.frame(data), crypto._aad(header, "v", cid))
+        assert bytes(envelope[crypto.HEADER_BYTES:]) == one_shot
+    assert crypto.seal(keys.manifest_key, "v", "m", b"\x00abc", nonce=nonce)[crypto.HEADER_BYTES:] == \
+        AESGCM(crypto._object_key(keys.manifest_key, "m")).encrypt(nonce, b"\x00abc", crypto._aad(header, "v", "m"))
 
 
 def test_envelope_nonces_differ(keys):
