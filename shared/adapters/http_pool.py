@@ -4,17 +4,29 @@ run at once and ingest verifies several chunks of each in parallel, while reques
 default pool keeps 10 connections per host and drops (and later reopens) the rest."""
 from __future__ import annotations
 
+import os
+
 import requests
 from azure.core.pipeline.transport import RequestsTransport
 from requests.adapters import HTTPAdapter
 
 POOL_CONNECTIONS_PER_HOST = 64
+# What requests reads from the environment when its session trusts it. It looks at them on every
+# request, ~/.netrc included (two stat calls each time); a netrc entry for a storage host would
+# even replace the SDK's Authorization header with its own. So the session trusts the
+# environment only when one of these names a proxy or a CA bundle.
+ENVIRONMENT_SETTINGS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+
+
+def _environment_configures_http() -> bool:
+    return any(os.environ.get(name) or os.environ.get(name.lower()) for name in ENVIRONMENT_SETTINGS)
 
 
 def pooled_transport(connection_timeout: float) -> RequestsTransport:
     """A transport for one client; the client's own connection_timeout does not reach a
     transport it did not build, so it is given here."""
     session = requests.Session()
+    session.trust_env = _environment_configures_http()
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_CONNECTIONS_PER_HOST)
     session.mount("http://", adapter)
     session.mount("https://", adapter)

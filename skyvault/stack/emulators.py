@@ -124,11 +124,12 @@ def start_azurite(region: str, account: str, workdir: Path, blob_port: int = 0,
 
 
 def start_cosmos(workdir: Path) -> CosmosInstance:
-    """Start the in-memory Cosmos DB SQL API server without TLS (its bundled certificate expired)."""
+    """Start the in-memory Cosmos DB SQL API server without TLS (its bundled certificate expired),
+    keeping connections alive (cosmosdb_server.js)."""
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "cosmos.log"
-    cmd = ["node", str(node_modules() / "@vercel" / "cosmosdb-server" / "lib" / "cli.js"),
-           "--no-ssl", "--host", "127.0.0.1", "--port", "0"]
+    cmd = ["node", str(Path(__file__).with_name("cosmosdb_server.js")),
+           str(node_modules() / "@vercel" / "cosmosdb-server"), "127.0.0.1", "0"]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
