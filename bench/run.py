@@ -2,7 +2,8 @@
 one run, and print a markdown report of figures and ratios (also written to --out).
 
 Per dataset (source: Django releases; image: a generated disk image, see
-bench.data), every tool gets a fresh repository and, step by step, backs up the
+bench.data), every tool gets a fresh repository (Skyvault: a fresh vault on a
+fresh local stack) and, step by step, backs up the
 same working path: version 1 (first backup), version 2 (incremental after a
 small change), version 2 again (unchanged data), restores version 2 (checked
 file by file against the source), then backs up the remaining versions; then
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import contextlib
 import datetime
 import hashlib
 import os
@@ -35,6 +37,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from bench import data
 from bench.data import GiB, MiB
@@ -74,6 +77,20 @@ class DatasetResult:
 
 def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def fresh_stack(scratch: Path, label: str) -> Iterator[Stack]:
+    """A local stack of its own for each dataset, as each tool gets a fresh repository: Azurite's
+    metadata look-ups scan every blob of the account (see the README), so another dataset's blobs
+    left in it would slow each request of this one, a cost real Azure Storage does not have."""
+    stack = Stack(scratch / f"stack-{label}")
+    log(f"starting the local stack in {stack.home}")
+    stack.up()
+    try:
+        yield stack
+    finally:
+        stack.down()
 
 
 def new_tools(scratch: Path, stack: Stack, label: str) -> list[Tool]:
@@ -364,18 +381,14 @@ def main() -> int:
     parent = scratch_parent()
     scratch = Path(tempfile.mkdtemp(prefix="skyvault-bench-", dir=parent))
     try:
-        stack = Stack(scratch / "stack-home")
-        log(f"starting the local stack in {stack.home}")
-        stack.up()
-        try:
-            results = []
-            for name, description, versions in datasets:
-                log(f"{name}: {description}")
+        results = []
+        for name, description, versions in datasets:
+            log(f"{name}: {description}")
+            with fresh_stack(scratch, name) as stack:
                 results.append(bench_dataset(name, description, versions, scratch, stack, args.repeat))
-            log("peak memory, 1x and 10x")
+        log("peak memory, 1x and 10x")
+        with fresh_stack(scratch, "memory") as stack:
             peaks = bench_memory(memory_images, scratch, stack)
-        finally:
-            stack.down()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

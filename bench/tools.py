@@ -7,7 +7,7 @@ Words:
 - **Run**: one timed command: its wall time, and the CPU time and peak
   resident memory of its process, taken from the kernel with `wait4` when it exits.
 - **Stack**: the local Skyvault service (Azurite, Cosmos DB emulator, Functions
-  host), started once per benchmark run, with its operation counts and the
+  host), started afresh for each dataset, with its operation counts and the
   CPU time of its processes.
 
 restic and borg write to a repository in a local folder (on tmpfs when the machine
@@ -163,7 +163,7 @@ def skyvault_cli(args: list[str], home: Path) -> Run:
 
 
 class Stack:
-    """The local Skyvault service for the whole benchmark run, with its own state folder. Its
+    """The local Skyvault service for one dataset of the benchmark, with its own state folder. Its
     storage emulators keep their data in memory, as the other tools' repositories are on tmpfs."""
 
     def __init__(self, home: Path):
@@ -212,7 +212,7 @@ class Stack:
 
 
 class Skyvault(Tool):
-    """One machine of one vault: its own state folder (agent registration and cache), on the shared stack."""
+    """One machine of one vault: its own state folder (agent registration and cache), on its dataset's stack."""
 
     name = "Skyvault"
 
