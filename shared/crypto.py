@@ -226,10 +226,10 @@ def parse_header(envelope: bytes) -> tuple[int, int, bytes]:
 def open_envelope(key: bytes, vault_id: str, name: str, envelope: bytes) -> bytes:
     """Authenticate and decrypt; returns the framed plaintext. Raises WrongKeyOrTampered or BadEnvelope."""
     parse_header(envelope)
-    header = envelope[:HEADER_BYTES]
+    header = bytes(envelope[:HEADER_BYTES])
     try:
-        return AESGCM(_object_key(key, name)).decrypt(
-            header[6:], envelope[HEADER_BYTES:], _aad(header, vault_id, name))
+        return AESGCM(_object_key(key, name)).decrypt(  # a view: slicing bytes would copy the chunk
+            header[6:], memoryview(envelope)[HEADER_BYTES:], _aad(header, vault_id, name))
     except InvalidTag:
         raise WrongKeyOrTampered(f"{name}: authentication failed (tampered, or not this vault's key)") from None
 
