@@ -206,7 +206,7 @@ class ChunkSealer:
     def seal(self, cid: str, plaintext: bytes | memoryview) -> memoryview:
         flag, payload = _frame_parts(plaintext, self._compressor)
         needed = _envelope_bytes(1 + len(payload))
-        if len(self._buffer) < needed:  # grows to the largest chunk seen, at most MAX chunk + 34 bytes
+        if len(self._buffer) < needed:  # grows to the largest chunk seen: at most 8 MiB + 50 bytes
             self._buffer = memoryview(bytearray(needed))
         return _seal_into(self._buffer, self._key, self._vault_id, cid, (flag, payload))
 
