@@ -229,3 +229,32 @@ def test_the_walk_asks_the_cache_for_files_in_byte_order(vault, cache, tmp_path,
     assert third.files_unchanged == 8 and cache.last_run(vault.vault_id, "laptop") == third.point_id
     rows = [p for (p,) in cache._db.execute("SELECT path FROM files WHERE item='laptop'")]
     assert len(rows) == 8 and b"data/a/c/d" not in rows, "the deleted file is forgotten"
+
+
+def test_batch_buffers_are_reused_without_mixing_chunks(vault, cache, tmp_path, monkeypatch):
+    """More batches than buffers: a buffer goes back to the pool only once its batch is uploaded,
+    so every chunk restores as read, and no more than MAX_INFLIGHT_BATCHES + 1 buffers exist.
+    Some batches end in a chunk past ARENA_KEEP_BYTES, whose pages the buffer gives back."""
+    from skyvault import backup as backup_module
+    created = []
+    real_arena = backup_module._Arena
+
+    def counting_arena():
+        arena = real_arena()
+        created.append(arena)
+        return arena
+
+    monkeypatch.setattr(backup_module, "_Arena", counting_arena)
+    monkeypatch.setattr(backup_module, "ARENA_KEEP_BYTES", 2 * 1024 * 1024)
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(12):  # ~6 MiB each, random: about 70 chunks in 10 or more batches
+        (data / f"f{i:02}.bin").write_bytes(os.urandom(6 * 1024 * 1024 + i))
+    report = Backup(vault, cache, "many").run([str(data)])
+    assert report.state == "committed" and report.chunks_uploaded >= 40
+    # Every batch but the last holds at least BATCH_BYTES (16 chunks are at least 8 MiB too).
+    pool_bytes = (backup_module.MAX_INFLIGHT_BATCHES + 1) * backup_module.BATCH_BYTES
+    assert report.bytes_read > pool_bytes + backup_module.BATCH_BYTES, "the test must outrun the pool"
+    Restore(vault).run(report.point_id, str(tmp_path / "restored"))
+    assert differences(tree_digest(data), tree_digest(tmp_path / "restored" / "data")) == []
+    assert 1 < len(created) <= backup_module.MAX_INFLIGHT_BATCHES + 1
