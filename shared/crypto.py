@@ -117,6 +117,9 @@ def chunk_id(keys: VaultKeys, plaintext: bytes | memoryview) -> str:
     return blake3.blake3(plaintext, key=keys.chunk_id_key, max_threads=1).hexdigest()
 
 
+_RAW_FLAG, _ZSTD_FLAG = bytes([FRAME_RAW]), bytes([FRAME_ZSTD])
+
+
 def _frame_parts(plaintext: bytes | memoryview,
                  compressor: zstandard.ZstdCompressor | None = None) -> tuple[bytes, bytes | memoryview]:
     """The flag byte and the payload of a plaintext frame: zstd unless that does not make it
@@ -136,12 +139,9 @@ def _frame_parts(plaintext: bytes | memoryview,
     return _RAW_FLAG, view
 
 
-_RAW_FLAG, _ZSTD_FLAG = bytes([FRAME_RAW]), bytes([FRAME_ZSTD])
-
-
-def frame(plaintext: bytes | memoryview, compressor: zstandard.ZstdCompressor | None = None) -> bytes:
+def frame(plaintext: bytes | memoryview) -> bytes:
     """The framed plaintext: the flag byte, then the (compressed) payload."""
-    return b"".join(_frame_parts(plaintext, compressor))
+    return b"".join(_frame_parts(plaintext))
 
 
 def unframe(framed: bytes) -> bytes:

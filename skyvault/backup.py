@@ -375,14 +375,14 @@ class Backup:
         arena.empty()
         self._free_arenas.append(arena)
 
-    def _store_batch(self, batch: dict[str, bytes]) -> tuple[set[str], list[dict]]:
+    def _store_batch(self, batch: dict[str, memoryview]) -> tuple[set[str], list[dict]]:
         """In a worker: the service's dedup look-up, then compress, encrypt and upload what it lacks.
         Returns the ids the service already had and the declarations of the uploaded chunks."""
         verified = set(self.vault.api("POST", "chunks/lookup", {"ids": sorted(batch)})["verified"])
         declared = [self._upload(cid, data) for cid, data in batch.items() if cid not in verified]
         return verified, declared
 
-    def _upload(self, cid: str, data: bytes) -> dict | None:
+    def _upload(self, cid: str, data: memoryview) -> dict | None:
         sealer = getattr(self._local, "sealer", None)
         if sealer is None:
             sealer = self._local.sealer = crypto.ChunkSealer(self.keys, self.vault.vault_id)
