@@ -31,17 +31,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from pyfastcdc import FastCDC
-
 from shared import crypto, formats
 from shared.domain import chunk_blob_name
 from shared.ports import BlobAlreadyExists
 from skyvault.cache import Cache, PreviousFile, path_key
+from skyvault.chunker import CDC_PARAMS, new_chunker
 from skyvault.vaultclient import AgentError, AgentVault
 
-# Pinned: another chunker or other parameters cut elsewhere and break dedup.
-# pyfastcdc's real mean chunk is avg_size + min_size, so this gives ~1 MiB chunks.
-CDC_PARAMS = {"avg_size": 512 * 1024, "min_size": 512 * 1024, "max_size": 8 * 1024 * 1024}
 # A batch of chunks is looked up in one request and uploaded by one worker; the bounds
 # keep the chunks held in memory to MAX_INFLIGHT_BATCHES * BATCH_BYTES (plus one chunk).
 LOOKUP_BATCH = 16
@@ -85,10 +81,6 @@ class _Arena:
         if self.used > ARENA_KEEP_BYTES:
             self._memory.madvise(mmap.MADV_DONTNEED, ARENA_KEEP_BYTES, len(self._memory) - ARENA_KEEP_BYTES)
         self.used = 0
-
-
-def new_chunker() -> FastCDC:
-    return FastCDC(CDC_PARAMS["avg_size"], min_size=CDC_PARAMS["min_size"], max_size=CDC_PARAMS["max_size"])
 
 
 def new_point_id(now: datetime) -> str:

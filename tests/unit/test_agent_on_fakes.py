@@ -9,7 +9,8 @@ import pytest
 
 from shared import handlers
 from shared.fakes import MemoryBlobAccount, MemoryIndex, MemoryQueue
-from skyvault.backup import Backup, new_chunker
+from skyvault.backup import Backup
+from skyvault.chunker import new_chunker
 from skyvault.cache import Cache, PreviousFiles
 from skyvault.restore import Restore, RestoreFailed
 from skyvault.treedigest import differences, tree_digest

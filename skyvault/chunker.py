@@ -1,0 +1,15 @@
+"""The content-defined chunker, pinned: FastCDC (pyfastcdc) with fixed parameters.
+
+Another chunker, or these parameters changed, cuts elsewhere and breaks dedup against every
+existing vault; tests/vectors/ pins the cut points (docs/design.md, "Chunking").
+"""
+from __future__ import annotations
+
+from pyfastcdc import FastCDC
+
+# pyfastcdc's real mean chunk is avg_size + min_size, so this gives ~1 MiB chunks.
+CDC_PARAMS = {"avg_size": 512 * 1024, "min_size": 512 * 1024, "max_size": 8 * 1024 * 1024}
+
+
+def new_chunker() -> FastCDC:
+    return FastCDC(CDC_PARAMS["avg_size"], min_size=CDC_PARAMS["min_size"], max_size=CDC_PARAMS["max_size"])
