@@ -1,81 +1,141 @@
 """HTTP triggers for agents: dedup look-up, recovery points and their commit, restore jobs, vault
-status, key check, credential renewal.
+status, key check, credential renewal (shared.service.agent_api).
 
-Every route is under tenants/{tenant}/vaults/{vault}/ and every request is
-signed with the vault's signing key (shared.formats.sign_request)."""
+Every route is under tenants/{tenant}/vaults/{vault}/ and every request is signed with the
+vault's signing key (shared.formats.sign_request). This module alone maps the service's errors
+to HTTP statuses; `answer` is also what the agent's in-process client calls in tests, so both
+go through the same routing, authentication and mapping."""
+from __future__ import annotations
+
 import json
 import logging
+import re
+from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urlparse
 
 import azure.functions as func
 
-from shared import handlers, replication
 from shared.bootstrap import services
 from shared.domain import Vault
+from shared.errors import Forbidden, Invalid, NotFound, Refused, ServiceError
+from shared.messages import (CommitRequest, ErrorAnswer, KeyCheckRequest, LookupRequest, RestoreRequest,
+                             parse_request_body)
+from shared.service import agent_api, restore, vaults
+from shared.service.context import Services
 
 bp = func.Blueprint()
 VAULT_ROUTE = "tenants/{tenant}/vaults/{vault}"
+_VAULT_PATH = re.compile(r".*/tenants/(?P<tenant>[^/]+)/vaults/(?P<vault>[^/]+)/(?P<subpath>.+)\Z")
+
+# Most specific first: a status is chosen by the first class the error is an instance of.
+STATUSES: tuple[tuple[type[ServiceError], int], ...] = (
+    (Invalid, 400), (Forbidden, 403), (NotFound, 404), (Refused, 409), (ServiceError, 503))
 
 
-def _json(status: int, body: Any) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")
+def status_of(error: ServiceError) -> int:
+    """The HTTP status of a refusal: 4xx for a permanent one, 503 for a retryable one."""
+    if error.retryable:
+        return 503
+    return next(status for kind, status in STATUSES if isinstance(error, kind))
 
 
-def _serve(req: func.HttpRequest, action: Callable[[handlers.Services, Vault, Any], Any]) -> func.HttpResponse:
-    svc = services()
+@dataclass(frozen=True)
+class Call:
+    """One signed API request, as the trigger received it."""
+
+    method: str
+    path: str  # the URL's path, which the signature covers
+    params: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+    def json(self) -> dict[str, Any]:
+        return parse_request_body(self.body)
+
+
+Action = Callable[[Services, Vault, Call, re.Match], Any]
+_ACTIONS: list[tuple[str, re.Pattern, Action]] = [
+    ("POST", re.compile(r"chunks/lookup\Z"),
+     lambda svc, vault, call, _: agent_api.lookup_chunks(svc, vault, LookupRequest.from_doc(call.json())).to_doc()),
+    ("GET", re.compile(r"points\Z"),
+     lambda svc, vault, call, _: {"points": [p.to_doc() for p in agent_api.list_points(
+         svc, vault, call.params.get("item"))]}),
+    ("POST", re.compile(r"commits\Z"),
+     lambda svc, vault, call, _: agent_api.commit_request(svc, vault, CommitRequest.from_doc(call.json())).to_doc()),
+    ("GET", re.compile(r"jobs/(?P<job>[^/]+)\Z"),
+     lambda svc, vault, call, m: agent_api.job_status(svc, vault, m["job"]).to_doc()),
+    ("POST", re.compile(r"keycheck\Z"),
+     lambda svc, vault, call, _: vaults.record_key_check(svc, vault, KeyCheckRequest.from_doc(call.json())).to_doc()),
+    ("POST", re.compile(r"credentials\Z"),
+     lambda svc, vault, call, _: agent_api.renew_credentials(svc, vault).to_doc()),
+    ("POST", re.compile(r"restores\Z"),
+     lambda svc, vault, call, _: agent_api.job_view(restore.create_restore_job(
+         svc, vault, RestoreRequest.from_doc(call.json()))).to_doc()),
+    ("GET", re.compile(r"status\Z"),
+     lambda svc, vault, call, _: agent_api.vault_status(svc, vault).to_doc()),
+]
+
+
+def answer(svc: Services, call: Call) -> tuple[int, Any]:
+    """The status and JSON answer of one request: authenticated, routed, errors mapped."""
     try:
-        vault = handlers.authenticate(svc, req.route_params["tenant"], req.route_params["vault"], req.method,
-                                      urlparse(req.url).path, req.get_body(), dict(req.headers))
-        payload = None
-        if req.method == "POST":
-            try:
-                payload = json.loads(req.get_body() or b"{}")
-            except json.JSONDecodeError as e:
-                raise handlers.ServiceError(f"request body is not JSON: {e}") from None
-            if not isinstance(payload, dict):
-                raise handlers.ServiceError("request body is not a JSON object")
-        return _json(200, action(svc, vault, payload))
-    except handlers.ServiceError as e:
-        logging.warning("%s %s: %s", req.method, req.url, e)
-        return _json(e.status, {"error": str(e)})
+        where = _VAULT_PATH.match(call.path)
+        if where is None:
+            raise NotFound(f"no route {call.method} {call.path}")
+        vault = agent_api.authenticate(svc, where["tenant"], where["vault"], call.method, call.path, call.body,
+                                       call.headers)
+        for method, pattern, action in _ACTIONS:
+            match = pattern.match(where["subpath"])
+            if method == call.method and match:
+                return 200, action(svc, vault, call, match)
+        raise NotFound(f"no route {call.method} {where['subpath']}")
+    except ServiceError as e:
+        logging.warning("%s %s: %s", call.method, call.path, e)
+        return status_of(e), ErrorAnswer(str(e)).to_doc()
+
+
+def _serve(req: func.HttpRequest) -> func.HttpResponse:
+    status, body = answer(services(), Call(req.method, urlparse(req.url).path, dict(req.params),
+                                           dict(req.headers), req.get_body()))
+    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")
 
 
 @bp.route(route=VAULT_ROUTE + "/chunks/lookup", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 def lookup_chunks(req: func.HttpRequest) -> func.HttpResponse:
-    return _serve(req, handlers.lookup_chunks)
+    return _serve(req)
 
 
 @bp.route(route=VAULT_ROUTE + "/points", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def list_points(req: func.HttpRequest) -> func.HttpResponse:
-    return _serve(req, lambda svc, vault, _: handlers.list_points(svc, vault, req.params.get("item")))
+    return _serve(req)
 
 
 @bp.route(route=VAULT_ROUTE + "/commits", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 def commit_point(req: func.HttpRequest) -> func.HttpResponse:
-    return _serve(req, handlers.commit_request)
+    return _serve(req)
 
 
 @bp.route(route=VAULT_ROUTE + "/jobs/{job}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def job_status(req: func.HttpRequest) -> func.HttpResponse:
-    return _serve(req, lambda svc, vault, _: handlers.job_status(svc, vault, req.route_params["job"]))
+    return _serve(req)
 
 
 @bp.route(route=VAULT_ROUTE + "/keycheck", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 def key_check(req: func.HttpRequest) -> func.HttpResponse:
-    return _serve(req, handlers.record_key_check)
+    return _serve(req)
 
 
 @bp.route(route=VAULT_ROUTE + "/credentials", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 def renew_credentials(req: func.HttpRequest) -> func.HttpResponse:
-    return _serve(req, lambda svc, vault, _: handlers.renew_credentials(svc, vault))
+    return _serve(req)
 
 
 @bp.route(route=VAULT_ROUTE + "/restores", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 def create_restore(req: func.HttpRequest) -> func.HttpResponse:
-    return _serve(req, lambda svc, vault, body: handlers.create_restore_job(svc, vault, body).to_doc())
+    return _serve(req)
 
 
 @bp.route(route=VAULT_ROUTE + "/status", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def vault_status(req: func.HttpRequest) -> func.HttpResponse:
-    return _serve(req, lambda svc, vault, _: replication.vault_status(svc, vault))
+    return _serve(req)

@@ -19,7 +19,7 @@ from typing import Mapping
 from shared.adapters.azure_storage import AzureBlobAccount, AzureQueue, queue_sas_url
 from shared.adapters.cosmos_index import CosmosIndex
 from shared import metrics
-from shared.handlers import Services
+from shared.service.context import Services
 
 STORAGE = "Storage"
 SECONDARY_STORAGE = "SecondaryStorage"

@@ -89,13 +89,19 @@ def check_passphrase(passphrase: str) -> None:
         raise WeakPassphrase(f"the passphrase must have at least {MIN_PASSPHRASE_CHARS} characters")
 
 
-def derive_keys(passphrase: str, salt: bytes, params: dict | None = None) -> VaultKeys:
+def derive_master_key(passphrase: str, salt: bytes, params: dict | None = None) -> bytes:
+    """Argon2id of the passphrase's UTF-8 bytes: the root of every subkey. Only derive_keys and
+    the format's test vectors (tests/vectors/keys.json) use it; it is never stored or sent."""
     check_passphrase(passphrase)
     p = params or KDF_PARAMS
     if p.get("algorithm") != "argon2id":
         raise CryptoError(f"unknown key derivation {p.get('algorithm')!r}")
-    master = Argon2id(salt=salt, length=32, iterations=p["iterations"], lanes=p["lanes"],
-                      memory_cost=p["memoryKiB"]).derive(passphrase.encode("utf-8"))
+    return Argon2id(salt=salt, length=32, iterations=p["iterations"], lanes=p["lanes"],
+                    memory_cost=p["memoryKiB"]).derive(passphrase.encode("utf-8"))
+
+
+def derive_keys(passphrase: str, salt: bytes, params: dict | None = None) -> VaultKeys:
+    master = derive_master_key(passphrase, salt, params)
     return VaultKeys(
         chunk_id_key=_hkdf(master, b"skyvault chunk id"),
         chunk_key=_hkdf(master, b"skyvault chunk encryption"),
@@ -203,12 +209,14 @@ class ChunkSealer:
         self._compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
         self._buffer = memoryview(bytearray())
 
-    def seal(self, cid: str, plaintext: bytes | memoryview) -> memoryview:
+    def seal(self, cid: str, plaintext: bytes | memoryview, *, nonce: bytes | None = None) -> memoryview:
+        """The envelope of chunk `cid`. The nonce is random unless given: only the format's test
+        vectors give one, to pin the bytes (tests/vectors/envelope.json)."""
         flag, payload = _frame_parts(plaintext, self._compressor)
         needed = _envelope_bytes(1 + len(payload))
         if len(self._buffer) < needed:  # grows to the largest chunk seen: at most 8 MiB + 50 bytes
             self._buffer = memoryview(bytearray(needed))
-        return _seal_into(self._buffer, self._key, self._vault_id, cid, (flag, payload))
+        return _seal_into(self._buffer, self._key, self._vault_id, cid, (flag, payload), nonce)
 
 
 def parse_header(envelope: bytes) -> tuple[int, int, bytes]:

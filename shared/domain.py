@@ -15,9 +15,42 @@ index stores; `etag` is the index's concurrency token, never stored by us.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from typing import Any
 
-REDUNDANCIES = ("LRS", "GRS")
+
+class Redundancy(StrEnum):
+    LRS = "LRS"  # one region
+    GRS = "GRS"  # also copied to the paired region
+
+
+class ChunkState(StrEnum):
+    VERIFIED = "verified"  # its blob matches its declaration: usable by commits
+    REJECTED = "rejected"  # its blob contradicts its declaration
+    DAMAGED = "damaged"  # bad in every region, found by the scrub
+
+
+class PointState(StrEnum):
+    PENDING = "pending"  # waiting for its chunks to be verified
+    COMMITTED = "committed"  # every chunk it references was verified: restorable
+    FAILED = "failed"  # a chunk or blob of it is bad or never came
+
+
+class JobStatus(StrEnum):
+    READY = "ready"
+    FAILED = "failed"
+
+
+class JobKind(StrEnum):
+    RESTORE = "restore"
+
+
+class UsageKind(StrEnum):
+    STORED_BYTES = "stored_bytes"
+    PROTECTED_INSTANCE = "protected_instance"
+
+
+REDUNDANCIES = tuple(r.value for r in Redundancy)
 
 
 def shard_of(chunk_id: str) -> str:
@@ -72,7 +105,7 @@ class Vault(_Doc):
     id: str
     tenant_id: str
     name: str
-    redundancy: str
+    redundancy: str  # a Redundancy
     kdf: dict[str, Any]  # public: algorithm, salt (base64) and parameters
     signing_key: str  # hex HMAC key agents sign messages with; not a data key
     created_at: str
@@ -90,7 +123,7 @@ class ChunkRecord(_Doc):
     vault_id: str
     size: int
     content_md5: str  # base64, as Azure Storage reports it
-    state: str  # "verified", "rejected", or "damaged" (bad in every region, found by scrub)
+    state: str  # a ChunkState
     recorded_at: str
     reason: str | None = None  # why a chunk was rejected or is damaged
     replicated_at: str | None = None  # GRS: when the paired region's copy was made
@@ -105,7 +138,7 @@ class RecoveryPoint(_Doc):
     id: str
     vault_id: str
     item: str
-    state: str  # "pending", "committed" or "failed"
+    state: str  # a PointState
     created_at: str
     manifest_blob: str
     refs_blob: str
@@ -128,9 +161,9 @@ class RecoveryPoint(_Doc):
 class Job(_Doc):
     id: str
     vault_id: str
-    kind: str  # "restore"
+    kind: str  # a JobKind
     point_id: str
-    status: str  # "ready" or "failed"
+    status: str  # a JobStatus
     created_at: str
     plan: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None
@@ -141,7 +174,7 @@ class Job(_Doc):
 class UsageEvent(_Doc):
     id: str  # deterministic, so replays do not double-count
     vault_id: str
-    kind: str  # "stored_bytes" or "protected_instance"
+    kind: str  # a UsageKind
     quantity: int
     at: str
     point_id: str | None = None

@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from typing import Callable, Iterable, Iterator, TypeVar
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from shared.domain import ChunkRecord, Job, RecoveryPoint, UsageEvent, Vault
+from shared.domain import ChunkRecord, ChunkState, Job, RecoveryPoint, UsageEvent, Vault
 from shared.ports import (
     BlobAccount,
     BlobAlreadyExists,
@@ -391,7 +391,7 @@ class MemoryIndex(Index):
 
     def oldest_unreplicated_chunk(self, vault_id: str) -> ChunkRecord | None:
         waiting = [c for c in self._partition("chunks", ChunkRecord, vault_id)
-                   if c.state == "verified" and c.replicated_at is None]
+                   if c.state == ChunkState.VERIFIED and c.replicated_at is None]
         return min(waiting, key=lambda c: (c.recorded_at, c.id), default=None)
 
     def chunks_after(self, vault_id: str, after_id: str, limit: int) -> list[ChunkRecord]:

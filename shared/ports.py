@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Iterator
 
+from shared.errors import Retryable
 from shared.domain import ChunkRecord, Job, RecoveryPoint, UsageEvent, Vault
 
 
@@ -44,7 +45,7 @@ class PreconditionFailed(StorageError):
     """An ETag-checked replace lost a race: re-read and try again."""
 
 
-class TransientError(StorageError):
+class TransientError(StorageError, Retryable):
     """The service did not answer or answered 5xx: retrying may succeed."""
 
 

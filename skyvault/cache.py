@@ -217,7 +217,7 @@ _PREVIOUS_FILE = "SELECT signature, line, ids FROM files WHERE vault=? AND item=
 
 class PreviousFiles:
     """The item's file rows, read in primary-key order beside a walk that visits files in that
-    same order (Backup._walk sorts names by their bytes): each look-up moves one cursor on
+    same order (skyvault.backup.walk sorts names by their bytes): each look-up moves one cursor on
     instead of making a query, and the rows the cursor passes over, like those left when the
     walk ends (finish), are files that are gone: tombstones of the run. A path asked for out of
     order gets a query (the same answer) and marks the run unordered, as its tombstones are

@@ -23,10 +23,11 @@ from collections import OrderedDict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 from shared import crypto, formats
-from shared.domain import chunk_blob_name
+from shared.domain import JobStatus, chunk_blob_name
+from shared.messages import MalformedMessage, ManifestEntry, ManifestRoot, RegionAccess
 from shared.ports import BlobContainer, BlobNotFound, StorageError, TransientError
 from skyvault.vaultclient import AgentError, AgentVault
 
@@ -141,11 +142,11 @@ class RegionReader:
             return self._current
 
 
-def _needed_chunks(entries: list[dict]) -> Iterator[str]:
+def _needed_chunks(entries: Iterator[ManifestEntry]) -> Iterator[str]:
     """Chunk ids in the order the files need them, consecutive repeats collapsed."""
     last = None
     for entry in entries:
-        for cid, _offset, _length in entry.get("extents", ()):
+        for cid, _offset, _length in entry.extents:
             if cid != last:
                 yield cid
                 last = cid
@@ -157,40 +158,47 @@ class Restore:
             raise AgentError("restore needs the vault keys: give the passphrase")
         self.vault, self.keys, self.progress = vault, vault.keys, progress
 
-    def open_point(self, point_id: str, source: str = "auto") -> tuple["RegionReader", dict[str, Any]]:
+    def open_point(self, point_id: str, source: str = "auto") -> tuple["RegionReader", ManifestRoot]:
         """Create a restore job over HTTP (it needs no queue, so it works while the primary
         region's storage is down) and read the point's manifest root through its read-only SAS."""
         if not formats.POINT_ID.match(point_id):
             raise AgentError(f"{point_id!r} is not a recovery point id (see `skyvault points`)")
-        job = self.vault.api("POST", "restores", {"jobId": uuid.uuid4().hex, "pointId": point_id})
-        if job["status"] != "ready":
-            raise RestoreFailed(f"restore of {point_id} refused: {job.get('reason')}")
-        reader = RegionReader(self._regions(job["plan"]["regions"], point_id, source), self.progress)
-        name = job["plan"]["manifestBlob"]
+        job = self.vault.start_restore(uuid.uuid4().hex, point_id)
+        if job.status != JobStatus.READY or job.plan is None:
+            raise RestoreFailed(f"restore of {point_id} refused: {job.reason}")
+        reader = RegionReader(self._regions(job.plan.regions, point_id, source), self.progress)
+        name = job.plan.manifest_blob
         try:
             envelope = reader.read(name)
         except BlobNotFound:
             raise RestoreFailed(f"the manifest of {point_id} is missing from the vault") from None
         try:
-            root = json.loads(crypto.unframe(crypto.open_envelope(
-                self.keys.manifest_key, self.vault.vault_id, name, envelope)))
+            root = ManifestRoot.from_doc(json.loads(crypto.unframe(crypto.open_envelope(
+                self.keys.manifest_key, self.vault.vault_id, name, envelope))))
         except crypto.WrongKeyOrTampered:
             raise RestoreFailed(f"cannot open the manifest of {point_id}: wrong passphrase, or the manifest "
                                 f"was tampered with") from None
+        except (ValueError, MalformedMessage) as e:
+            raise RestoreFailed(f"the manifest of {point_id} is not one this agent can read: {e}") from None
+        if (root.vault_id, root.point_id) != (self.vault.vault_id, point_id):
+            # The envelope authenticates the blob name the service chose, not the point asked for.
+            raise RestoreFailed(f"the service offered the manifest of point {root.point_id} of vault "
+                                f"{root.vault_id} for point {point_id}: refused")
         return reader, root
 
-    def _regions(self, offered: list[dict], point_id: str, source: str) -> list[tuple[str, BlobContainer]]:
-        by_name = {r["region"]: r for r in offered}
+    def _regions(self, offered: tuple[RegionAccess, ...], point_id: str,
+                 source: str) -> list[tuple[str, BlobContainer]]:
+        by_name = {r.region: r for r in offered}
         if source == "auto":
-            chosen = [r for r in offered if r["complete"]]
+            chosen = [r for r in offered if r.complete]
         elif source not in by_name:
             raise AgentError(f"this vault has no {source} region (its redundancy is not GRS)")
-        elif not by_name[source]["complete"]:
+        elif not by_name[source].complete:
             raise AgentError(f"recovery point {point_id} is not geo-protected yet: the {source} region does not "
                              f"hold all its blobs (see `skyvault status` for the replication lag)")
         else:
             chosen = [by_name[source]]
-        return [(r["region"], self.vault.read_container(r["containerUrl"])) for r in chosen]
+        return [(r.region, self.vault.read_container(r.container_url)) for r in chosen]
 
     def _fetcher(self, reader: "RegionReader") -> Callable[[str], tuple[bytes, bool]]:
         """Downloads and authenticates a chunk; gives its plaintext and whether it is all zeros."""
@@ -209,9 +217,9 @@ class Restore:
             return plaintext, plaintext == bytes(len(plaintext))
         return fetch
 
-    def spool_manifest(self, reader: "RegionReader", root: dict, spool) -> None:
+    def spool_manifest(self, reader: "RegionReader", root: ManifestRoot, spool) -> None:
         fetch = self._fetcher(reader)
-        for cid in root["manifestChunks"]:
+        for cid in root.manifest_chunks:
             spool.write(fetch(cid)[0])
 
     def run(self, point_id: str, target: str, include: list[str] | None = None,
@@ -227,12 +235,15 @@ class Restore:
             self.spool_manifest(reader, root, spool)
             spool.flush()
 
-            def entries() -> Iterator[dict]:
+            def entries() -> Iterator[ManifestEntry]:
                 # Its own file handle: the prefetcher and the writer read the manifest at their own pace.
                 with open(spool.name, "rb") as lines:
                     for line in lines:
-                        entry = formats.parse_manifest_line(line)
-                        if _selected(entry["path"], include):
+                        try:
+                            entry = ManifestEntry.from_doc(formats.parse_manifest_line(line))
+                        except (ValueError, MalformedMessage) as e:
+                            raise RestoreFailed(f"the manifest of {point_id} holds a bad entry: {e}") from None
+                        if _selected(entry.path, include):
                             yield entry
 
             if include and next(entries(), None) is None:
@@ -242,20 +253,20 @@ class Restore:
                 dirs = self._write_tree(target_dir, entries(), chunks, report)
                 report.chunks_downloaded = chunks.fetched
         for dest, entry in reversed(dirs):  # after their contents, which change a directory's mtime
-            os.chmod(dest, entry["mode"])
-            os.utime(dest, ns=(entry["mtime"], entry["mtime"]))
+            os.chmod(dest, entry.mode)
+            os.utime(dest, ns=(entry.mtime, entry.mtime))
         report.seconds = time.monotonic() - started
         report.regions = reader.used
         if report.errors:
             raise RestoreFailed(f"{len(report.errors)} files could not be restored:\n  " + "\n  ".join(report.errors))
         return report
 
-    def _write_tree(self, target_dir: Path, entries: Iterator[dict], chunks: "_Prefetcher",
-                    report: RestoreReport) -> list[tuple[Path, dict]]:
-        dirs: list[tuple[Path, dict]] = []
+    def _write_tree(self, target_dir: Path, entries: Iterator[ManifestEntry], chunks: "_Prefetcher",
+                    report: RestoreReport) -> list[tuple[Path, ManifestEntry]]:
+        dirs: list[tuple[Path, ManifestEntry]] = []
         for entry in entries:
-            dest = _safe_join(target_dir, entry["path"])
-            kind = entry["type"]
+            dest = _safe_join(target_dir, entry.path)
+            kind = entry.type
             if kind == "dir":
                 dest.mkdir(parents=True, exist_ok=True)
                 dirs.append((dest, entry))
@@ -264,19 +275,19 @@ class Restore:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 if dest.is_symlink() or dest.exists():
                     dest.unlink()
-                os.symlink(entry["target"], dest)
-                os.utime(dest, ns=(entry["mtime"], entry["mtime"]), follow_symlinks=False)
+                os.symlink(entry.target, dest)
+                os.utime(dest, ns=(entry.mtime, entry.mtime), follow_symlinks=False)
                 report.symlinks += 1
             elif kind == "file":
                 try:
                     report.bytes_written += self._write_file(dest, entry, chunks)
                     report.files += 1
                 except RestoreFailed as e:
-                    report.errors.append(f"{entry['path']}: {e}")
-                    self.progress(f"error: {entry['path']}: {e}")
+                    report.errors.append(f"{entry.path}: {e}")
+                    self.progress(f"error: {entry.path}: {e}")
         return dirs
 
-    def _write_file(self, dest: Path, entry: dict, chunks: "_Prefetcher") -> int:
+    def _write_file(self, dest: Path, entry: ManifestEntry, chunks: "_Prefetcher") -> int:
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".skyvault-", dir=dest.parent)
         written = 0
@@ -284,7 +295,7 @@ class Restore:
         try:
             with os.fdopen(fd, "wb") as out:
                 # Every extent is taken from the prefetcher, even after a failure, to keep it in step.
-                for cid, offset, length in entry.get("extents", ()):
+                for cid, offset, length in entry.extents:
                     try:
                         data, zeros = chunks.get(cid)
                     except RestoreFailed as e:
@@ -298,10 +309,10 @@ class Restore:
                 out.truncate()  # a file that ends in a hole gets its full size
             if failure:
                 raise failure
-            if written != entry["size"]:
-                raise RestoreFailed(f"manifest extents give {written} bytes, the file had {entry['size']}")
-            os.chmod(tmp, entry["mode"])
-            os.utime(tmp, ns=(entry["mtime"], entry["mtime"]))
+            if written != entry.size:
+                raise RestoreFailed(f"manifest extents give {written} bytes, the file had {entry.size}")
+            os.chmod(tmp, entry.mode)
+            os.utime(tmp, ns=(entry.mtime, entry.mtime))
             os.replace(tmp, dest)
         except BaseException:
             os.unlink(tmp)

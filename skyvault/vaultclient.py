@@ -7,31 +7,39 @@ through the read-only SAS of a restore job.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import time
 import uuid
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from shared import crypto, formats
+from shared import crypto, formats, messages
+from shared.messages import Credentials
 from shared.adapters.sas_rest import Endpoint, SasContainer, SasQueueSender
 from shared.ports import BlobContainer, TransientError
+from skyvault import exitcodes
 
 API_TIMEOUT_S = 30
+CONFLICT = 409  # what the API answers a refusal that contradicts the vault's state (functions/api.py)
 
 
 class AgentError(Exception):
     """An error the CLI shows as it is, with exit code `exit_code`."""
 
-    exit_code = 1
+    exit_code = exitcodes.FAILURE
 
 
 class ApiError(AgentError):
-    pass
+    """The service refused a request; `status` is its HTTP status (0: it did not answer)."""
+
+    def __init__(self, message: str, status: int = 0):
+        super().__init__(message)
+        self.status = status
 
 
 class CredentialsError(AgentError):
-    exit_code = 2
+    exit_code = exitcodes.CREDENTIALS
 
 
 def load_credentials(path: str) -> dict[str, Any]:
@@ -42,26 +50,63 @@ def load_credentials(path: str) -> dict[str, Any]:
         raise CredentialsError(f"credentials file {path} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CredentialsError(f"credentials file {path} is not JSON: {e}") from None
-    if not isinstance(creds, dict) or creds.get("kind") != "skyvault-agent-credentials":
-        raise CredentialsError(f"{path} is not a Skyvault vault credentials file")
-    missing = [k for k in ("tenantId", "vaultId", "kdf", "signingKey", "apiUrl", "blobContainerUrl", "queueUrls")
-               if k not in creds]
-    if missing:
-        raise CredentialsError(f"credentials file {path} lacks {', '.join(missing)}")
+    try:
+        Credentials.from_doc(creds, f"credentials file {path}")
+    except formats.MalformedMessage as e:
+        raise CredentialsError(str(e)) from None
     return creds
+
+
+class HttpTransport:
+    """How an agent reaches the service in production: HTTPS to the function app's API, Put
+    Message through the queues' add-only SAS, blobs through SAS URLs."""
+
+    def __init__(self, creds: dict[str, Any]):
+        self._api_url = creds["apiUrl"]
+        self._queue_urls = creds["queueUrls"]
+        self._endpoint: Endpoint | None = None
+        self._queues: dict[str, SasQueueSender] = {}
+
+    @property
+    def _api(self) -> Endpoint:
+        if self._endpoint is None:
+            self._endpoint = Endpoint(self._api_url, read_timeout=API_TIMEOUT_S)
+        return self._endpoint
+
+    @property
+    def base_path(self) -> str:
+        return self._api.path
+
+    def call(self, method: str, path: str, params: dict[str, str] | None, headers: dict[str, str],
+             data: bytes) -> tuple[int, bytes]:
+        try:
+            resp = self._api.request(f"{method} {path}", method, path, params, headers, data, retry_status=False)
+        except TransientError as e:
+            raise ApiError(f"the Skyvault service at {self._api_url} did not answer: {e}") from None
+        return resp.status, resp.body
+
+    def send(self, queue: str, text: str) -> None:
+        if queue not in self._queues:
+            self._queues[queue] = SasQueueSender(self._queue_urls[queue])
+        # The Functions host reads base64 (host.json messageEncoding).
+        self._queues[queue].send(base64.b64encode(text.encode()).decode())
+
+    @staticmethod
+    def container(url: str) -> BlobContainer:
+        return SasContainer(url)
 
 
 class AgentVault:
     def __init__(self, creds: dict[str, Any], keys: crypto.VaultKeys | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 transport: HttpTransport | None = None):
         self.creds = creds
         self.keys = keys
         self.clock = clock
         self.tenant_id: str = creds["tenantId"]
         self.vault_id: str = creds["vaultId"]
         self._signing_key = bytes.fromhex(creds["signingKey"])
-        self._api_endpoint: Endpoint | None = None
-        self._queues: dict[str, SasQueueSender] = {}
+        self.transport = transport or HttpTransport(creds)
 
     @staticmethod
     def derive_keys(creds: dict[str, Any], passphrase: str) -> crypto.VaultKeys:
@@ -71,53 +116,94 @@ class AgentVault:
     @property
     def container(self) -> BlobContainer:
         """The vault's container through the create-only SAS."""
-        return SasContainer(self.creds["blobContainerUrl"])
+        return self.transport.container(self.creds["blobContainerUrl"])
 
-    @staticmethod
-    def read_container(url: str) -> BlobContainer:
+    def read_container(self, url: str) -> BlobContainer:
         """A container through a restore job's read-only SAS."""
-        return SasContainer(url)
+        return self.transport.container(url)
+
+    def sign(self, body: dict[str, Any]) -> messages.SignedMessage:
+        """`body` (its type's fields, as JSON) as a signed message of this vault, checked against
+        its schema as the service will check it; `body` gets an id if it has none."""
+        body.setdefault("id", uuid.uuid4().hex)
+        draft = messages.signed_message_from_doc({"v": formats.SCHEMA_VERSION, "tenantId": self.tenant_id,
+                                                  "vaultId": self.vault_id, **body, "sig": "0" * 64})
+        return messages.sign(type(draft), self._signing_key,
+                             **{f.name: getattr(draft, f.name) for f in dataclasses.fields(draft) if f.name != "sig"})
 
     def signed_message(self, body: dict[str, Any]) -> str:
-        """A message of this vault, signed (formats.signed_message); `body` gets an id if it has none."""
-        body.setdefault("id", uuid.uuid4().hex)
-        return formats.signed_message(
-            {"v": formats.SCHEMA_VERSION, "tenantId": self.tenant_id, "vaultId": self.vault_id, **body},
-            self._signing_key)
+        """The JSON text of sign(body)."""
+        return self.sign(body).to_json()
 
     def send(self, queue: str, body: dict[str, Any]) -> str:
-        text = self.signed_message(body)
-        if queue not in self._queues:
-            self._queues[queue] = SasQueueSender(self.creds["queueUrls"][queue])
-        # The Functions host reads base64 (host.json messageEncoding).
-        self._queues[queue].send(base64.b64encode(text.encode()).decode())
+        self.transport.send(queue, self.signed_message(body))
         return body["id"]
 
-    @property
-    def _api(self) -> Endpoint:
-        if self._api_endpoint is None:
-            self._api_endpoint = Endpoint(self.creds["apiUrl"], read_timeout=API_TIMEOUT_S)
-        return self._api_endpoint
-
     def api(self, method: str, subpath: str, body: dict | None = None,
-            params: dict[str, str] | None = None) -> dict[str, Any]:
-        path = f"{self._api.path}/api/tenants/{self.tenant_id}/vaults/{self.vault_id}/{subpath}"
+            params: dict[str, str] | None = None) -> Any:
+        """A signed request of the HTTP API and its JSON answer; ApiError, with the status, if refused."""
+        path = f"{self.transport.base_path}/api/tenants/{self.tenant_id}/vaults/{self.vault_id}/{subpath}"
         data = json.dumps(body).encode() if body is not None else b""
         headers = formats.sign_request(self._signing_key, method, path, data, self.clock())
         headers["content-type"] = "application/json"
+        status, raw = self.transport.call(method, path, params, headers, data)
         try:
-            resp = self._api.request(f"{method} {subpath}", method, path, params, headers, data,
-                                     retry_status=False)
-        except TransientError as e:
-            raise ApiError(f"the Skyvault service at {self.creds['apiUrl']} did not answer: {e}") from None
-        try:
-            answer = json.loads(resp.body)
+            answer = json.loads(raw)
         except ValueError:
-            answer = {"error": resp.body[:200].decode(errors="replace")}
-        if resp.status != 200:
+            answer = {"error": raw[:200].decode(errors="replace")}
+        if status != 200:
             error = answer.get("error", answer) if isinstance(answer, dict) else answer
-            raise ApiError(f"{method} {subpath}: {resp.status} {error}")
+            raise ApiError(f"{method} {subpath}: {status} {error}", status)
         return answer
+
+    # The service's API, typed: requests and answers are shared.messages' classes, and answers
+    # are checked here as the service checks what it receives.
+
+    def _call(self, method: str, subpath: str, parse: Callable[[Any], Any], body: dict | None = None,
+              params: dict[str, str] | None = None) -> Any:
+        answer = self.api(method, subpath, body, params)
+        try:
+            return parse(answer)
+        except (formats.MalformedMessage, KeyError, TypeError) as e:
+            raise ApiError(f"{method} {subpath}: the service's answer is not one this agent reads: {e}") from None
+
+    def lookup(self, ids: list[str]) -> messages.LookupAnswer:
+        """Which of `ids` the vault holds verified, and which it rejected."""
+        return self._call("POST", "chunks/lookup", messages.LookupAnswer.from_doc,
+                          messages.LookupRequest(tuple(ids)).to_doc())
+
+    def commit(self, request: messages.CommitRequest) -> messages.PointView:
+        return self._call("POST", "commits", messages.PointView.from_doc, request.to_doc())
+
+    def points(self, item: str | None = None) -> list[messages.PointView]:
+        return self._call("GET", "points", lambda doc: [messages.PointView.from_doc(p) for p in doc["points"]],
+                          params={"item": item} if item else None)
+
+    def start_restore(self, job_id: str, point_id: str) -> messages.JobView:
+        return self._call("POST", "restores", messages.JobView.from_doc,
+                          messages.RestoreRequest(job_id, point_id).to_doc())
+
+    def key_check(self, value: str) -> messages.KeyCheckAnswer:
+        """Record this passphrase's key check value, or learn whether it matches the recorded one."""
+        try:
+            return self._call("POST", "keycheck", messages.KeyCheckAnswer.from_doc,
+                              messages.KeyCheckRequest(value).to_doc())
+        except ApiError as e:
+            if e.status == CONFLICT:
+                raise CredentialsError("wrong passphrase: it does not match the one this vault was first "
+                                       "used with") from None
+            raise
+
+    def renew_credentials(self) -> dict[str, Any]:
+        """Fresh credentials (new SAS and expiry), checked as a credentials file is."""
+        def checked(doc: Any) -> dict[str, Any]:
+            messages.Credentials.from_doc(doc, "renewed credentials")
+            return doc
+
+        return self._call("POST", "credentials", checked)
+
+    def status(self) -> messages.VaultStatus:
+        return self._call("GET", "status", messages.VaultStatus.from_doc)
 
     def wait_for(self, what: str, poll: Callable[[], Any], timeout_s: float) -> Any:
         """Poll until `poll` returns something truthy; raise AgentError naming `what` on timeout."""

@@ -13,7 +13,11 @@ from azure.functions.queue import QueueMessage
 
 import function_app
 from functions import api, ingest
-from shared import crypto, formats, handlers
+from shared import crypto, formats
+from shared.messages import Poisoned
+from shared.service.context import Services
+from shared.service.vaults import create_vault
+from tests.unit.signing import signed_json
 from shared.domain import chunk_blob_name, container_name
 from shared.fakes import MemoryBlobAccount, MemoryIndex, MemoryQueue
 
@@ -63,36 +67,40 @@ def fake_services(monkeypatch):
             queues[name].create()
         return queues[name]
 
-    services = handlers.Services(index=MemoryIndex(), primary=MemoryBlobAccount("primary"), queue=queue,
-                                 queue_sas_url=lambda n, p, e: f"memory://q/{n}?sp={p}")
+    services = Services(index=MemoryIndex(), primary=MemoryBlobAccount("primary"), queue=queue,
+                        queue_sas_url=lambda n, p, e: f"memory://q/{n}?sp={p}")
     for module in (ingest, api):
         monkeypatch.setattr(module, "services", lambda: services)
     return services
 
 
 def test_ingest_through_its_binding(fake_services):
-    vault, creds = handlers.create_vault(fake_services, "contoso", "bind", "LRS")
+    vault, creds = create_vault(fake_services, "contoso", "bind", "LRS")
     keys = crypto.derive_keys("bindings test passphrase", b"b" * 16)
     data = b"through the binding" * 100
     cid = crypto.chunk_id(keys, data)
     envelope = crypto.encrypt_chunk(keys, vault.id, cid, data)
     fake_services.primary.container(container_name(vault.id)).put(chunk_blob_name(cid), envelope)
-    text = formats.signed_message({"v": 1, "id": "b1", "type": "chunks", "tenantId": "contoso", "vaultId": vault.id,
+    text = signed_json({"v": 1, "id": "b1", "type": "chunks", "tenantId": "contoso", "vaultId": vault.id,
                                    "chunks": [{"id": cid, "size": len(envelope),
                                                "md5": base64.b64encode(hashlib.md5(envelope).digest()).decode()}]},
-                                  bytes.fromhex(creds["signingKey"]))
+                                  bytes.fromhex(creds.signing_key))
     user_function = functions_by_name()["ingest"].get_user_function()
     user_function(QueueMessage(id="m1", body=text.encode(), dequeue_count=1))
     assert fake_services.index.get_chunks(vault.id, [cid])[cid].state == "verified"
-    with pytest.raises(formats.MalformedMessage):
-        user_function(QueueMessage(id="m2", body=b"garbage", dequeue_count=1))
+    # A message that can never succeed is not failed for the host to retry: the function moves it
+    # to ingest-poison itself, with the reason, and completes.
+    user_function(QueueMessage(id="m2", body=b"garbage", dequeue_count=1))
+    poisoned = [Poisoned.parse(base64.b64decode(m)) for m in fake_services.queue("ingest-poison").peek()]
+    assert [(p.message, p.queue, p.attempts) for p in poisoned] == [("garbage", "ingest", 1)]
+    assert "not JSON" in poisoned[0].reason
 
 
 def test_http_lookup_through_its_binding(fake_services):
-    vault, creds = handlers.create_vault(fake_services, "contoso", "http", "LRS")
+    vault, creds = create_vault(fake_services, "contoso", "http", "LRS")
     path = f"/api/tenants/contoso/vaults/{vault.id}/chunks/lookup"
     body = json.dumps({"ids": ["ab" * 32]}).encode()
-    headers = formats.sign_request(bytes.fromhex(creds["signingKey"]), "POST", path, body, datetime.now(timezone.utc))
+    headers = formats.sign_request(bytes.fromhex(creds.signing_key), "POST", path, body, datetime.now(timezone.utc))
     user_function = functions_by_name()["lookup_chunks"].get_user_function()
 
     def call(headers, body=body):
@@ -102,6 +110,6 @@ def test_http_lookup_through_its_binding(fake_services):
     ok = call(headers)
     assert ok.status_code == 200 and json.loads(ok.get_body()) == {"verified": [], "rejected": []}
     assert call({**headers, "x-skyvault-signature": "0" * 64}).status_code == 403
-    bad_json = call(formats.sign_request(bytes.fromhex(creds["signingKey"]), "POST", path, b"{",
+    bad_json = call(formats.sign_request(bytes.fromhex(creds.signing_key), "POST", path, b"{",
                                          datetime.now(timezone.utc)), body=b"{")
     assert bad_json.status_code == 400 and "not JSON" in json.loads(bad_json.get_body())["error"]

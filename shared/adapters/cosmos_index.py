@@ -36,7 +36,7 @@ from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey
 from azure.cosmos.exceptions import CosmosHttpResponseError
 
 from shared.adapters.http_pool import pooled_transport
-from shared.domain import ChunkRecord, Job, RecoveryPoint, UsageEvent, Vault
+from shared.domain import ChunkRecord, ChunkState, Job, RecoveryPoint, UsageEvent, Vault
 from shared.ports import (
     Conflict,
     Index,
@@ -225,7 +225,7 @@ class CosmosIndex(Index):
             "SELECT TOP 1 * FROM c WHERE c.vaultId = @v AND c.state = @state"
             " AND (NOT IS_DEFINED(c.replicatedAt) OR IS_NULL(c.replicatedAt))"
             " ORDER BY c.recordedAt",
-            vault_id, state="verified",
+            vault_id, state=ChunkState.VERIFIED.value,
         )
         return ChunkRecord.from_doc(docs[0]) if docs else None
 

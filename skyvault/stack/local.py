@@ -21,7 +21,7 @@ import requests
 
 from shared import bootstrap
 from shared.adapters.azure_storage import AzureQueue
-from shared.handlers import ALL_QUEUES
+from shared.service.context import ALL_QUEUES
 from skyvault import home
 from skyvault.stack import emulators
 

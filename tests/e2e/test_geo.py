@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shared import replication
+from shared.service import scrub
 from shared.domain import container_name
 from shared.ports import BlobNotFound
 from skyvault import cli, home
@@ -116,7 +116,7 @@ def test_scrub_heals_a_damaged_secondary_copy(grs, services, cache, tmp_path):
     healed = []
     vault = services.index.get_vault("contoso", grs.vault_id)
     for _ in range(50):  # a rolling sample: at most the whole vault
-        result = replication.scrub_vault(services, vault, sample=10)
+        result = scrub.scrub_vault(services, vault, sample=10)
         healed += result["healed_secondary"]
         vault = services.index.get_vault("contoso", grs.vault_id)
         if not vault.scrub_cursor:
@@ -148,7 +148,7 @@ def test_restore_falls_back_to_the_secondary_when_the_primary_stops_midway(grs, 
 
     def write_then_fail_primary(self, dest, entry, chunks):
         size = real_write(self, dest, entry, chunks)
-        written.append(entry["path"])
+        written.append(entry.path)
         if len(written) == 1:
             local.stop_region("primary")
         return size

@@ -11,12 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from shared import bootstrap, crypto, handlers
+from shared import bootstrap, crypto
+from shared.messages import Poisoned
+from shared.service.vaults import create_vault
 from shared.adapters.azure_storage import AzureQueue
 from shared.domain import container_name
 from skyvault import backup as backup_module
 from skyvault import cli, home
 from skyvault.backup import Backup
+from skyvault.backup import changes as backup_changes
 from skyvault.cache import Cache
 from skyvault.restore import Restore, RestoreFailed
 from skyvault.treedigest import differences, tree_digest
@@ -147,7 +150,7 @@ def test_unreadable_file_is_reported_and_the_rest_is_backed_up(vault, cache, tmp
             raise PermissionError(13, "Permission denied")
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(backup_module, "open", failing_open, raising=False)
+    monkeypatch.setattr(backup_changes, "open", failing_open, raising=False)
     report = run_backup(vault, cache, [data], item="partial")
     assert report.files == 1
     assert any("bad.txt" in w for w in report.warnings)
@@ -178,6 +181,10 @@ def test_tampered_chunk_fails_restore_naming_the_file(vault, cache, services, tm
     assert not [p for p in (tmp_path / "r" / "t").iterdir() if p.name.startswith(".skyvault-")]
 
 
+def poisoned(queue: AzureQueue) -> list[Poisoned]:
+    return [Poisoned.parse(base64.b64decode(m)) for m in queue.peek(32)]
+
+
 def _chunk_count(services, vault_id):
     container = services.index._container("chunks")
     return list(container.query_items("SELECT VALUE COUNT(1) FROM c WHERE c.vaultId=@v",
@@ -195,9 +202,11 @@ def test_malformed_message_lands_in_poison_and_changes_nothing(vault, services, 
     conn = stack["settings"][bootstrap.STORAGE]
     poison = AzureQueue(conn, "ingest-poison")
     poison.create()
-    marker = base64.b64encode(body).decode()
-    AzureQueue.from_url(vault.creds["queueUrls"]["ingest"]).send(marker)
-    wait_until(lambda: marker in poison.peek(32), timeout=90, what="the message in ingest-poison")
+    AzureQueue.from_url(vault.creds["queueUrls"]["ingest"]).send(base64.b64encode(body).decode())
+    found = wait_until(lambda: [p for p in poisoned(poison) if p.message == body.decode()], timeout=90,
+                       what="the message in ingest-poison")
+    assert found[0].attempts == 1, "a message that can never succeed is poisoned at its first delivery"
+    assert ("not JSON" if body.startswith(b"this") else "no vault nope") in found[0].reason
     assert _chunk_count(services, vault.vault_id) == before
 
 
@@ -208,8 +217,9 @@ def test_forged_signature_is_refused(vault, services, stack):
     before = _chunk_count(services, vault.vault_id)
     forged.send("ingest", {"type": "chunks", "chunks": [{"id": cid, "size": 100, "md5": "A" * 22 + "=="}]})
     poison = AzureQueue(stack["settings"][bootstrap.STORAGE], "ingest-poison")
-    wait_until(lambda: any(cid in base64.b64decode(m).decode() for m in poison.peek(32)), timeout=90,
-          what="the forged message in ingest-poison")
+    found = wait_until(lambda: [p for p in poisoned(poison) if cid in p.message], timeout=90,
+                       what="the forged message in ingest-poison")
+    assert found[0].attempts == 1 and "signature does not match" in found[0].reason
     assert _chunk_count(services, vault.vault_id) == before
 
 
@@ -283,7 +293,7 @@ def test_agent_credentials_only_create_in_their_own_vault(vault, services, stack
         with pytest.raises(PermissionError):
             action()
     assert services.primary.container(container_name(vault.vault_id)).read("chunks/zz/agent-probe") == b"new blob"
-    other, _ = handlers.create_vault(
+    other, _ = create_vault(
         services, "fabrikam", "neighbour", "LRS")
     foreign_url = vault.creds["blobContainerUrl"].replace(container_name(vault.vault_id), container_name(other.id))
     with pytest.raises(PermissionError):

@@ -3,63 +3,34 @@ checks of chunking across file boundaries, extents, incrementals and the restore
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from dataclasses import replace
 
 import pytest
 
-from shared import handlers
-from shared.fakes import MemoryBlobAccount, MemoryIndex, MemoryQueue
 from skyvault.backup import Backup
 from skyvault.chunker import new_chunker
 from skyvault.cache import Cache, PreviousFiles
 from skyvault.restore import Restore, RestoreFailed
 from skyvault.treedigest import differences, tree_digest
 from skyvault.vaultclient import AgentVault
+from tests.inprocess import InProcessTransport, memory_services, new_vault
 
 PASSPHRASE = "fakes test passphrase"
 
 
 class InProcessVault(AgentVault):
-    """An agent whose queue messages and API calls go straight to the handlers: the pipeline
-    runs synchronously, on fakes."""
+    """An agent whose queue messages and API calls go straight to the function app's entry
+    points: the pipeline runs synchronously, on fakes."""
 
-    def __init__(self, creds, services: handlers.Services):
-        super().__init__(creds, AgentVault.derive_keys(creds, PASSPHRASE))
+    def __init__(self, creds, services):
+        super().__init__(creds, AgentVault.derive_keys(creds, PASSPHRASE), transport=InProcessTransport(services))
         self.services = services
-
-    @property
-    def container(self):
-        return self.services.primary.container_from_url(self.creds["blobContainerUrl"])
-
-    def read_container(self, url):
-        return self.services.primary.container_from_url(url)
-
-    def send(self, queue, body):
-        text = self.signed_message(body)
-        {"ingest": handlers.ingest_chunks, "commit": handlers.commit_point}[queue](self.services, text)
-
-    def api(self, method, subpath, body=None, params=None):
-        vault = self.services.index.get_vault(self.tenant_id, self.vault_id)
-        if subpath == "chunks/lookup":
-            return handlers.lookup_chunks(self.services, vault, body)
-        if subpath == "points":
-            return handlers.list_points(self.services, vault, (params or {}).get("item"))
-        if subpath == "commits":
-            return handlers.commit_request(self.services, vault, body)
-        if subpath == "restores":
-            return handlers.create_restore_job(self.services, vault, body).to_doc()
-        raise AssertionError(f"unexpected API call {method} {subpath}")
 
 
 @pytest.fixture
 def vault(request):
-    queue = MemoryQueue("q")
-    queue.create()
-    services = handlers.Services(index=MemoryIndex(), primary=MemoryBlobAccount(f"agent-{request.node.name}"),
-                                 queue=lambda name: queue, queue_sas_url=lambda n, p, e: f"memory://q/{n}",
-                                 clock=lambda: datetime.now(timezone.utc))
-    _, creds = handlers.create_vault(services, "contoso", "fakes", "LRS")
-    return InProcessVault(creds, services)
+    services = memory_services(f"agent-{request.node.name}")
+    return InProcessVault(new_vault(services, "contoso", "fakes"), services)
 
 
 @pytest.fixture
@@ -179,18 +150,18 @@ def test_restore_refuses_a_chunk_from_another_place(vault, cache, tmp_path):
 
 def test_a_failed_point_does_not_become_the_base_of_the_next_incremental(vault, cache, tmp_path, monkeypatch):
     data = make_tree(tmp_path)
-    signed = vault.signed_message
+    signed = vault.sign
 
     def wrong_sizes(body):  # in ingest messages and in the commit request alike
         if body["type"] == "chunks":
             body = {**body, "chunks": [{**c, "size": c["size"] + 1} for c in body["chunks"]]}
         return signed(body)
 
-    monkeypatch.setattr(vault, "signed_message", wrong_sizes)
+    monkeypatch.setattr(vault, "sign", wrong_sizes)
     failed = Backup(vault, cache, "laptop").run([str(data)])
     assert failed.state == "failed" and "rejected" in failed.reason
     assert cache.previous_file(vault.vault_id, "laptop", "data/part0.bin") is None
-    monkeypatch.setattr(vault, "signed_message", signed)
+    monkeypatch.setattr(vault, "sign", signed)
     again = Backup(vault, cache, "laptop").run([str(data)])
     assert again.files_read == failed.files_read == 6 and again.files_unchanged == 0
 
@@ -236,17 +207,17 @@ def test_batch_buffers_are_reused_without_mixing_chunks(vault, cache, tmp_path, 
     """More batches than buffers: a buffer goes back to the pool only once its batch is uploaded,
     so every chunk restores as read, and no more than MAX_INFLIGHT_BATCHES + 1 buffers exist.
     Some batches end in a chunk past ARENA_KEEP_BYTES, whose pages the buffer gives back."""
-    from skyvault import backup as backup_module
+    from skyvault.backup import uploader
     created = []
-    real_arena = backup_module._Arena
+    real_arena = uploader._Arena
 
     def counting_arena():
         arena = real_arena()
         created.append(arena)
         return arena
 
-    monkeypatch.setattr(backup_module, "_Arena", counting_arena)
-    monkeypatch.setattr(backup_module, "ARENA_KEEP_BYTES", 2 * 1024 * 1024)
+    monkeypatch.setattr(uploader, "_Arena", counting_arena)
+    monkeypatch.setattr(uploader, "ARENA_KEEP_BYTES", 2 * 1024 * 1024)
     data = tmp_path / "data"
     data.mkdir()
     for i in range(12):  # ~6 MiB each, random: about 70 chunks in 10 or more batches
@@ -254,8 +225,28 @@ def test_batch_buffers_are_reused_without_mixing_chunks(vault, cache, tmp_path, 
     report = Backup(vault, cache, "many").run([str(data)])
     assert report.state == "committed" and report.chunks_uploaded >= 40
     # Every batch but the last holds at least BATCH_BYTES (16 chunks are at least 8 MiB too).
-    pool_bytes = (backup_module.MAX_INFLIGHT_BATCHES + 1) * backup_module.BATCH_BYTES
-    assert report.bytes_read > pool_bytes + backup_module.BATCH_BYTES, "the test must outrun the pool"
+    pool_bytes = (uploader.MAX_INFLIGHT_BATCHES + 1) * uploader.BATCH_BYTES
+    assert report.bytes_read > pool_bytes + uploader.BATCH_BYTES, "the test must outrun the pool"
     Restore(vault).run(report.point_id, str(tmp_path / "restored"))
     assert differences(tree_digest(data), tree_digest(tmp_path / "restored" / "data")) == []
-    assert 1 < len(created) <= backup_module.MAX_INFLIGHT_BATCHES + 1
+    assert 1 < len(created) <= uploader.MAX_INFLIGHT_BATCHES + 1
+
+
+def test_restore_refuses_a_manifest_of_another_point(vault, cache, tmp_path, monkeypatch):
+    """The manifest's envelope authenticates the blob name the service chose: a service that
+    answers point B's restore with point A's manifest must not roll the restore back silently."""
+    data = make_tree(tmp_path)
+    old = Backup(vault, cache, "laptop").run([str(data)])
+    (data / "part0.bin").write_bytes(os.urandom(700_000))
+    new = Backup(vault, cache, "laptop").run([str(data)])
+    start_restore = vault.start_restore
+
+    def rolled_back(job_id, point_id):
+        job = start_restore(job_id, point_id)
+        return replace(job, plan=replace(job.plan, manifest_blob=f"points/{old.point_id}/manifest"))
+
+    monkeypatch.setattr(vault, "start_restore", rolled_back)
+    with pytest.raises(RestoreFailed, match=f"offered the manifest of point {old.point_id} .* for point "
+                                            f"{new.point_id}: refused"):
+        Restore(vault).run(new.point_id, str(tmp_path / "r"))
+    assert not (tmp_path / "r" / "data").exists()

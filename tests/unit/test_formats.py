@@ -1,5 +1,4 @@
-"""Queue messages, signed requests, manifest lines and reference lists."""
-import json
+"""Signed requests, id patterns, manifest lines and reference lists."""
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -8,58 +7,6 @@ from shared import formats
 
 KEY = b"k" * 32
 CID = "ab" * 32
-
-
-def chunks_message(**overrides):
-    body = {"v": 1, "type": "chunks", "id": "m1", "tenantId": "t1", "vaultId": "v1",
-            "chunks": [{"id": CID, "size": 1000, "md5": "A" * 22 + "=="}]}
-    body.update(overrides)
-    return body
-
-
-def test_signed_message_round_trip():
-    text = formats.signed_message(chunks_message(), KEY)
-    body = formats.parse_message(text)
-    formats.verify_message(body, KEY)
-    assert body["chunks"][0]["id"] == CID
-
-
-def test_altered_message_fails_signature():
-    body = json.loads(formats.signed_message(chunks_message(), KEY))
-    body["chunks"][0]["size"] = 2000
-    with pytest.raises(formats.BadSignature):
-        formats.verify_message(formats.parse_message(json.dumps(body)), KEY)
-    with pytest.raises(formats.BadSignature):
-        formats.verify_message(formats.parse_message(formats.signed_message(chunks_message(), KEY)), b"x" * 32)
-
-
-@pytest.mark.parametrize("text, error", [
-    ("not json", "not JSON"),
-    ("[1]", "not a JSON object"),
-    (json.dumps({"v": 2}), "schema version"),
-    (json.dumps({**chunks_message(), "sig": "0" * 64, "type": "nope"}), "unknown message type"),
-    (json.dumps({**chunks_message(), "sig": "0" * 64, "vaultId": "../x"}), "'vaultId' has a bad format"),
-    (json.dumps({**chunks_message(chunks=[]), "sig": "0" * 64}), "1 to 256 chunks"),
-    (json.dumps({**chunks_message(chunks=[{"id": "zz", "size": 100, "md5": "A" * 22 + "=="}]), "sig": "0" * 64}),
-     "'id' has a bad format"),
-    (json.dumps({**chunks_message()}), "'sig' is missing"),
-    ("x" * (formats.MAX_MESSAGE_BYTES + 1), "over"),
-])
-def test_malformed_messages_are_named(text, error):
-    with pytest.raises(formats.MalformedMessage, match=error):
-        formats.parse_message(text)
-
-
-def test_too_big_message_is_refused_when_signing():
-    many = [{"id": f"{i:064x}", "size": 1000, "md5": "A" * 22 + "=="} for i in range(600)]
-    with pytest.raises(formats.MalformedMessage, match="over"):
-        formats.signed_message(chunks_message(chunks=many), KEY)
-
-
-def test_full_batch_fits():
-    full = [{"id": f"{i:064x}", "size": 8 * 1024 * 1024, "md5": "A" * 22 + "=="}
-            for i in range(formats.CHUNKS_PER_MESSAGE)]
-    formats.parse_message(formats.signed_message(chunks_message(chunks=full), KEY))
 
 
 def test_request_signatures():
@@ -81,6 +28,15 @@ def test_manifest_lines_keep_any_file_name():
                {"path": "dir/" + b"bad\xff\xfename".decode("utf-8", "surrogateescape"), "type": "dir"}]
     lines = list(formats.manifest_lines(entries))
     assert [formats.parse_manifest_line(line) for line in lines] == entries
+
+
+@pytest.mark.parametrize("pattern, good", [
+    (formats.HEX_ID, CID), (formats.NAME_ID, "laptop-42"), (formats.POINT_ID, "20261125T120000Z-0000abcd"),
+    (formats.B64_MD5, "A" * 22 + "=="), (formats.SIGNATURE, "0" * 64)])
+def test_id_patterns_refuse_a_trailing_newline(pattern, good):
+    """"$" also matches before a final newline: every pattern must end at the string's end."""
+    assert pattern.match(good)
+    assert not pattern.match(good + "\n") and not pattern.match(good + "\n" + good)
 
 
 def test_refs_round_trip_and_validation():

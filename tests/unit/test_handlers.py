@@ -9,11 +9,47 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from shared import crypto, formats, handlers
+from shared import crypto, errors, formats
 from shared.domain import chunk_blob_name, container_name
 from shared.fakes import MemoryBlobAccount, MemoryIndex, MemoryQueue
+from shared.messages import (ChunksMessage, CommitMessage, CommitRequest, KeyCheckRequest, LookupRequest,
+                             RestoreMessage, parse_signed_message)
+from shared.service import agent_api, commit as commit_use_case, ingest, restore, vaults
+from shared.service.context import COMMIT_QUEUE, REPLICATE_QUEUE, Services
+from tests.unit.signing import signed_json
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+
+
+# The use cases, given the text and documents an agent sends, parsed as the triggers parse them.
+
+def ingest_text(services, text, vault=None) -> dict:
+    return ingest.ingest_chunks(services, parse_signed_message(text, ChunksMessage), vault).as_dict()
+
+
+def commit_text(services, text):
+    return commit_use_case.commit_point(services, parse_signed_message(text, CommitMessage))
+
+
+def restore_text(services, text):
+    return restore.prepare_restore(services, parse_signed_message(text, RestoreMessage))
+
+
+def commit_http(services, vault, doc) -> dict:
+    return agent_api.commit_request(services, vault, CommitRequest.from_doc(doc)).to_doc()
+
+
+def lookup(services, vault, doc) -> dict:
+    return agent_api.lookup_chunks(services, vault, LookupRequest.from_doc(doc)).to_doc()
+
+
+def key_check(services, vault, doc) -> dict:
+    return vaults.record_key_check(services, vault, KeyCheckRequest.from_doc(doc)).to_doc()
+
+
+def create_vault(services, tenant, name, redundancy):
+    vault, creds = vaults.create_vault(services, tenant, name, redundancy)
+    return vault, creds.to_doc()
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +65,7 @@ def _created(queue: MemoryQueue) -> MemoryQueue:
 @pytest.fixture
 def services():
     queues: dict[str, MemoryQueue] = {}
-    return handlers.Services(
+    return Services(
         index=MemoryIndex(),
         primary=MemoryBlobAccount("primary", utcnow=lambda: NOW),
         queue=lambda name: queues.get(name) or queues.setdefault(name, _created(MemoryQueue(name))),
@@ -44,7 +80,7 @@ class Agent:
     """Just enough of an agent to drive the handlers: uploads chunks and signs messages."""
 
     def __init__(self, services, keys, tenant="contoso", name="laptops", redundancy="LRS"):
-        self.vault, self.creds = handlers.create_vault(services, tenant, name, redundancy)
+        self.vault, self.creds = create_vault(services, tenant, name, redundancy)
         self.services, self.keys = services, keys
         self.container = services.primary.container(container_name(self.vault.id))
         self.key = bytes.fromhex(self.creds["signingKey"])
@@ -56,7 +92,7 @@ class Agent:
         return {"id": cid, "size": len(envelope), "md5": base64.b64encode(hashlib.md5(envelope).digest()).decode()}
 
     def message(self, **body) -> str:
-        return formats.signed_message({"v": 1, "id": "m-" + body.get("type", "x"), "tenantId": self.vault.tenant_id,
+        return signed_json({"v": 1, "id": "m-" + body.get("type", "x"), "tenantId": self.vault.tenant_id,
                                        "vaultId": self.vault.id, **body}, self.key)
 
     def point(self, point_id: str, chunk_ids: list[str], parent: str | None = None) -> str:
@@ -72,7 +108,7 @@ POINT = "20261125T120000Z-0000abcd"
 
 
 def test_create_vault_gives_scoped_credentials(services):
-    vault, creds = handlers.create_vault(services, "contoso", "laptops", "GRS")
+    vault, creds = create_vault(services, "contoso", "laptops", "GRS")
     assert services.index.get_vault("contoso", vault.id).redundancy == "GRS"
     assert "sp=c&" in creds["blobContainerUrl"] and container_name(vault.id) in creds["blobContainerUrl"]
     assert all("sp=a" in url for url in creds["queueUrls"].values())
@@ -81,20 +117,20 @@ def test_create_vault_gives_scoped_credentials(services):
     agent_view.put("chunks/aa/new", b"x")
     with pytest.raises(PermissionError):
         agent_view.read("chunks/aa/new")
-    with pytest.raises(handlers.ServiceError, match="already has a vault named"):
-        handlers.create_vault(services, "contoso", "laptops", "LRS")
-    with pytest.raises(handlers.ServiceError, match="redundancy"):
-        handlers.create_vault(services, "contoso", "other", "ZRS")
+    with pytest.raises(errors.ServiceError, match="already has a vault named"):
+        create_vault(services, "contoso", "laptops", "LRS")
+    with pytest.raises(errors.ServiceError, match="redundancy"):
+        create_vault(services, "contoso", "other", "ZRS")
 
 
 def test_ingest_verifies_and_indexes_idempotently(services, keys):
     agent = Agent(services, keys)
     declared = [agent.upload(b"chunk one" * 1000), agent.upload(b"chunk two" * 1000)]
     text = agent.message(type="chunks", chunks=declared)
-    assert handlers.ingest_chunks(services, text) == {"verified": 2, "rejected": 0, "already": 0}
+    assert ingest_text(services, text) == {"verified": 2, "rejected": 0, "already": 0}
     records = services.index.get_chunks(agent.vault.id, [d["id"] for d in declared])
     assert {r.state for r in records.values()} == {"verified"}
-    assert handlers.ingest_chunks(services, text) == {"verified": 0, "rejected": 0, "already": 2}
+    assert ingest_text(services, text) == {"verified": 0, "rejected": 0, "already": 2}
     again = services.index.get_chunks(agent.vault.id, [d["id"] for d in declared])
     assert {cid: r.etag for cid, r in again.items()} == {cid: r.etag for cid, r in records.items()}
 
@@ -106,7 +142,7 @@ def test_ingest_verifies_and_indexes_idempotently(services, keys):
 def test_ingest_rejects_a_chunk_that_contradicts_its_message(services, keys, tamper, reason):
     agent = Agent(services, keys)
     declared = tamper(agent.upload(b"data" * 500))
-    handlers.ingest_chunks(services, agent.message(type="chunks", chunks=[declared]))
+    ingest_text(services, agent.message(type="chunks", chunks=[declared]))
     record = services.index.get_chunks(agent.vault.id, [declared["id"]])[declared["id"]]
     assert record.state == "rejected" and reason in record.reason
 
@@ -117,7 +153,7 @@ def test_ingest_rejects_a_blob_that_is_not_an_envelope(services, keys):
     cid = "ab" * 32
     agent.container.put(chunk_blob_name(cid), blob)
     entry = {"id": cid, "size": len(blob), "md5": base64.b64encode(hashlib.md5(blob).digest()).decode()}
-    handlers.ingest_chunks(services, agent.message(type="chunks", chunks=[entry]))
+    ingest_text(services, agent.message(type="chunks", chunks=[entry]))
     assert "bad magic" in services.index.get_chunks(agent.vault.id, [cid])[cid].reason
 
 
@@ -125,48 +161,48 @@ def test_ingest_refuses_forged_foreign_and_missing(services, keys):
     agent = Agent(services, keys)
     declared = agent.upload(b"abc" * 1000)
     other = Agent(services, keys, tenant="fabrikam", name="servers")
-    forged = formats.signed_message({"v": 1, "id": "f", "type": "chunks", "tenantId": "contoso",
+    forged = signed_json({"v": 1, "id": "f", "type": "chunks", "tenantId": "contoso",
                                      "vaultId": agent.vault.id, "chunks": [declared]}, b"k" * 32)
     with pytest.raises(formats.BadSignature):
-        handlers.ingest_chunks(services, forged)
+        ingest_text(services, forged)
     foreign = other.message(type="chunks", chunks=[declared])  # signed by another vault's agent
     with pytest.raises(formats.BadSignature):
-        handlers.ingest_chunks(services, foreign.replace(other.vault.id, agent.vault.id).replace(
+        ingest_text(services, foreign.replace(other.vault.id, agent.vault.id).replace(
             '"fabrikam"', '"contoso"'))
-    with pytest.raises(handlers.UnknownVault):
-        handlers.ingest_chunks(services, agent.message(type="chunks", chunks=[declared]).replace(
+    with pytest.raises(vaults.UnknownVault):
+        ingest_text(services, agent.message(type="chunks", chunks=[declared]).replace(
             agent.vault.id, "000000000000"))
     missing = {**declared, "id": "cd" * 32}
-    with pytest.raises(handlers.ChunkNotUploaded):
-        handlers.ingest_chunks(services, agent.message(type="chunks", chunks=[missing]))
+    with pytest.raises(ingest.ChunkNotUploaded):
+        ingest_text(services, agent.message(type="chunks", chunks=[missing]))
     assert services.index.get_chunks(agent.vault.id, [declared["id"], missing["id"]]) == {}
 
 
 def test_ingest_queues_replication_only_for_grs(services, keys):
     lrs, grs = Agent(services, keys, name="lrs"), Agent(services, keys, name="grs", redundancy="GRS")
-    handlers.ingest_chunks(services, lrs.message(type="chunks", chunks=[lrs.upload(b"l" * 3000)]))
-    assert services.queue(handlers.REPLICATE_QUEUE).approximate_count() == 0
-    handlers.ingest_chunks(services, grs.message(type="chunks", chunks=[grs.upload(b"g" * 3000),
+    ingest_text(services, lrs.message(type="chunks", chunks=[lrs.upload(b"l" * 3000)]))
+    assert services.queue(REPLICATE_QUEUE).approximate_count() == 0
+    ingest_text(services, grs.message(type="chunks", chunks=[grs.upload(b"g" * 3000),
                                                                          grs.upload(b"h" * 3000)]))
-    assert services.queue(handlers.REPLICATE_QUEUE).approximate_count() == 1, "one message per ingest message"
+    assert services.queue(REPLICATE_QUEUE).approximate_count() == 1, "one message per ingest message"
 
 
 def test_commit_waits_for_chunks_then_commits_once(services, keys):
     agent = Agent(services, keys)
     declared = [agent.upload(b"one" * 1000), agent.upload(b"two" * 1000)]
     commit = agent.point(POINT, [d["id"] for d in declared])
-    handlers.ingest_chunks(services, agent.message(type="chunks", chunks=declared[:1]))
-    pending = handlers.commit_point(services, commit)
+    ingest_text(services, agent.message(type="chunks", chunks=declared[:1]))
+    pending = commit_text(services, commit)
     assert pending.state == "pending" and pending.commit_checks == 1 and "1 of 2" in pending.reason
-    commit_queue = services.queue(handlers.COMMIT_QUEUE)
+    commit_queue = services.queue(COMMIT_QUEUE)
     assert commit_queue.peek() == [], "the re-check is delayed"
     assert commit_queue.approximate_count() == 1
-    handlers.ingest_chunks(services, agent.message(type="chunks", chunks=declared[1:]))
-    point = handlers.commit_point(services, commit)
+    ingest_text(services, agent.message(type="chunks", chunks=declared[1:]))
+    point = commit_text(services, commit)
     assert point.state == "committed" and point.stats["storedBytes"] == sum(d["size"] for d in declared)
     assert services.index.get_vault("contoso", agent.vault.id).first_backup_at is not None
     assert [e.kind for e in services.index.list_usage_events(agent.vault.id)] == ["stored_bytes"]
-    replay = handlers.commit_point(services, commit)
+    replay = commit_text(services, commit)
     assert replay.etag == point.etag
     assert len(services.index.list_usage_events(agent.vault.id)) == 1
 
@@ -184,7 +220,7 @@ def test_ingest_indexes_a_messages_last_chunk_after_all_the_others(services, key
         return add_chunk(record)
 
     monkeypatch.setattr(services.index, "add_chunk", recording)
-    counts = handlers.ingest_chunks(services, agent.message(type="chunks", chunks=declared))
+    counts = ingest_text(services, agent.message(type="chunks", chunks=declared))
     assert counts == {"verified": 20, "rejected": 0, "already": 0}
     assert sorted(order) == sorted(d["id"] for d in declared) and order[-1] == declared[-1]["id"]
 
@@ -192,15 +228,15 @@ def test_ingest_indexes_a_messages_last_chunk_after_all_the_others(services, key
 def test_commit_over_http_answers_at_once_and_hands_pending_points_to_the_queue(services, keys):
     agent = Agent(services, keys)
     declared = [agent.upload(b"one" * 1000), agent.upload(b"two" * 1000)]
-    handlers.ingest_chunks(services, agent.message(type="chunks", chunks=declared[:1]))
+    ingest_text(services, agent.message(type="chunks", chunks=declared[:1]))
     request = {"commit": json.loads(agent.point(POINT, [d["id"] for d in declared]))}
-    pending = handlers.commit_request(services, agent.vault, request)
+    pending = commit_http(services, agent.vault, request)
     assert pending["state"] == "pending" and "1 of 2" in pending["reason"]
-    assert services.queue(handlers.COMMIT_QUEUE).approximate_count() == 1, "re-checked from the queue"
-    handlers.ingest_chunks(services, agent.message(type="chunks", chunks=declared[1:]))
-    committed = handlers.commit_request(services, agent.vault, request)
+    assert services.queue(COMMIT_QUEUE).approximate_count() == 1, "re-checked from the queue"
+    ingest_text(services, agent.message(type="chunks", chunks=declared[1:]))
+    committed = commit_http(services, agent.vault, request)
     assert committed["state"] == "committed"
-    assert handlers.commit_request(services, agent.vault, request) == committed, "idempotent"
+    assert commit_http(services, agent.vault, request) == committed, "idempotent"
 
 
 def test_commit_over_http_verifies_the_last_chunks_it_carries(services, keys):
@@ -208,40 +244,40 @@ def test_commit_over_http_verifies_the_last_chunks_it_carries(services, keys):
     declared = [agent.upload(b"one" * 1000), agent.upload(b"two" * 1000)]
     request = {"commit": json.loads(agent.point(POINT, [d["id"] for d in declared])),
                "chunks": json.loads(agent.message(type="chunks", chunks=declared))}
-    assert handlers.commit_request(services, agent.vault, request)["state"] == "committed"
+    assert commit_http(services, agent.vault, request)["state"] == "committed"
     records = services.index.get_chunks(agent.vault.id, [d["id"] for d in declared])
     assert {r.state for r in records.values()} == {"verified"} and len(records) == 2
-    assert services.queue(handlers.COMMIT_QUEUE).approximate_count() == 0
+    assert services.queue(COMMIT_QUEUE).approximate_count() == 0
 
 
 def test_commit_over_http_refuses_another_vaults_forged_or_malformed_message(services, keys):
     agent, other = Agent(services, keys), Agent(services, keys, name="desktops")
     message = json.loads(agent.point(POINT, []))
-    with pytest.raises(handlers.Forbidden, match="not for vault"):
-        handlers.commit_request(services, other.vault, {"commit": message})
-    with pytest.raises(handlers.Forbidden, match="signature"):
-        handlers.commit_request(services, agent.vault, {"commit": {**message, "chunkCount": 5}})
-    with pytest.raises(handlers.ServiceError, match="malformed message"):
-        handlers.commit_request(services, agent.vault, {"commit": {**message, "pointId": "../x"}})
-    with pytest.raises(handlers.ServiceError, match="no 'commit'"):
-        handlers.commit_request(services, agent.vault, {"chunks": message})
+    with pytest.raises(errors.Forbidden, match="not for vault"):
+        commit_http(services, other.vault, {"commit": message})
+    with pytest.raises(errors.Forbidden, match="signature"):
+        commit_http(services, agent.vault, {"commit": {**message, "chunkCount": 5}})
+    with pytest.raises(errors.ServiceError, match="pointId"):
+        commit_http(services, agent.vault, {"commit": {**message, "pointId": "../x"}})
+    with pytest.raises(errors.ServiceError, match="no 'commit'"):
+        commit_http(services, agent.vault, {"chunks": message})
     never = {"id": "ab" * 32, "size": 100, "md5": "A" * 22 + "=="}
-    with pytest.raises(handlers.ServiceError, match="not uploaded"):
-        handlers.commit_request(services, agent.vault, {
+    with pytest.raises(errors.ServiceError, match="not uploaded"):
+        commit_http(services, agent.vault, {
             "commit": message, "chunks": json.loads(agent.message(type="chunks", chunks=[never]))})
     assert services.index.get_point(agent.vault.id, POINT) is None
 
 
 def test_commit_of_chunks_that_never_come_fails_after_its_checks(services, keys, monkeypatch):
-    monkeypatch.setattr(handlers, "COMMIT_MAX_CHECKS", 3)
+    monkeypatch.setattr(commit_use_case, "COMMIT_MAX_CHECKS", 3)
     agent = Agent(services, keys)
     never = agent.upload(b"never declared" * 100)
     commit = agent.point(POINT, [never["id"]])
-    states = [handlers.commit_point(services, commit).state for _ in range(4)]
+    states = [commit_text(services, commit).state for _ in range(4)]
     assert states == ["pending", "pending", "pending", "failed"]
     point = services.index.get_point(agent.vault.id, POINT)
     assert "1 of 1 chunks were never verified after 3 checks" in point.reason
-    assert services.queue(handlers.COMMIT_QUEUE).approximate_count() == 3
+    assert services.queue(COMMIT_QUEUE).approximate_count() == 3
 
 
 def _recording_lookups(services, monkeypatch) -> list[str]:
@@ -261,25 +297,25 @@ def _recording_lookups(services, monkeypatch) -> list[str]:
 def test_commit_against_its_parent_looks_up_only_the_chunks_that_changed(services, keys, monkeypatch):
     agent = Agent(services, keys)
     declared = [agent.upload(b"chunk %d " % i * 500) for i in range(6)]
-    handlers.ingest_chunks(services, agent.message(type="chunks", chunks=declared))
+    ingest_text(services, agent.message(type="chunks", chunks=declared))
     ids, size = [d["id"] for d in declared], {d["id"]: d["size"] for d in declared}
-    first = handlers.commit_point(services, agent.point(POINT, ids[:4]))
+    first = commit_text(services, agent.point(POINT, ids[:4]))
     assert first.state == "committed" and first.chunk_epoch == 0 and first.refs_digest
     asked = _recording_lookups(services, monkeypatch)
 
-    same = handlers.commit_point(services, agent.point("20261125T120100Z-00000001", ids[:4], parent=POINT))
+    same = commit_text(services, agent.point("20261125T120100Z-00000001", ids[:4], parent=POINT))
     assert same.state == "committed" and asked == [], "an unchanged point looks up no chunk"
     assert same.checked_against == POINT and first.checked_against is None
     assert same.stats["storedBytes"] == first.stats["storedBytes"] == sum(size[i] for i in ids[:4])
 
-    changed = handlers.commit_point(services, agent.point("20261125T120200Z-00000002", ids[1:],
+    changed = commit_text(services, agent.point("20261125T120200Z-00000002", ids[1:],
                                                           parent="20261125T120100Z-00000001"))
     assert changed.state == "committed"
     assert sorted(asked) == sorted([ids[0], ids[4], ids[5]]), "what it adds, and what it drops for its bytes"
     assert changed.stats["storedBytes"] == sum(size[i] for i in ids[1:])
 
     unverified = agent.upload(b"not declared yet" * 100)
-    pending = handlers.commit_point(services, agent.point("20261125T120300Z-00000003",
+    pending = commit_text(services, agent.point("20261125T120300Z-00000003",
                                                           [*ids[1:], unverified["id"]],
                                                           parent="20261125T120200Z-00000002"))
     assert pending.state == "pending" and "1 of 6 chunks" in pending.reason
@@ -289,19 +325,19 @@ def test_commit_against_its_parent_looks_up_only_the_chunks_that_changed(service
 def test_commit_checks_every_chunk_when_its_parent_cannot_vouch_for_them(services, keys, monkeypatch, parent):
     agent, other = Agent(services, keys), Agent(services, keys, name="desktops")
     declared = [agent.upload(b"one" * 1000), agent.upload(b"two" * 1000)]
-    handlers.ingest_chunks(services, agent.message(type="chunks", chunks=declared))
+    ingest_text(services, agent.message(type="chunks", chunks=declared))
     ids = [d["id"] for d in declared]
     if parent == "pending":  # a parent still waiting for a chunk
         parent = "20261125T115900Z-0000beef"
         never = agent.upload(b"never declared" * 100)
-        assert handlers.commit_point(services, agent.point(parent, [never["id"]])).state == "pending"
+        assert commit_text(services, agent.point(parent, [never["id"]])).state == "pending"
     elif parent == "another vault's":  # a point id of another vault: not this vault's point
         parent = "20261125T115900Z-0000cafe"
         theirs = other.upload(b"one" * 1000)
-        handlers.ingest_chunks(services, other.message(type="chunks", chunks=[theirs]))
-        assert handlers.commit_point(services, other.point(parent, [theirs["id"]])).state == "committed"
+        ingest_text(services, other.message(type="chunks", chunks=[theirs]))
+        assert commit_text(services, other.point(parent, [theirs["id"]])).state == "committed"
     asked = _recording_lookups(services, monkeypatch)
-    point = handlers.commit_point(services, agent.point(POINT, ids, parent=parent))
+    point = commit_text(services, agent.point(POINT, ids, parent=parent))
     assert point.state == "committed" and sorted(asked) == sorted(ids) and point.checked_against is None
     assert point.stats["storedBytes"] == sum(d["size"] for d in declared)
 
@@ -311,16 +347,16 @@ def test_a_raised_chunk_epoch_makes_the_next_commit_check_every_chunk(services, 
     references must not commit on its parent's word."""
     agent = Agent(services, keys)
     declared = [agent.upload(b"one" * 1000), agent.upload(b"two" * 1000)]
-    handlers.ingest_chunks(services, agent.message(type="chunks", chunks=declared))
+    ingest_text(services, agent.message(type="chunks", chunks=declared))
     ids = [d["id"] for d in declared]
-    assert handlers.commit_point(services, agent.point(POINT, ids)).state == "committed"
-    vault = handlers.raise_chunk_epoch(services, services.index.get_vault("contoso", agent.vault.id))
+    assert commit_text(services, agent.point(POINT, ids)).state == "committed"
+    vault = vaults.raise_chunk_epoch(services, services.index.get_vault("contoso", agent.vault.id))
     assert vault.chunk_epoch == 1 and services.index.get_vault("contoso", agent.vault.id).chunk_epoch == 1
     record = services.index.get_chunks(agent.vault.id, ids[:1])[ids[0]]
     record.state, record.reason = "damaged", "bad in every region"
     services.index.replace_chunk(record)
     asked = _recording_lookups(services, monkeypatch)
-    point = handlers.commit_point(services, agent.point("20261125T120100Z-00000001", ids, parent=POINT))
+    point = commit_text(services, agent.point("20261125T120100Z-00000001", ids, parent=POINT))
     assert point.state == "failed" and "bad in every region" in point.reason
     assert sorted(asked) == sorted(ids)
 
@@ -328,33 +364,33 @@ def test_a_raised_chunk_epoch_makes_the_next_commit_check_every_chunk(services, 
 def test_commit_refuses_a_malformed_parent_point_id(services, keys):
     agent = Agent(services, keys)
     with pytest.raises(formats.MalformedMessage, match="parentPointId"):
-        handlers.commit_point(services, agent.point(POINT, [], parent="../../points"))
+        commit_text(services, agent.point(POINT, [], parent="../../points"))
 
 
 def test_commit_fails_on_a_rejected_chunk_or_a_short_reference_list(services, keys):
     agent = Agent(services, keys)
     uploaded = agent.upload(b"x" * 3000)
     bad = {**uploaded, "size": uploaded["size"] + 1}
-    handlers.ingest_chunks(services, agent.message(type="chunks", chunks=[bad]))
-    point = handlers.commit_point(services, agent.point(POINT, [bad["id"]]))
+    ingest_text(services, agent.message(type="chunks", chunks=[bad]))
+    point = commit_text(services, agent.point(POINT, [bad["id"]]))
     assert point.state == "failed" and "rejected" in point.reason
     other = "20261125T120000Z-0000beef"
     text = agent.point(other, [bad["id"]])
     body = json.loads(text)
     body["chunkCount"] = 3
     body.pop("sig")
-    point = handlers.commit_point(services, formats.signed_message(body, agent.key))
+    point = commit_text(services, signed_json(body, agent.key))
     assert point.state == "failed" and "declares 3" in point.reason
 
 
 def test_restore_job_is_free_and_read_only(services, keys):
     agent = Agent(services, keys)
     declared = agent.upload(b"restore me" * 1000)
-    handlers.ingest_chunks(services, agent.message(type="chunks", chunks=[declared]))
-    handlers.commit_point(services, agent.point(POINT, [declared["id"]]))
+    ingest_text(services, agent.message(type="chunks", chunks=[declared]))
+    commit_text(services, agent.point(POINT, [declared["id"]]))
     usage_before = len(services.index.list_usage_events(agent.vault.id))
     request = agent.message(type="restore", id="job1", pointId=POINT)
-    job = handlers.prepare_restore(services, request)
+    job = restore_text(services, request)
     assert job.status == "ready"
     assert [r["region"] for r in job.plan["regions"]] == ["primary"]
     reader = services.primary.container_from_url(job.plan["regions"][0]["containerUrl"])
@@ -362,8 +398,8 @@ def test_restore_job_is_free_and_read_only(services, keys):
     with pytest.raises(PermissionError):
         reader.put("chunks/zz/evil", b"x")
     assert len(services.index.list_usage_events(agent.vault.id)) == usage_before
-    assert handlers.prepare_restore(services, request).etag == job.etag
-    unknown = handlers.prepare_restore(services, agent.message(type="restore", id="job2",
+    assert restore_text(services, request).etag == job.etag
+    unknown = restore_text(services, agent.message(type="restore", id="job2",
                                                                 pointId="20260101T000000Z-00000000"))
     assert unknown.status == "failed" and "unknown" in unknown.reason
 
@@ -371,22 +407,22 @@ def test_restore_job_is_free_and_read_only(services, keys):
 def test_lookup_key_check_and_request_auth(services, keys):
     agent = Agent(services, keys)
     verified = agent.upload(b"known" * 1000)
-    handlers.ingest_chunks(services, agent.message(type="chunks", chunks=[verified]))
+    ingest_text(services, agent.message(type="chunks", chunks=[verified]))
     vault = services.index.get_vault("contoso", agent.vault.id)
-    answer = handlers.lookup_chunks(services, vault, {"ids": [verified["id"], "ef" * 32]})
+    answer = lookup(services, vault, {"ids": [verified["id"], "ef" * 32]})
     assert answer == {"verified": [verified["id"]], "rejected": []}
-    with pytest.raises(handlers.ServiceError, match="hex chunk ids"):
-        handlers.lookup_chunks(services, vault, {"ids": ["x"]})
-    assert handlers.record_key_check(services, vault, {"keyCheck": keys.key_check_value()})["status"] == "recorded"
+    with pytest.raises(errors.ServiceError, match="hex chunk ids"):
+        lookup(services, vault, {"ids": ["x"]})
+    assert key_check(services, vault, {"keyCheck": keys.key_check_value()})["status"] == "recorded"
     vault = services.index.get_vault("contoso", agent.vault.id)
-    assert handlers.record_key_check(services, vault, {"keyCheck": keys.key_check_value()})["status"] == "match"
-    with pytest.raises(handlers.KeyMismatch):
-        handlers.record_key_check(services, vault, {"keyCheck": "0" * 64})
+    assert key_check(services, vault, {"keyCheck": keys.key_check_value()})["status"] == "match"
+    with pytest.raises(vaults.KeyMismatch):
+        key_check(services, vault, {"keyCheck": "0" * 64})
     path = f"/api/tenants/contoso/vaults/{vault.id}/points"
     headers = formats.sign_request(agent.key, "GET", path, b"", NOW)
-    assert handlers.authenticate(services, "contoso", vault.id, "GET", path, b"", headers).id == vault.id
-    with pytest.raises(handlers.Forbidden):
-        handlers.authenticate(services, "contoso", vault.id, "GET", path + "x", b"", headers)
+    assert agent_api.authenticate(services, "contoso", vault.id, "GET", path, b"", headers).id == vault.id
+    with pytest.raises(errors.Forbidden):
+        agent_api.authenticate(services, "contoso", vault.id, "GET", path + "x", b"", headers)
     late = formats.sign_request(agent.key, "GET", path, b"", NOW - timedelta(hours=1))
-    with pytest.raises(handlers.Forbidden, match="clock"):
-        handlers.authenticate(services, "contoso", vault.id, "GET", path, b"", late)
+    with pytest.raises(errors.Forbidden, match="clock"):
+        agent_api.authenticate(services, "contoso", vault.id, "GET", path, b"", late)

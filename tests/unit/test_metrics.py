@@ -5,7 +5,7 @@ import time
 from shared import metrics
 from shared.domain import ChunkRecord
 from shared.fakes import MemoryBlobAccount, MemoryIndex, MemoryQueue
-from shared.handlers import Services
+from shared.service.context import Services
 
 
 def test_counting_services_count_what_the_bill_is_made_of(tmp_path):

@@ -6,11 +6,22 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from shared import handlers, replication
+from shared import errors
 from shared.domain import chunk_blob_name, container_name
 from shared.fakes import MemoryBlobAccount, MemoryIndex, MemoryQueue
+from shared.messages import ReplicateMessage, RestoreRequest
 from shared.ports import BlobAccount, BlobNotFound, TransientError
-from tests.unit.test_handlers import POINT, Agent
+from shared.service import replication, restore, scrub, vaults
+from shared.service.context import REPLICATE_QUEUE, Services
+from tests.unit.test_handlers import POINT, Agent, commit_text, ingest_text
+
+
+def status(services, vault) -> dict:
+    return replication.replication_status(services, vault).to_doc()
+
+
+def replicate_text(services, text):
+    return replication.replicate(services, ReplicateMessage.parse(text))
 
 START = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 
@@ -70,7 +81,7 @@ def services(clock, request):
         return queues[name]
 
     suffix = request.node.name
-    return handlers.Services(
+    return Services(
         index=MemoryIndex(), primary=MemoryBlobAccount(f"primary-{suffix}", utcnow=clock),
         secondary=Outage(MemoryBlobAccount(f"secondary-{suffix}", utcnow=clock)), queue=queue,
         queue_sas_url=lambda n, p, e: f"memory://q/{n}?sp={p}", clock=clock, replication_retry_max_s=30)
@@ -85,7 +96,7 @@ def keys():
 def drain(services, clock, rounds=50) -> list[str]:
     """Run the replicate function on every message due, advancing time to the next one."""
     outcomes = []
-    queue = services.queue(handlers.REPLICATE_QUEUE)
+    queue = services.queue(REPLICATE_QUEUE)
     for _ in range(rounds):
         messages = queue.receive(32, 60)
         if not messages:
@@ -94,15 +105,15 @@ def drain(services, clock, rounds=50) -> list[str]:
             clock.advance(1)
             continue
         for message in messages:
-            outcomes.append(replication.replicate(services, base64.b64decode(message.body)))
+            outcomes.append(replicate_text(services, base64.b64decode(message.body)))
             queue.delete(message)
     return outcomes
 
 
 def backup(agent: Agent, services, chunks: list[bytes], point=POINT):
     declared = [agent.upload(data) for data in chunks]
-    handlers.ingest_chunks(services, agent.message(type="chunks", chunks=declared))
-    committed = handlers.commit_point(services, agent.point(point, [d["id"] for d in declared]))
+    ingest_text(services, agent.message(type="chunks", chunks=declared))
+    committed = commit_text(services, agent.point(point, [d["id"] for d in declared]))
     assert committed.state == "committed"
     return declared
 
@@ -110,9 +121,9 @@ def backup(agent: Agent, services, chunks: list[bytes], point=POINT):
 def test_grs_copies_every_blob_and_marks_the_point_geo_protected(services, clock, keys):
     agent = Agent(services, keys, redundancy="GRS")
     declared = backup(agent, services, [b"one" * 1000, b"two" * 1000])
-    assert replication.replication_status(services, agent.vault)["pointsNotGeoProtected"] == 1
+    assert status(services, agent.vault)["pointsNotGeoProtected"] == 1
     clock.advance(10)
-    assert replication.replication_status(services, agent.vault)["lagSeconds"] == 10
+    assert status(services, agent.vault)["lagSeconds"] == 10
     drain(services, clock)
     secondary = services.secondary.container(container_name(agent.vault.id))
     for d in declared:
@@ -121,7 +132,7 @@ def test_grs_copies_every_blob_and_marks_the_point_geo_protected(services, clock
         assert secondary.read(f"points/{POINT}/{name}") == agent.container.read(f"points/{POINT}/{name}")
     assert all(r.replicated_at for r in services.index.get_chunks(agent.vault.id, [d["id"] for d in declared]).values())
     assert services.index.get_point(agent.vault.id, POINT).geo_protected_at
-    assert replication.replication_status(services, agent.vault) == {
+    assert status(services, agent.vault) == {
         "redundancy": "GRS", "lagSeconds": 0.0, "oldestUnreplicatedChunk": None, "pointsNotGeoProtected": 0}
 
 
@@ -130,7 +141,7 @@ def test_replication_is_idempotent(services, clock, keys):
     declared = backup(agent, services, [b"x" * 3000])
     drain(services, clock)
     record = services.index.get_chunks(agent.vault.id, [declared[0]["id"]])[declared[0]["id"]]
-    message = handlers.replicate_message(agent.vault, blobs=[chunk_blob_name(declared[0]["id"])])
+    message = ReplicateMessage(agent.vault.tenant_id, agent.vault.id, blobs=(chunk_blob_name(declared[0]["id"]),))
     assert replication.replicate(services, message) == "already copied"
     assert services.index.get_chunks(agent.vault.id, [record.id])[record.id].etag == record.etag
 
@@ -139,7 +150,7 @@ def test_lrs_writes_nothing_to_the_secondary(services, clock, keys):
     agent = Agent(services, keys, redundancy="LRS")
     declared = backup(agent, services, [b"lrs" * 1000])
     assert drain(services, clock) == []
-    message = handlers.replicate_message(agent.vault, blobs=[chunk_blob_name(declared[0]["id"])])
+    message = ReplicateMessage(agent.vault.tenant_id, agent.vault.id, blobs=(chunk_blob_name(declared[0]["id"]),))
     assert replication.replicate(services, message).startswith("skipped")
     with pytest.raises(BlobNotFound):
         list(services.secondary.container(container_name(agent.vault.id)).list())
@@ -151,13 +162,13 @@ def test_an_outage_of_the_secondary_grows_the_lag_and_replication_catches_up(ser
     declared = backup(agent, services, [b"during the outage" * 200, b"and more" * 300])
     outcomes = drain(services, clock, rounds=40)
     assert any(o.startswith("deferred") for o in outcomes)
-    lag_during = replication.replication_status(services, agent.vault)["lagSeconds"]
+    lag_during = status(services, agent.vault)["lagSeconds"]
     clock.advance(60)
-    assert replication.replication_status(services, agent.vault)["lagSeconds"] == lag_during + 60
+    assert status(services, agent.vault)["lagSeconds"] == lag_during + 60
     services.secondary.down = False
     drain(services, clock, rounds=200)
     assert services.index.get_point(agent.vault.id, POINT).geo_protected_at
-    assert replication.replication_status(services, agent.vault)["lagSeconds"] == 0
+    assert status(services, agent.vault)["lagSeconds"] == 0
     secondary = services.secondary.container(container_name(agent.vault.id))
     assert all(secondary.read(chunk_blob_name(d["id"])) for d in declared)
 
@@ -175,7 +186,7 @@ def test_scrub_heals_either_copy_and_reports_a_chunk_bad_in_both(services, clock
     primary.put(lost, b"bad" * 100, overwrite=True)
     secondary.delete(lost)
     vault = services.index.get_vault("contoso", agent.vault.id)
-    report = replication.scrub_vault(services, vault, sample=3)
+    report = scrub.scrub_vault(services, vault, sample=3)
     ids = {chunk_blob_name(cid): cid for cid in report["checked"]}
     assert [chunk_blob_name(c) for c in report["healed_secondary"]] == [damaged_secondary]
     assert [chunk_blob_name(c) for c in report["healed_primary"]] == [missing_primary]
@@ -188,7 +199,7 @@ def test_scrub_heals_either_copy_and_reports_a_chunk_bad_in_both(services, clock
     vault = services.index.get_vault("contoso", agent.vault.id)
     assert vault.chunk_epoch == 1 and vault.scrub_cursor == max(ids.values()), "the epoch rose, the cursor moved"
     # An unchanged backup after the scrub names the last point as its parent: the damage still shows.
-    again = handlers.commit_point(services, agent.point("20261125T130000Z-00000001",
+    again = commit_text(services, agent.point("20261125T130000Z-00000001",
                                                         [d["id"] for d in declared], parent=POINT))
     assert again.state == "failed" and "1 chunks were rejected" in again.reason
 
@@ -200,18 +211,18 @@ def test_scrub_rolls_through_the_vault_in_samples(services, clock, keys):
     seen = []
     for _ in range(3):
         vault = services.index.get_vault("contoso", agent.vault.id)
-        seen += replication.scrub_vault(services, vault, sample=2)["checked"]
+        seen += scrub.scrub_vault(services, vault, sample=2)["checked"]
     assert sorted(seen) == sorted(d["id"] for d in declared)
 
 
 def test_redundancy_changes_only_before_the_first_backup(services, clock, keys):
     agent = Agent(services, keys, redundancy="LRS")
-    vault = handlers.change_redundancy(services, services.index.get_vault("contoso", agent.vault.id), "GRS")
+    vault = vaults.change_redundancy(services, services.index.get_vault("contoso", agent.vault.id), "GRS")
     assert vault.redundancy == "GRS"
     backup(agent, services, [b"first" * 1000])
     vault = services.index.get_vault("contoso", agent.vault.id)
-    with pytest.raises(handlers.ServiceError, match="can no longer change"):
-        handlers.change_redundancy(services, vault, "LRS")
+    with pytest.raises(errors.ServiceError, match="can no longer change"):
+        vaults.change_redundancy(services, vault, "LRS")
     assert services.index.get_vault("contoso", agent.vault.id).redundancy == "GRS"
 
 
@@ -219,8 +230,8 @@ def test_restore_plan_offers_the_secondary_once_geo_protected(services, clock, k
     agent = Agent(services, keys, redundancy="GRS")
     backup(agent, services, [b"restore" * 1000])
     vault = services.index.get_vault("contoso", agent.vault.id)
-    early = handlers.create_restore_job(services, vault, {"jobId": "j1", "pointId": POINT})
+    early = restore.create_restore_job(services, vault, RestoreRequest("j1", POINT))
     assert [(r["region"], r["complete"]) for r in early.plan["regions"]] == [("primary", True), ("secondary", False)]
     drain(services, clock)
-    later = handlers.create_restore_job(services, vault, {"jobId": "j2", "pointId": POINT})
+    later = restore.create_restore_job(services, vault, RestoreRequest("j2", POINT))
     assert [(r["region"], r["complete"]) for r in later.plan["regions"]] == [("primary", True), ("secondary", True)]

@@ -1,0 +1,773 @@
+"""Every message that crosses the service's boundary, as frozen dataclasses: the agents' signed
+queue messages, the service's own queue messages, the HTTP API's requests and answers, the
+agent credentials document and the entries of a manifest.
+
+Parsing and validation live here and only here. `parse_*` and `from_doc` check the schema
+version, every field's type and bounds (ids against patterns anchored at both ends) and refuse
+fields a message does not have; each error is a MalformedMessage naming the field. `to_doc`
+gives the JSON document back, field for field, so that a parsed signed message verifies
+against the signature its agent computed (docs/design.md, "Queue messages").
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping
+
+from shared import crypto, formats
+from shared.domain import JobStatus, PointState, Redundancy
+from shared.formats import B64_MD5, HEX_ID, NAME_ID, POINT_ID, SIGNATURE, MalformedMessage
+
+MAX_CHUNK_ENVELOPE = 9 * 1024 * 1024  # an 8 MiB chunk stored raw, with its framing and envelope
+MAX_COUNT = 2 ** 53  # JSON's exact integers: more chunks or bytes than any point holds
+MAX_STATS_BYTES = 4096
+MAX_TEXT = 1024  # free-text fields: reasons, times, URLs
+BLOB_NAME = re.compile(r"(chunks/[0-9a-f]{2}/[0-9a-f]{64}|points/[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}/(manifest|refs))\Z")
+CREDENTIALS_KIND = "skyvault-agent-credentials"
+
+
+class _Reader:
+    """Typed access to one JSON object's fields; `where` names the object in errors."""
+
+    def __init__(self, doc: Any, where: str):
+        if not isinstance(doc, dict):
+            raise MalformedMessage(f"{where} is not a JSON object")
+        self.doc, self.where = doc, where
+
+    def _fail(self, name: str, what: str) -> MalformedMessage:
+        return MalformedMessage(f"{self.where}: field {name!r} {what}")
+
+    def _get(self, name: str, kind: type | tuple[type, ...], optional: bool):
+        if name not in self.doc or (optional and self.doc[name] is None):
+            if optional:
+                return None
+            raise self._fail(name, "is missing")
+        value = self.doc[name]
+        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            raise self._fail(name, f"must be of type {names}, not {type(value).__name__}")
+        return value
+
+    def str(self, name: str, pattern: re.Pattern | None = None, *, optional: bool = False,
+            max_len: int = MAX_TEXT) -> str | None:
+        value = self._get(name, str, optional)
+        if value is None:
+            return None
+        if len(value) > max_len:
+            raise self._fail(name, f"is longer than {max_len} characters")
+        if pattern is not None and not pattern.match(value):
+            raise self._fail(name, f"has a bad format: {value[:80]!r}")
+        return value
+
+    def int(self, name: str, lo: int = 0, hi: int = MAX_COUNT, *, optional: bool = False) -> int | None:
+        value = self._get(name, int, optional)
+        if value is not None and not lo <= value <= hi:
+            raise self._fail(name, f"is {value}, outside {lo}..{hi}")
+        return value
+
+    def bool(self, name: str) -> bool:
+        return self._get(name, bool, False)
+
+    def list(self, name: str, max_len: int, *, min_len: int = 0) -> list:
+        value = self._get(name, list, False)
+        if not min_len <= len(value) <= max_len:
+            raise self._fail(name, f"holds {len(value)} entries, not {min_len} to {max_len}")
+        return value
+
+    def obj(self, name: str, *, optional: bool = False, max_bytes: int = MAX_STATS_BYTES) -> dict | None:
+        value = self._get(name, dict, optional)
+        if value is not None and len(json.dumps(value)) > max_bytes:
+            raise self._fail(name, f"is over {max_bytes} bytes")
+        return value
+
+    def version(self, name: str, expected: int) -> None:
+        if self.doc.get(name) != expected:
+            raise MalformedMessage(f"{self.where}: unsupported schema version {self.doc.get(name)!r}")
+
+    def only(self, *names: str) -> None:
+        extra = sorted(set(self.doc) - set(names))
+        if extra:
+            raise MalformedMessage(f"{self.where}: unknown field {extra[0]!r}")
+
+
+def _json_object(text: str | bytes, what: str, max_bytes: int) -> Any:
+    raw = text.encode() if isinstance(text, str) else bytes(text)
+    if len(raw) > max_bytes:
+        raise MalformedMessage(f"{what} of {len(raw)} bytes is over {max_bytes}")
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MalformedMessage(f"{what} is not JSON: {e}") from None
+
+
+def _drop_none(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if v is not None}
+
+
+# Agents' signed queue messages (also carried by the HTTP commit)
+
+@dataclass(frozen=True)
+class ChunkDeclaration:
+    """A chunk the agent uploaded: its id, and the size and MD5 of its envelope as stored."""
+
+    id: str
+    size: int
+    md5: str
+
+    @classmethod
+    def from_doc(cls, doc: Any, where: str = "chunk entry") -> "ChunkDeclaration":
+        r = _Reader(doc, where)
+        r.only("id", "size", "md5")
+        return cls(id=r.str("id", HEX_ID), size=r.int("size", crypto.HEADER_BYTES + crypto.TAG_BYTES + 1,
+                                                       MAX_CHUNK_ENVELOPE), md5=r.str("md5", B64_MD5))
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"id": self.id, "size": self.size, "md5": self.md5}
+
+
+@dataclass(frozen=True)
+class SignedMessage:
+    """Fields every agent message has. `sig` is HMAC-SHA256 with the vault's signing key over
+    the canonical JSON of all other fields (formats.canonical)."""
+
+    TYPE: ClassVar[str] = ""
+    id: str
+    tenant_id: str
+    vault_id: str
+    sig: str
+
+    def body(self) -> dict[str, Any]:
+        """The type's own fields, as JSON."""
+        raise NotImplementedError
+
+    def unsigned_doc(self) -> dict[str, Any]:
+        return {"v": formats.SCHEMA_VERSION, "type": self.TYPE, "id": self.id, "tenantId": self.tenant_id,
+                "vaultId": self.vault_id, **self.body()}
+
+    def to_doc(self) -> dict[str, Any]:
+        return {**self.unsigned_doc(), "sig": self.sig}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_doc(), separators=(",", ":"))
+
+    def signature_matches(self, signing_key: bytes) -> bool:
+        return crypto.verify_signature(signing_key, formats.canonical(self.unsigned_doc()), self.sig)
+
+    def verify(self, signing_key: bytes) -> None:
+        if not self.signature_matches(signing_key):
+            raise formats.BadSignature(f"message {self.id}: signature does not match vault {self.vault_id}")
+
+
+def _common(r: _Reader) -> dict[str, str]:
+    r.version("v", formats.SCHEMA_VERSION)
+    return {"id": r.str("id", NAME_ID), "tenant_id": r.str("tenantId", NAME_ID),
+            "vault_id": r.str("vaultId", NAME_ID), "sig": r.str("sig", SIGNATURE)}
+
+
+_COMMON_FIELDS = ("v", "type", "id", "tenantId", "vaultId", "sig")
+
+
+@dataclass(frozen=True)
+class ChunksMessage(SignedMessage):
+    """ingest queue: chunks an agent uploaded, for the service to verify and index."""
+
+    TYPE: ClassVar[str] = "chunks"
+    chunks: tuple[ChunkDeclaration, ...] = ()
+
+    def body(self) -> dict[str, Any]:
+        return {"chunks": [c.to_doc() for c in self.chunks]}
+
+    @classmethod
+    def _parse(cls, r: _Reader) -> "ChunksMessage":
+        r.only(*_COMMON_FIELDS, "chunks")
+        entries = r.list("chunks", formats.CHUNKS_PER_MESSAGE, min_len=1)
+        return cls(**_common(r), chunks=tuple(ChunkDeclaration.from_doc(e, f"{r.where}: chunks[{i}]")
+                                              for i, e in enumerate(entries)))
+
+
+@dataclass(frozen=True)
+class CommitMessage(SignedMessage):
+    """commit queue (and the HTTP commit): make recovery point `point_id` committed once every
+    chunk of its reference list is verified. `parent_point_id`: the item's last point the
+    agent knows, which the commit may be checked against."""
+
+    TYPE: ClassVar[str] = "commit"
+    point_id: str = ""
+    item: str = ""
+    created_at: str = ""
+    chunk_count: int = 0
+    manifest_chunks: int = 0
+    stats: Mapping[str, Any] = field(default_factory=dict)
+    parent_point_id: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        return _drop_none({"pointId": self.point_id, "item": self.item, "createdAt": self.created_at,
+                           "chunkCount": self.chunk_count, "manifestChunks": self.manifest_chunks,
+                           "stats": dict(self.stats), "parentPointId": self.parent_point_id})
+
+    @classmethod
+    def _parse(cls, r: _Reader) -> "CommitMessage":
+        r.only(*_COMMON_FIELDS, "pointId", "item", "createdAt", "chunkCount", "manifestChunks", "stats",
+               "parentPointId")
+        return cls(**_common(r), point_id=r.str("pointId", POINT_ID), item=r.str("item", NAME_ID),
+                   created_at=r.str("createdAt", max_len=64), chunk_count=r.int("chunkCount"),
+                   manifest_chunks=r.int("manifestChunks"), stats=r.obj("stats"),
+                   parent_point_id=r.str("parentPointId", POINT_ID, optional=True))
+
+
+@dataclass(frozen=True)
+class RestoreMessage(SignedMessage):
+    """restore queue: prepare restore job `id` for point `point_id`."""
+
+    TYPE: ClassVar[str] = "restore"
+    point_id: str = ""
+
+    def body(self) -> dict[str, Any]:
+        return {"pointId": self.point_id}
+
+    @classmethod
+    def _parse(cls, r: _Reader) -> "RestoreMessage":
+        r.only(*_COMMON_FIELDS, "pointId")
+        return cls(**_common(r), point_id=r.str("pointId", POINT_ID))
+
+
+AGENT_MESSAGES: dict[str, type[SignedMessage]] = {m.TYPE: m for m in (ChunksMessage, CommitMessage, RestoreMessage)}
+
+
+def signed_message_from_doc(doc: Any, expected: type[SignedMessage] | None = None,
+                            where: str = "message") -> SignedMessage:
+    r = _Reader(doc, where)
+    r.version("v", formats.SCHEMA_VERSION)
+    kind = r.str("type", max_len=32)
+    cls = AGENT_MESSAGES.get(kind)
+    if cls is None:
+        raise MalformedMessage(f"{where}: unknown message type {kind!r}")
+    if expected is not None and cls is not expected:
+        raise MalformedMessage(f"{where}: a {kind!r} message where a {expected.TYPE!r} one belongs")
+    return cls._parse(r)
+
+
+def parse_signed_message(text: str | bytes, expected: type[SignedMessage] | None = None) -> SignedMessage:
+    """An agent's queue message: size, JSON and schema (not yet the signature, which needs the
+    vault's key: SignedMessage.verify)."""
+    return signed_message_from_doc(_json_object(text, "message", formats.MAX_MESSAGE_BYTES), expected)
+
+
+def sign(message_type: type[SignedMessage], signing_key: bytes, **fields: Any) -> SignedMessage:
+    """A message of `message_type` with its signature (the agent's side)."""
+    unsigned = message_type(sig="", **fields)
+    signed = message_type(**{**fields, "sig": crypto.sign(signing_key, formats.canonical(unsigned.unsigned_doc()))})
+    size = len(signed.to_json().encode())
+    if size > formats.MAX_MESSAGE_BYTES:
+        raise MalformedMessage(f"message of {size} bytes is over {formats.MAX_MESSAGE_BYTES}")
+    return signed
+
+
+# The service's own queue messages
+
+@dataclass(frozen=True)
+class ReplicateMessage:
+    """replicate queue: copy `blobs` of a GRS vault to the paired region (the chunks of one ingest
+    message, or the two blobs of point `point_id`), or with no blobs check whether point
+    `point_id` is geo-protected. `attempt` counts the deliveries that found a region down."""
+
+    tenant_id: str
+    vault_id: str
+    blobs: tuple[str, ...] = ()
+    point_id: str | None = None
+    attempt: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps({"v": 1, "tenantId": self.tenant_id, "vaultId": self.vault_id, "blobs": list(self.blobs),
+                           "pointId": self.point_id, "attempt": self.attempt})
+
+    @classmethod
+    def parse(cls, text: str | bytes) -> "ReplicateMessage":
+        r = _Reader(_json_object(text, "replicate message", formats.MAX_MESSAGE_BYTES), "replicate message")
+        r.version("v", 1)
+        r.only("v", "tenantId", "vaultId", "blobs", "pointId", "attempt")
+        blobs = tuple(r.list("blobs", formats.CHUNKS_PER_MESSAGE))
+        for blob in blobs:
+            if not (isinstance(blob, str) and BLOB_NAME.match(blob)):
+                raise MalformedMessage(f"replicate message names a blob outside the vault's layout: {blob!r:.80}")
+        message = cls(tenant_id=r.str("tenantId", NAME_ID), vault_id=r.str("vaultId", NAME_ID), blobs=blobs,
+                      point_id=r.str("pointId", POINT_ID, optional=True), attempt=r.int("attempt", 0, 10_000))
+        if not blobs and message.point_id is None:
+            raise MalformedMessage("replicate message names neither blobs nor a recovery point")
+        return message
+
+
+@dataclass(frozen=True)
+class Redelivery:
+    """A message delivered again by the service itself, after `attempt` deliveries failed with a
+    retryable error (the last `reason`): `message` is the original text, unchanged."""
+
+    message: str
+    attempt: int
+    reason: str
+
+    KEY: ClassVar[str] = "skyvaultRedelivery"
+
+    def to_json(self) -> str:
+        return json.dumps({self.KEY: {"attempt": self.attempt, "reason": self.reason[:MAX_TEXT]},
+                           "message": self.message})
+
+    @classmethod
+    def unwrap(cls, text: str) -> "Redelivery":
+        """The delivery `text` is: a Redelivery, or a first delivery (attempt 0) of itself."""
+        if cls.KEY not in text[:40]:
+            return cls(text, 0, "")
+        r = _Reader(_json_object(text, "redelivered message", 2 * formats.MAX_MESSAGE_BYTES), "redelivered message")
+        r.only(cls.KEY, "message")
+        meta = _Reader(r.obj(cls.KEY), cls.KEY)
+        return cls(message=r.str("message", max_len=formats.MAX_MESSAGE_BYTES), attempt=meta.int("attempt", 0, 10_000),
+                   reason=meta.str("reason"))
+
+
+@dataclass(frozen=True)
+class Poisoned:
+    """What `<queue>-poison` holds: a message that cannot succeed, the original text unchanged,
+    and why."""
+
+    queue: str
+    reason: str
+    message: str
+    attempts: int
+    at: str
+
+    def to_json(self) -> str:
+        return json.dumps({"poisoned": {"queue": self.queue, "reason": self.reason[:MAX_TEXT],
+                                        "attempts": self.attempts, "at": self.at}, "message": self.message})
+
+    @classmethod
+    def parse(cls, text: str | bytes) -> "Poisoned":
+        r = _Reader(_json_object(text, "poison message", 2 * formats.MAX_MESSAGE_BYTES), "poison message")
+        meta = _Reader(r.obj("poisoned"), "poisoned")
+        return cls(queue=meta.str("queue", NAME_ID), reason=meta.str("reason"), attempts=meta.int("attempts"),
+                   at=meta.str("at"), message=r.str("message", max_len=formats.MAX_MESSAGE_BYTES))
+
+
+# The HTTP API: requests
+
+def parse_request_body(body: bytes) -> dict[str, Any]:
+    """A POST body: a JSON object (an empty body is an empty object)."""
+    doc = _json_object(body or b"{}", "request body", 4 * formats.MAX_MESSAGE_BYTES)
+    if not isinstance(doc, dict):
+        raise MalformedMessage("request body is not a JSON object")
+    return doc
+
+
+@dataclass(frozen=True)
+class LookupRequest:
+    """POST chunks/lookup: which of these chunk ids the vault holds."""
+
+    ids: tuple[str, ...]
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> "LookupRequest":
+        r = _Reader(doc, "look-up request")
+        r.only("ids")
+        ids = r.list("ids", formats.LOOKUP_MAX_IDS)
+        for i, cid in enumerate(ids):
+            if not (isinstance(cid, str) and HEX_ID.match(cid)):
+                raise MalformedMessage(f"look-up request: field 'ids' must hold hex chunk ids; ids[{i}] is "
+                                       f"{str(cid)[:80]!r}")
+        return cls(tuple(ids))
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"ids": list(self.ids)}
+
+
+@dataclass(frozen=True)
+class CommitRequest:
+    """POST commits: the agent's signed commit message, with the signed chunks message of its
+    last chunks when it has one."""
+
+    commit: CommitMessage
+    chunks: ChunksMessage | None = None
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> "CommitRequest":
+        r = _Reader(doc, "commit request")
+        r.only("commit", "chunks")
+        if r.doc.get("commit") is None:
+            raise MalformedMessage("commit request: the request holds no 'commit' message")
+        chunks = r.obj("chunks", optional=True, max_bytes=formats.MAX_MESSAGE_BYTES)
+        return cls(commit=signed_message_from_doc(r.obj("commit", max_bytes=formats.MAX_MESSAGE_BYTES), CommitMessage,
+                                                  "commit request: 'commit'"),
+                   chunks=None if chunks is None else signed_message_from_doc(chunks, ChunksMessage,
+                                                                              "commit request: 'chunks'"))
+
+    def to_doc(self) -> dict[str, Any]:
+        return _drop_none({"commit": self.commit.to_doc(), "chunks": self.chunks.to_doc() if self.chunks else None})
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    """POST restores (and the restore queue's message): a restore job, idempotent on `job_id`."""
+
+    job_id: str
+    point_id: str
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> "RestoreRequest":
+        r = _Reader(doc, "restore request")
+        r.only("jobId", "pointId")
+        return cls(job_id=r.str("jobId", NAME_ID), point_id=r.str("pointId", POINT_ID))
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"jobId": self.job_id, "pointId": self.point_id}
+
+
+@dataclass(frozen=True)
+class KeyCheckRequest:
+    """POST keycheck: the key check value of the passphrase this agent was given."""
+
+    key_check: str
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> "KeyCheckRequest":
+        r = _Reader(doc, "key check request")
+        r.only("keyCheck")
+        return cls(r.str("keyCheck", HEX_ID))
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"keyCheck": self.key_check}
+
+
+# The HTTP API: answers (the agent parses them with the same classes)
+
+@dataclass(frozen=True)
+class LookupAnswer:
+    verified: tuple[str, ...]
+    rejected: tuple[str, ...]
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"verified": list(self.verified), "rejected": list(self.rejected)}
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> "LookupAnswer":
+        r = _Reader(doc, "look-up answer")
+        return cls(tuple(r.list("verified", formats.LOOKUP_MAX_IDS)), tuple(r.list("rejected", formats.LOOKUP_MAX_IDS)))
+
+
+@dataclass(frozen=True)
+class KeyCheckAnswer:
+    status: str  # "recorded" (the vault's first agent) or "match"
+
+    RECORDED: ClassVar[str] = "recorded"
+    MATCH: ClassVar[str] = "match"
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"status": self.status}
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> "KeyCheckAnswer":
+        return cls(_Reader(doc, "key check answer").str("status", re.compile(r"(recorded|match)\Z")))
+
+
+_POINT_FIELDS = (("id", "id"), ("vault_id", "vaultId"), ("item", "item"), ("state", "state"),
+                 ("created_at", "createdAt"), ("committed_at", "committedAt"), ("reason", "reason"),
+                 ("chunk_count", "chunkCount"), ("stats", "stats"), ("geo_protected_at", "geoProtectedAt"),
+                 ("checked_against", "checkedAgainst"))
+
+
+@dataclass(frozen=True)
+class PointView:
+    """A recovery point as the API shows it to agents."""
+
+    id: str
+    vault_id: str
+    item: str
+    state: str  # a PointState
+    created_at: str
+    chunk_count: int
+    stats: Mapping[str, Any] = field(default_factory=dict)
+    committed_at: str | None = None
+    reason: str | None = None
+    geo_protected_at: str | None = None
+    checked_against: str | None = None
+
+    @property
+    def settled(self) -> bool:
+        return self.state != PointState.PENDING
+
+    def to_doc(self) -> dict[str, Any]:
+        return {key: (dict(self.stats) if name == "stats" else getattr(self, name)) for name, key in _POINT_FIELDS}
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> "PointView":
+        r = _Reader(doc, "recovery point")
+        state = r.str("state")
+        if state not in set(PointState):
+            raise MalformedMessage(f"recovery point: field 'state' is {state!r}")
+        return cls(id=r.str("id", POINT_ID), vault_id=r.str("vaultId", NAME_ID), item=r.str("item", NAME_ID),
+                   state=PointState(state), created_at=r.str("createdAt"), chunk_count=r.int("chunkCount"),
+                   stats=r.obj("stats", max_bytes=2 * MAX_STATS_BYTES), committed_at=r.str("committedAt", optional=True),
+                   reason=r.str("reason", optional=True), geo_protected_at=r.str("geoProtectedAt", optional=True),
+                   checked_against=r.str("checkedAgainst", POINT_ID, optional=True))
+
+
+@dataclass(frozen=True)
+class RegionAccess:
+    """One region a restore may read: a read-only SAS of the vault's container there, and whether
+    that region holds all of the point's blobs."""
+
+    region: str
+    container_url: str
+    complete: bool
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"region": self.region, "containerUrl": self.container_url, "complete": self.complete}
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> "RegionAccess":
+        r = _Reader(doc, "restore region")
+        return cls(r.str("region", re.compile(r"(primary|secondary)\Z")), r.str("containerUrl", max_len=4096),
+                   r.bool("complete"))
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    regions: tuple[RegionAccess, ...]
+    manifest_blob: str
+    expires_at: str
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"regions": [r.to_doc() for r in self.regions], "manifestBlob": self.manifest_blob,
+                "expiresAt": self.expires_at}
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> "RestorePlan":
+        r = _Reader(doc, "restore plan")
+        return cls(tuple(RegionAccess.from_doc(d) for d in r.list("regions", 2)), r.str("manifestBlob", BLOB_NAME),
+                   r.str("expiresAt"))
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A restore job as the API shows it: ready with a plan, or failed with a reason."""
+
+    id: str
+    point_id: str
+    status: str  # a JobStatus
+    created_at: str
+    plan: RestorePlan | None = None
+    reason: str | None = None
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"id": self.id, "pointId": self.point_id, "status": self.status, "createdAt": self.created_at,
+                "plan": self.plan.to_doc() if self.plan else None, "reason": self.reason}
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> "JobView":
+        r = _Reader(doc, "restore job")
+        status = r.str("status")
+        if status not in set(JobStatus):
+            raise MalformedMessage(f"restore job: field 'status' is {status!r}")
+        plan = r.obj("plan", optional=True, max_bytes=64 * 1024)
+        return cls(id=r.str("id", NAME_ID), point_id=r.str("pointId", POINT_ID), status=JobStatus(status),
+                   created_at=r.str("createdAt"), plan=RestorePlan.from_doc(plan) if plan else None,
+                   reason=r.str("reason", optional=True))
+
+
+@dataclass(frozen=True)
+class ReplicationStatus:
+    redundancy: str
+    lag_seconds: float | None = None
+    oldest_unreplicated_chunk: str | None = None
+    points_not_geo_protected: int | None = None
+
+    def to_doc(self) -> dict[str, Any]:
+        if self.redundancy != Redundancy.GRS:
+            return {"redundancy": self.redundancy}
+        return {"redundancy": self.redundancy, "lagSeconds": self.lag_seconds,
+                "oldestUnreplicatedChunk": self.oldest_unreplicated_chunk,
+                "pointsNotGeoProtected": self.points_not_geo_protected}
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> "ReplicationStatus":
+        r = _Reader(doc, "replication status")
+        lag = r._get("lagSeconds", (int, float), True)
+        return cls(r.str("redundancy"), lag, r.str("oldestUnreplicatedChunk", HEX_ID, optional=True),
+                   r.int("pointsNotGeoProtected", optional=True))
+
+
+@dataclass(frozen=True)
+class VaultStatus:
+    vault_id: str
+    name: str
+    tenant_id: str
+    redundancy: str
+    first_backup_at: str | None
+    replication: ReplicationStatus
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"vaultId": self.vault_id, "name": self.name, "tenantId": self.tenant_id,
+                "redundancy": self.redundancy, "firstBackupAt": self.first_backup_at,
+                "replication": self.replication.to_doc()}
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> "VaultStatus":
+        r = _Reader(doc, "vault status")
+        return cls(r.str("vaultId", NAME_ID), r.str("name", NAME_ID), r.str("tenantId", NAME_ID),
+                   r.str("redundancy"), r.str("firstBackupAt", optional=True),
+                   ReplicationStatus.from_doc(r.obj("replication")))
+
+
+@dataclass(frozen=True)
+class ErrorAnswer:
+    """Any refused request: the status says which kind of refusal (functions/api.py)."""
+
+    error: str
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"error": self.error}
+
+
+# The agent credentials document (written by `vault create`, renewed through the API)
+
+@dataclass(frozen=True)
+class Credentials:
+    """What an agent needs: create-only blob SAS for its own container, add-only queue SAS,
+    the public KDF parameters and the signing key. Short-lived; renewed through the API."""
+
+    tenant_id: str
+    vault_id: str
+    vault_name: str
+    redundancy: str
+    kdf: Mapping[str, Any]
+    signing_key: str
+    api_url: str
+    expires_at: str
+    blob_container_url: str
+    queue_urls: Mapping[str, str]
+
+    VERSION: ClassVar[int] = 1
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"kind": CREDENTIALS_KIND, "version": self.VERSION, "tenantId": self.tenant_id,
+                "vaultId": self.vault_id, "vaultName": self.vault_name, "redundancy": self.redundancy,
+                "kdf": dict(self.kdf), "signingKey": self.signing_key, "apiUrl": self.api_url,
+                "expiresAt": self.expires_at, "blobContainerUrl": self.blob_container_url,
+                "queueUrls": dict(self.queue_urls)}
+
+    @classmethod
+    def from_doc(cls, doc: Any, where: str = "credentials") -> "Credentials":
+        if not isinstance(doc, dict) or doc.get("kind") != CREDENTIALS_KIND:
+            raise MalformedMessage(f"{where} is not a Skyvault vault credentials file")
+        r = _Reader(doc, where)
+        r.version("version", cls.VERSION)
+        missing = [k for k in ("tenantId", "vaultId", "kdf", "signingKey", "apiUrl", "blobContainerUrl",
+                               "queueUrls") if k not in doc]
+        if missing:
+            raise MalformedMessage(f"{where} lacks {', '.join(missing)}")
+        queue_urls = r.obj("queueUrls")
+        for name, url in queue_urls.items():
+            if not (isinstance(url, str) and NAME_ID.match(name)):
+                raise MalformedMessage(f"{where}: field 'queueUrls' has a bad entry {name!r}")
+        redundancy = r.str("redundancy", optional=True) or Redundancy.LRS
+        if redundancy not in set(Redundancy):
+            raise MalformedMessage(f"{where}: field 'redundancy' is {redundancy!r}")
+        return cls(tenant_id=r.str("tenantId", NAME_ID), vault_id=r.str("vaultId", NAME_ID),
+                   vault_name=r.str("vaultName", NAME_ID, optional=True) or doc["vaultId"],
+                   redundancy=Redundancy(redundancy), kdf=r.obj("kdf"),
+                   signing_key=r.str("signingKey", HEX_ID), api_url=r.str("apiUrl", max_len=4096),
+                   expires_at=r.str("expiresAt", max_len=64), blob_container_url=r.str("blobContainerUrl", max_len=4096),
+                   queue_urls=queue_urls)
+
+
+# A recovery point's manifest (decrypted on the agent only; docs/design.md, "Manifest")
+
+ENTRY_TYPES = ("file", "dir", "symlink")
+MAX_MODE = 0o7777
+MAX_PATH = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One line of a manifest: a file (with its extents: chunk id, offset in the chunk, length),
+    a directory or a symlink (with its target). `path` is relative, "/"-separated; a name that
+    was not UTF-8 on disk is kept with surrogate escapes."""
+
+    path: str
+    type: str
+    mode: int
+    mtime: int
+    size: int = 0
+    extents: tuple[tuple[str, int, int], ...] = ()
+    target: str | None = None
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> "ManifestEntry":
+        r = _Reader(doc, "manifest entry")
+        path = r.str("path", max_len=MAX_PATH)
+        r.where = f"manifest entry {path[:80]!r}"
+        kind = r.str("type")
+        if kind not in ENTRY_TYPES:
+            raise MalformedMessage(f"{r.where}: field 'type' is {kind!r}, not one of {', '.join(ENTRY_TYPES)}")
+        mode, mtime = r.int("mode", 0, MAX_MODE), r.int("mtime", -2 ** 63, 2 ** 63 - 1)  # ns since the epoch
+        if kind == "dir":
+            r.only("path", "type", "mode", "mtime")
+            return cls(path, kind, mode, mtime)
+        if kind == "symlink":
+            r.only("path", "type", "mode", "mtime", "target")
+            return cls(path, kind, mode, mtime, target=r.str("target", max_len=MAX_PATH))
+        r.only("path", "type", "mode", "mtime", "size", "extents")
+        extents = r.doc.get("extents", [])
+        if not isinstance(extents, list):
+            raise MalformedMessage(f"{r.where}: field 'extents' must be a list")
+        return cls(path, kind, mode, mtime, size=r.int("size"),
+                   extents=tuple(_extent(e, r.where, i) for i, e in enumerate(extents)))
+
+    def to_doc(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"path": self.path, "mode": self.mode, "mtime": self.mtime, "type": self.type}
+        if self.type == "symlink":
+            doc["target"] = self.target
+        elif self.type == "file":
+            doc["size"] = self.size
+            doc["extents"] = [list(e) for e in self.extents]
+        return doc
+
+
+def _extent(value: Any, where: str, i: int) -> tuple[str, int, int]:
+    if not (isinstance(value, list) and len(value) == 3 and isinstance(value[0], str) and HEX_ID.match(value[0])
+            and all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_CHUNK_ENVELOPE
+                    for n in value[1:])):
+        raise MalformedMessage(f"{where}: extents[{i}] is not [chunk id, offset, length]: {str(value)[:80]}")
+    return value[0], value[1], value[2]
+
+
+@dataclass(frozen=True)
+class ManifestRoot:
+    """The manifest root (`points/{id}/manifest`): which point of which vault it is, and the
+    chunks that hold the manifest's lines."""
+
+    vault_id: str
+    point_id: str
+    item: str
+    created_at: str
+    sources: tuple[str, ...]
+    manifest_chunks: tuple[str, ...]
+    stats: Mapping[str, Any] = field(default_factory=dict)
+
+    VERSION: ClassVar[int] = 1
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> "ManifestRoot":
+        r = _Reader(doc, "manifest root")
+        r.version("version", cls.VERSION)
+        chunks = r.list("manifestChunks", MAX_COUNT)
+        for i, cid in enumerate(chunks):
+            if not (isinstance(cid, str) and HEX_ID.match(cid)):
+                raise MalformedMessage(f"manifest root: manifestChunks[{i}] is not a chunk id")
+        sources = r.list("sources", 10_000)
+        return cls(vault_id=r.str("vaultId", NAME_ID), point_id=r.str("pointId", POINT_ID), item=r.str("item", NAME_ID),
+                   created_at=r.str("createdAt"), sources=tuple(str(s) for s in sources),
+                   manifest_chunks=tuple(chunks), stats=r.obj("stats", optional=True) or {})
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"version": self.VERSION, "vaultId": self.vault_id, "pointId": self.point_id, "item": self.item,
+                "createdAt": self.created_at, "sources": list(self.sources),
+                "manifestChunks": list(self.manifest_chunks), "stats": dict(self.stats)}

@@ -1,0 +1,82 @@
+"""The HTTP API's use cases for agents: authentication of signed requests, the dedup look-up,
+recovery points and their commit, restore jobs, key check, credential renewal and vault status.
+
+Every request is signed with the vault's signing key (formats.sign_request); `authenticate`
+gives the vault a request's signature proves, and every other handler takes that vault."""
+from __future__ import annotations
+
+from shared import formats
+from shared.domain import ChunkState, Job, PointState, RecoveryPoint, Vault
+from shared.errors import Forbidden, Invalid, NotFound
+from shared.messages import (Credentials, CommitRequest, JobView, LookupAnswer, LookupRequest, PointView,
+                             RestorePlan, VaultStatus)
+from shared.service.commit import commit_point
+from shared.service.context import Services
+from shared.service.ingest import ChunkNotUploaded, ingest_chunks
+from shared.service.replication import replication_status
+from shared.service.vaults import agent_credentials, vault_for
+
+
+def authenticate(services: Services, tenant_id: str, vault_id: str, method: str, path: str,
+                 body: bytes, headers: dict[str, str]) -> Vault:
+    vault = vault_for(services, tenant_id, vault_id)
+    formats.verify_request(bytes.fromhex(vault.signing_key), method, path, body,
+                           {k.lower(): v for k, v in headers.items()}, services.clock())
+    return vault
+
+
+def lookup_chunks(services: Services, vault: Vault, request: LookupRequest) -> LookupAnswer:
+    """Which of the given chunk ids the vault holds verified (for dedup), and which it
+    rejected (so an agent waiting for its chunks stops waiting for those)."""
+    found = services.index.get_chunks(vault.id, request.ids)
+    return LookupAnswer(verified=tuple(sorted(cid for cid, r in found.items() if r.state == ChunkState.VERIFIED)),
+                        rejected=tuple(sorted(cid for cid, r in found.items() if r.state != ChunkState.VERIFIED)))
+
+
+def point_view(point: RecoveryPoint) -> PointView:
+    return PointView(id=point.id, vault_id=point.vault_id, item=point.item, state=PointState(point.state),
+                     created_at=point.created_at, chunk_count=point.chunk_count, stats=point.stats,
+                     committed_at=point.committed_at, reason=point.reason, geo_protected_at=point.geo_protected_at,
+                     checked_against=point.checked_against)
+
+
+def job_view(job: Job) -> JobView:
+    return JobView(id=job.id, point_id=job.point_id, status=job.status, created_at=job.created_at,
+                   plan=RestorePlan.from_doc(job.plan) if job.plan else None, reason=job.reason)
+
+
+def list_points(services: Services, vault: Vault, item: str | None) -> list[PointView]:
+    return [point_view(p) for p in services.index.list_points(vault.id, item)]
+
+
+def commit_request(services: Services, vault: Vault, request: CommitRequest) -> PointView:
+    """HTTP entry of ingest_chunks and commit_point: the agent posts its signed commit message,
+    with the signed chunks message of its last chunks if it has one, and learns at once whether
+    the point committed, instead of waiting for queue polls. A point whose chunks are still
+    being verified stays pending and is re-checked from the commit queue as usual. Idempotent,
+    like the two handlers."""
+    for message in filter(None, (request.chunks, request.commit)):
+        if (message.tenant_id, message.vault_id) != (vault.tenant_id, vault.id):
+            raise Forbidden(f"the {message.TYPE!r} message is not for vault {vault.id} of tenant {vault.tenant_id}")
+    if request.chunks is not None:
+        try:
+            ingest_chunks(services, request.chunks, vault)
+        except ChunkNotUploaded as e:  # the agent's own upload is missing: retrying the request cannot help
+            raise Invalid(f"a declared chunk was not uploaded: {e}") from None
+    return point_view(commit_point(services, request.commit, vault))
+
+
+def job_status(services: Services, vault: Vault, job_id: str) -> JobView:
+    job = services.index.get_job(vault.id, job_id)
+    if job is None:
+        raise NotFound(f"no job {job_id} in vault {vault.id}")
+    return job_view(job)
+
+
+def renew_credentials(services: Services, vault: Vault) -> Credentials:
+    return agent_credentials(services, vault)
+
+
+def vault_status(services: Services, vault: Vault) -> VaultStatus:
+    return VaultStatus(vault_id=vault.id, name=vault.name, tenant_id=vault.tenant_id, redundancy=vault.redundancy,
+                       first_backup_at=vault.first_backup_at, replication=replication_status(services, vault))

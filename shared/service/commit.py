@@ -1,0 +1,169 @@
+"""Commit: a recovery point becomes committed only once every chunk its reference list names is
+verified; checked against the item's previous point when that one can vouch for its chunks.
+
+Words:
+- reference list: the plaintext list of chunk ids a point references (`points/{id}/refs`).
+- parent: the item's previous point, named by the agent. Committed in the vault's current
+  chunk epoch, it vouches that every chunk it references is still verified, so the commit looks
+  up only the chunks that differ (docs/design.md, "Commit").
+- re-check: a commit that finds chunks not yet verified is queued again with a growing delay.
+"""
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator
+
+from shared import crypto, formats
+from shared.domain import (ChunkRecord, ChunkState, PointState, Redundancy, RecoveryPoint, UsageEvent, UsageKind,
+                           Vault, container_name)
+from shared.messages import CommitMessage, ReplicateMessage
+from shared.ports import BlobContainer, BlobNotFound, Conflict, PreconditionFailed
+from shared.service.context import COMMIT_QUEUE, REPLICATE_QUEUE, Services, enqueue, iso_time
+from shared.service.vaults import authorized_vault, mark_first_backup
+
+REFS_QUERY_BATCH = 500
+# A commit that arrives before its chunks are verified is checked again after 1, 2, 4 ...
+# (at most COMMIT_RECHECK_MAX_S) seconds, up to COMMIT_MAX_CHECKS times (about 3 hours).
+COMMIT_RECHECK_MAX_S = 60
+COMMIT_MAX_CHECKS = 200
+
+
+def commit_point(services: Services, message: CommitMessage, vault: Vault | None = None) -> RecoveryPoint:
+    """Make a recovery point committed once every chunk it references is verified.
+
+    Idempotent: a committed or failed point is returned unchanged. While chunks are still
+    unverified the point stays pending and the same (signed) message is queued again with a
+    growing delay; of concurrent copies of one commit, only the one that wins the point's ETag
+    goes on, so copies never multiply. After COMMIT_MAX_CHECKS checks the point fails, naming
+    how many chunks never came."""
+    vault = authorized_vault(services, message, vault)
+    index = services.index
+    try:  # create first: a commit is seen once far more often than again
+        point = index.create_point(RecoveryPoint(
+            id=message.point_id, vault_id=vault.id, item=message.item, state=PointState.PENDING,
+            created_at=message.created_at, manifest_blob=formats.manifest_blob(message.point_id),
+            refs_blob=formats.refs_blob(message.point_id), chunk_count=message.chunk_count,
+            stats=dict(message.stats)))
+    except Conflict:
+        point = index.get_point(vault.id, message.point_id)
+    if point.state != PointState.PENDING:
+        return point
+    container = services.primary.container(container_name(vault.id))
+    try:
+        # The two reads at once: an unchanged backup's commit is little more than these.
+        with ThreadPoolExecutor(1) as pool:
+            header = pool.submit(container.read, point.manifest_blob, 0, crypto.HEADER_BYTES)
+            refs_data = container.read(point.refs_blob)
+            crypto.parse_header(header.result())
+        refs = formats.decode_refs(refs_data)
+    except BlobNotFound as e:
+        return _finish_point(services, vault, point, PointState.FAILED, f"missing blob: {e}")
+    except (formats.MalformedMessage, crypto.BadEnvelope, UnicodeDecodeError) as e:
+        return _finish_point(services, vault, point, PointState.FAILED, f"bad point blob: {e}")
+    if len(refs) != point.chunk_count:
+        return _finish_point(services, vault, point, PointState.FAILED,
+                             f"reference list holds {len(refs)} chunks, the commit declares {point.chunk_count}")
+    point.refs_digest = hashlib.sha256(refs_data).hexdigest()
+    to_check, stored, point.checked_against = chunks_to_check(services, vault, container, point, refs,
+                                                              message.parent_point_id)
+    missing, rejected = 0, []
+    for _, record in referenced_records(services, vault.id, to_check):
+        if record is None:
+            missing += 1
+        elif record.state != ChunkState.VERIFIED:
+            rejected.append(record)
+        else:
+            stored += record.size
+    if rejected:
+        return _finish_point(services, vault, point, PointState.FAILED,
+                             f"{len(rejected)} chunks were rejected, e.g. {rejected[0].id}: {rejected[0].reason}")
+    if missing:
+        return _recheck_later(services, vault, point, message, f"{missing} of {len(refs)} chunks")
+    point.stats = {**point.stats, "storedBytes": stored}
+    # The epoch read before the chunks were: if it rose meanwhile, no later point uses this one as a base.
+    point.chunk_epoch = vault.chunk_epoch
+    return _finish_point(services, vault, point, PointState.COMMITTED, None)
+
+
+def chunks_to_check(services: Services, vault: Vault, container: BlobContainer, point: RecoveryPoint,
+                    refs: list[str], parent_id: str | None) -> tuple[list[str], int, str | None]:
+    """The referenced chunks a commit must look up, the stored bytes of those it need not, and
+    the parent point that vouches for those (None when all must be looked up).
+
+    All of them, unless the agent names a parent point committed in the vault's current chunk
+    epoch: every chunk the parent references was verified then and still is (the epoch rises
+    before any verified chunk stops being usable), so only the chunks this point adds are looked
+    up, and those it drops, for their bytes. An unchanged backup looks up none: the commit costs
+    what changed, not what the point references (docs/scaling.md)."""
+    parent = services.index.get_point(vault.id, parent_id) if parent_id else None
+    if (parent is None or parent.state != PointState.COMMITTED or parent.chunk_epoch != vault.chunk_epoch
+            or parent.refs_digest is None or "storedBytes" not in parent.stats):
+        return refs, 0, None
+    if parent.refs_digest == point.refs_digest:
+        return [], parent.stats["storedBytes"], parent.id
+    try:
+        data = container.read(parent.refs_blob)
+        parent_refs = formats.decode_refs(data)
+    except (BlobNotFound, formats.MalformedMessage, UnicodeDecodeError):
+        return refs, 0, None
+    if hashlib.sha256(data).hexdigest() != parent.refs_digest:
+        return refs, 0, None
+    new, old = set(refs), set(parent_refs)
+    kept = parent.stats["storedBytes"]
+    for _, record in referenced_records(services, vault.id, sorted(old - new)):
+        if record is None or record.state != ChunkState.VERIFIED:
+            return refs, 0, None  # not what the epoch promises: check them all
+        kept -= record.size
+    return sorted(new - old), kept, parent.id
+
+
+def referenced_records(services: Services, vault_id: str,
+                       refs: list[str]) -> Iterator[tuple[str, ChunkRecord | None]]:
+    """Each chunk id of a reference list with its index record (None when absent), looked up
+    REFS_QUERY_BATCH at a time, so no more records than that are held at once."""
+    for start in range(0, len(refs), REFS_QUERY_BATCH):
+        batch = refs[start:start + REFS_QUERY_BATCH]
+        records = services.index.get_chunks(vault_id, batch)
+        for cid in batch:
+            yield cid, records.get(cid)
+
+
+def _recheck_later(services: Services, vault: Vault, point: RecoveryPoint, message: CommitMessage,
+                   missing: str) -> RecoveryPoint:
+    if point.commit_checks >= COMMIT_MAX_CHECKS:
+        return _finish_point(services, vault, point, PointState.FAILED,
+                             f"{missing} were never verified after {point.commit_checks} checks")
+    point.commit_checks += 1
+    point.reason = f"waiting for {missing} to be verified"
+    try:
+        point = services.index.replace_point(point)
+    except PreconditionFailed:
+        return services.index.get_point(vault.id, point.id)
+    delay = min(2 ** (point.commit_checks - 1), COMMIT_RECHECK_MAX_S)
+    enqueue(services, COMMIT_QUEUE, message.to_json(), delay=delay)
+    return point
+
+
+def _finish_point(services: Services, vault: Vault, point: RecoveryPoint, state: PointState,
+                  reason: str | None) -> RecoveryPoint:
+    now = iso_time(services.clock())
+    point.state, point.reason = state, reason
+    if state == PointState.COMMITTED:
+        point.committed_at = now
+    try:
+        point = services.index.replace_point(point)
+    except PreconditionFailed:
+        # Another invocation finished it first; theirs stands.
+        return services.index.get_point(vault.id, point.id)
+    if state == PointState.COMMITTED:
+        mark_first_backup(services, vault, now)
+        services.index.add_usage_event(UsageEvent(
+            id=f"point-{point.id}", vault_id=vault.id, kind=UsageKind.STORED_BYTES,
+            quantity=point.stats["storedBytes"], at=now, point_id=point.id))
+        if vault.redundancy == Redundancy.GRS:
+            enqueue(services, REPLICATE_QUEUE, ReplicateMessage(
+                vault.tenant_id, vault.id, blobs=(point.manifest_blob, point.refs_blob), point_id=point.id).to_json())
+            enqueue(services, REPLICATE_QUEUE,
+                    ReplicateMessage(vault.tenant_id, vault.id, point_id=point.id).to_json(), delay=1)
+    return point

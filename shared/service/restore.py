@@ -1,0 +1,49 @@
+"""Restore jobs: a plan and short-lived read-only SAS for each region that holds the point.
+
+Restores are free: no usage event is recorded. A job needs only the index, so it can be
+prepared while the primary region's storage is down."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from shared.domain import Job, JobKind, JobStatus, PointState, Redundancy, Vault, container_name
+from shared.messages import RegionAccess, RestoreMessage, RestorePlan, RestoreRequest
+from shared.ports import Conflict
+from shared.service.context import Services, iso_time
+from shared.service.vaults import authorized_vault
+
+RESTORE_SAS_TTL = timedelta(hours=1)
+
+
+def prepare_restore(services: Services, message: RestoreMessage) -> Job:
+    """The restore queue's entry of create_restore_job. Idempotent on the job id the agent chose."""
+    vault = authorized_vault(services, message)
+    return create_restore_job(services, vault, RestoreRequest(job_id=message.id, point_id=message.point_id))
+
+
+def create_restore_job(services: Services, vault: Vault, request: RestoreRequest) -> Job:
+    """Create restore job `request.job_id` for a committed point (a failed job, with the reason,
+    for any other). Idempotent on the job id the agent chose."""
+    existing = services.index.get_job(vault.id, request.job_id)
+    if existing is not None:
+        return existing
+    now = services.clock()
+    point = services.index.get_point(vault.id, request.point_id)
+    job = Job(id=request.job_id, vault_id=vault.id, kind=JobKind.RESTORE, point_id=request.point_id,
+              status=JobStatus.READY, created_at=iso_time(now))
+    if point is None or point.state != PointState.COMMITTED:
+        job.status = JobStatus.FAILED
+        job.reason = (f"recovery point {request.point_id} is {'unknown' if point is None else point.state}, "
+                      f"not committed")
+    else:
+        expiry = now + RESTORE_SAS_TTL
+        container = container_name(vault.id)
+        regions = [RegionAccess("primary", services.primary.container_sas_url(container, "r", expiry), True)]
+        if vault.redundancy == Redundancy.GRS and services.secondary is not None:
+            regions.append(RegionAccess("secondary", services.secondary.container_sas_url(container, "r", expiry),
+                                        point.geo_protected_at is not None))
+        job.plan = RestorePlan(tuple(regions), point.manifest_blob, iso_time(expiry)).to_doc()
+    try:
+        return services.index.create_job(job)
+    except Conflict:
+        return services.index.get_job(vault.id, job.id)

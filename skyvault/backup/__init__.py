@@ -1,0 +1,110 @@
+"""Backup: walk → concatenate the files to read → FastCDC → keyed id → skip known →
+zstd + AES-256-GCM → create-only upload → signed chunk messages → encrypted
+manifest and reference list → commit message.
+
+Files the backup must read are concatenated in walk order into one stream, so
+chunks span file boundaries and ten thousand small files make a handful of
+blobs; the manifest records each file's extents (chunk id, offset, length).
+Files unchanged since the item's last backup (same size, mtime, ctime, inode)
+are not read: their extents come from the local cache.
+
+Memory stays bounded: the walk is streamed, the manifest is written to a
+temporary file, references are deduplicated in SQLite, and at most
+uploader.MAX_INFLIGHT_BATCHES batches of chunks are held for upload at once.
+
+Stages, one module each: walk (the entries), changes (what must be read, and the
+stream of it), manifest (the manifest's lines, each file's extents), uploader (the
+chunks: look-up, sealing, upload, ingest messages), committer (the point's own
+blobs and its commit). Only the uploader and the committer talk to the service.
+This module wires them for one run.
+"""
+from __future__ import annotations
+
+import secrets
+import tempfile
+import time
+from datetime import datetime, timezone
+from typing import Callable
+
+from shared import formats
+from shared.domain import PointState
+from skyvault.backup import walk
+from skyvault.backup.changes import Changes, ConcatReader
+from skyvault.backup.committer import Committer
+from skyvault.backup.manifest import ManifestWriter
+from skyvault.backup.report import BackupReport
+from skyvault.backup.uploader import Uploader
+from skyvault.cache import Cache
+from skyvault.chunker import new_chunker
+from skyvault.vaultclient import AgentError, AgentVault
+
+
+def new_point_id(now: datetime) -> str:
+    return f"{now.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+
+
+class Backup:
+    def __init__(self, vault: AgentVault, cache: Cache, item: str,
+                 progress: Callable[[str], None] = lambda _: None):
+        if vault.keys is None:
+            raise AgentError("backup needs the vault keys: register and give the passphrase")
+        if not formats.NAME_ID.match(item):
+            raise AgentError(f"item name {item!r} must be 1-63 letters, digits, '.', '_' or '-'")
+        self.vault, self.cache, self.item = vault, cache, item
+        self.progress = progress
+        # One container, so the chunks and the point's own blobs share its connections.
+        self.container = vault.container
+        self.report: BackupReport | None = None
+
+    @property
+    def run_id(self) -> str:
+        """This backup's run in the local cache: its recovery point's id."""
+        return self.report.point_id
+
+    def warn(self, text: str) -> None:
+        self.report.warnings.append(text)
+        self.progress(f"warning: {text}")
+
+    def run(self, paths: list[str], wait: bool = True) -> BackupReport:
+        started = time.monotonic()
+        now = self.vault.clock()
+        report = self.report = BackupReport(point_id=new_point_id(now), item=self.item)
+        vault_id, run_id = self.vault.vault_id, self.run_id
+        # The point the item's last backup made (if this cache saw it): the service checks only
+        # the chunks this point adds to it.
+        parent = self.cache.last_run(vault_id, self.item)
+        roots = walk.roots(paths)
+        uploader = Uploader(self.vault, self.container, self.cache, run_id, report)
+        committer = Committer(self.vault, self.container, self.cache, self.item, run_id, report, uploader)
+        try:
+            with tempfile.TemporaryFile(prefix="skyvault-manifest-") as file:
+                manifest = ManifestWriter(file, self.cache, vault_id, self.item, run_id, report)
+                changes = Changes(walk.Walk(report, self.warn), manifest, self.cache, vault_id, self.item,
+                                  run_id, report)
+                reader = ConcatReader(changes.files_to_read(roots), manifest, report, self.warn)
+                uploader.chunk_stream(new_chunker().cut_stream(reader), manifest.data_chunk)
+                manifest.end_of_data()
+                uploader.drain()
+                lines = manifest.finish()
+                manifest_ids: list[str] = []
+                uploader.chunk_stream(new_chunker().cut_stream(lines), lambda cid, _o, _l: manifest_ids.append(cid))
+                uploader.drain()
+            committer.commit(now, roots, manifest_ids, parent, wait)
+        except BaseException:
+            self.cache.drop_run(vault_id, self.item, run_id)
+            raise
+        finally:
+            uploader.close()
+            self.cache.drop_refs(run_id)
+        # The file cache moves to this backup only once its point stands: after a failed point
+        # the next backup reads the files again instead of reusing its chunks.
+        try:
+            if wait:
+                committer.wait_for_commit()
+        finally:
+            if wait and report.state != PointState.COMMITTED:
+                self.cache.drop_run(vault_id, self.item, run_id)
+            else:
+                self.cache.make_current(vault_id, self.item, run_id)
+        report.seconds = time.monotonic() - started
+        return report

@@ -1,0 +1,35 @@
+"""What a backup reports: counts of what it read, uploaded and sent, its warnings, and the
+state of its recovery point."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+SENT = "sent"  # the commit is sent; the service has not settled the point yet
+
+
+@dataclass
+class BackupReport:
+    point_id: str
+    item: str
+    state: str = SENT  # then the point's PointState, once the service settled it
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    bytes_total: int = 0
+    files_read: int = 0
+    bytes_read: int = 0
+    files_unchanged: int = 0
+    chunks_referenced: int = 0
+    chunks_uploaded: int = 0
+    bytes_uploaded: int = 0
+    chunks_deduplicated: int = 0
+    messages: int = 0
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    reason: str | None = None
+
+    def as_stats(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("files", "dirs", "symlinks", "bytes_total", "files_read",
+                                              "bytes_read", "files_unchanged", "chunks_uploaded",
+                                              "bytes_uploaded")}

@@ -1,0 +1,74 @@
+"""What several commands share: their output, the passphrase prompt, this machine's agent
+(its registration, with the keys `register` remembered or the passphrase) and its cache."""
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from datetime import datetime, timedelta, timezone
+
+from shared import crypto
+from skyvault import home
+from skyvault.cache import Cache
+from skyvault.vaultclient import AgentError, AgentVault, CredentialsError
+
+RENEW_BEFORE = timedelta(hours=2)
+KEYS_FILE = "keys.json"
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def warn(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    raise AssertionError
+
+
+def passphrase(confirm: bool = False) -> str:
+    value = os.environ.get("SKYVAULT_PASSPHRASE")
+    if value is None:
+        if not sys.stdin.isatty():
+            raise AgentError("no passphrase: set SKYVAULT_PASSPHRASE or run from a terminal")
+        value = getpass.getpass("Vault passphrase: ")
+        if confirm and getpass.getpass("Again: ") != value:
+            raise AgentError("the two passphrases differ")
+    crypto.check_passphrase(value)
+    return value
+
+
+def agent() -> AgentVault:
+    """This machine's agent, with its vault keys; its credentials renewed if they expire soon."""
+    state = home.agent_state()
+    creds = state["credentials"]
+    keys = remembered_keys(creds["vaultId"], state["keyCheck"])
+    if keys is None:
+        keys = AgentVault.derive_keys(creds, passphrase())
+        if keys.key_check_value() != state["keyCheck"]:
+            raise CredentialsError("wrong passphrase for this vault")
+    vault = AgentVault(creds, keys)
+    if datetime.fromisoformat(creds["expiresAt"]) - datetime.now(timezone.utc) < RENEW_BEFORE:
+        state["credentials"] = vault.renew_credentials()
+        home.write_json("agent.json", state)
+        vault = AgentVault(state["credentials"], keys)
+    return vault
+
+
+def remembered_keys(vault_id: str, key_check: str) -> crypto.VaultKeys | None:
+    """The keys `register` remembered for this vault, if they still match its registration."""
+    doc = home.read_optional_json(KEYS_FILE)
+    if not doc or doc.get("vaultId") != vault_id:
+        return None
+    keys = crypto.VaultKeys.from_doc(doc["keys"])
+    return keys if keys.key_check_value() == key_check else None
+
+
+def cache() -> Cache:
+    return Cache(home.home() / "cache.sqlite")

@@ -1,0 +1,11 @@
+"""The exit codes of the `skyvault` command, in one place (README.md, "Using it", lists them).
+
+An error carries its code (vaultclient.AgentError.exit_code); a command returns the others.
+"""
+
+OK = 0  # the command did what it was asked
+FAILURE = 1  # it failed: an error message says why (a backup: its point failed or was not made)
+CREDENTIALS = 2  # a credentials file that is missing or not one, or a wrong passphrase
+STACK_DEGRADED = 3  # `stack status`: a component of the local stack is not running
+PARTIAL = 4  # `backup`: the point is committed, but some files could not be read (they are listed)
+INTERRUPTED = 130  # stopped by Ctrl-C (SIGINT), as a shell reports 128 + 2

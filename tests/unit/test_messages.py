@@ -1,0 +1,179 @@
+"""The typed messages: parsing names the field that is wrong, signatures cover every field,
+answers round-trip, and redeliveries and poison records keep the original text."""
+import json
+
+import pytest
+
+from shared import formats, messages
+from shared.messages import (ChunkDeclaration, ChunksMessage, CommitMessage, CommitRequest, Credentials, JobView,
+                             LookupRequest, MalformedMessage, PointView, Poisoned, Redelivery, ReplicateMessage,
+                             RestoreMessage, parse_signed_message)
+from tests.unit.signing import signed_json
+
+KEY = b"k" * 32
+CID = "ab" * 32
+
+
+def chunks_message(**overrides):
+    body = {"v": 1, "type": "chunks", "id": "m1", "tenantId": "t1", "vaultId": "v1",
+            "chunks": [{"id": CID, "size": 1000, "md5": "A" * 22 + "=="}]}
+    body.update(overrides)
+    return body
+
+
+def test_signed_message_round_trip():
+    message = parse_signed_message(signed_json(chunks_message(), KEY), ChunksMessage)
+    message.verify(KEY)
+    assert message.chunks == (ChunkDeclaration(CID, 1000, "A" * 22 + "=="),)
+    assert parse_signed_message(message.to_json()) == message
+
+
+def test_the_agents_signature_is_the_wire_signature():
+    signed = messages.sign(CommitMessage, KEY, id="c1", tenant_id="t1", vault_id="v1",
+                           point_id="20261125T120000Z-0000abcd", item="laptop", created_at="2026-11-25T12:00:00",
+                           chunk_count=3, manifest_chunks=1, stats={"files": 2})
+    doc = json.loads(signed.to_json())
+    assert "parentPointId" not in doc, "an absent optional field is not sent (nor signed)"
+    assert json.loads(signed_json(doc, KEY))["sig"] == signed.sig
+    assert parse_signed_message(signed.to_json(), CommitMessage).signature_matches(KEY)
+
+
+def test_altered_message_fails_signature():
+    body = json.loads(signed_json(chunks_message(), KEY))
+    body["chunks"][0]["size"] = 2000
+    with pytest.raises(formats.BadSignature):
+        parse_signed_message(json.dumps(body)).verify(KEY)
+    with pytest.raises(formats.BadSignature):
+        parse_signed_message(signed_json(chunks_message(), KEY)).verify(b"x" * 32)
+
+
+@pytest.mark.parametrize("text, error", [
+    ("not json", "not JSON"),
+    ("[1]", "not a JSON object"),
+    (json.dumps({"v": 2}), "schema version"),
+    (json.dumps({**chunks_message(), "sig": "0" * 64, "type": "nope"}), "unknown message type"),
+    (json.dumps({**chunks_message(), "sig": "0" * 64, "vaultId": "../x"}), "'vaultId' has a bad format"),
+    (json.dumps({**chunks_message(), "sig": "0" * 64, "vaultId": "v1\n"}), "'vaultId' has a bad format"),
+    (json.dumps({**chunks_message(chunks=[]), "sig": "0" * 64}), "not 1 to 256"),
+    (json.dumps({**chunks_message(chunks=[{"id": "zz", "size": 100, "md5": "A" * 22 + "=="}]), "sig": "0" * 64}),
+     r"chunks\[0\]: field 'id' has a bad format"),
+    (json.dumps({**chunks_message(chunks=[{"id": CID, "size": True, "md5": "A" * 22 + "=="}]), "sig": "0" * 64}),
+     "'size' must be of type int"),
+    (json.dumps({**chunks_message(chunks=[{"id": CID, "size": 10 ** 9, "md5": "A" * 22 + "=="}]), "sig": "0" * 64}),
+     "'size' is 1000000000, outside"),
+    (json.dumps({**chunks_message()}), "'sig' is missing"),
+    (json.dumps({**chunks_message(), "sig": "0" * 64, "extra": 1}), "unknown field 'extra'"),
+    ("x" * (formats.MAX_MESSAGE_BYTES + 1), "over"),
+])
+def test_malformed_messages_are_named(text, error):
+    with pytest.raises(MalformedMessage, match=error):
+        parse_signed_message(text)
+
+
+def test_a_message_on_the_wrong_queue_is_refused():
+    with pytest.raises(MalformedMessage, match="a 'chunks' message where a 'commit' one belongs"):
+        parse_signed_message(signed_json(chunks_message(), KEY), CommitMessage)
+
+
+def test_too_big_message_is_refused_when_signing():
+    many = tuple(ChunkDeclaration(f"{i:064x}", 1000, "A" * 22 + "==") for i in range(600))
+    with pytest.raises(MalformedMessage, match="over"):
+        messages.sign(ChunksMessage, KEY, id="m1", tenant_id="t1", vault_id="v1", chunks=many)
+
+
+def test_full_batch_fits():
+    full = tuple(ChunkDeclaration(f"{i:064x}", 8 * 1024 * 1024, "A" * 22 + "==")
+                 for i in range(formats.CHUNKS_PER_MESSAGE))
+    signed = messages.sign(ChunksMessage, KEY, id="m1", tenant_id="t1", vault_id="v1", chunks=full)
+    assert parse_signed_message(signed.to_json()).signature_matches(KEY)
+
+
+@pytest.mark.parametrize("doc, error", [
+    ({"ids": ["x"]}, r"hex chunk ids; ids\[0\]"),
+    ({"ids": [CID] * 1001}, "holds 1001 entries"),
+    ({"ids": [CID], "more": 1}, "unknown field 'more'"),
+    ({}, "'ids' is missing"),
+])
+def test_lookup_requests_are_bounded(doc, error):
+    with pytest.raises(MalformedMessage, match=error):
+        LookupRequest.from_doc(doc)
+
+
+def test_commit_request_names_the_message_at_fault():
+    commit = json.loads(signed_json({"v": 1, "type": "commit", "id": "c", "tenantId": "t", "vaultId": "v",
+                                     "pointId": "20261125T120000Z-0000abcd", "item": "i", "createdAt": "x",
+                                     "chunkCount": 0, "manifestChunks": 0, "stats": {}}, KEY))
+    assert CommitRequest.from_doc({"commit": commit}).commit.point_id == "20261125T120000Z-0000abcd"
+    with pytest.raises(MalformedMessage, match="'commit': field 'chunkCount' is -1"):
+        CommitRequest.from_doc({"commit": {**commit, "chunkCount": -1}})
+    with pytest.raises(MalformedMessage, match="'chunks': a 'commit' message where a 'chunks' one belongs"):
+        CommitRequest.from_doc({"commit": commit, "chunks": commit})
+    with pytest.raises(MalformedMessage, match="no 'commit'"):
+        CommitRequest.from_doc({"chunks": commit})
+
+
+def test_restore_message_and_replicate_message():
+    restore = parse_signed_message(signed_json({"v": 1, "type": "restore", "id": "job-1", "tenantId": "t",
+                                                "vaultId": "v", "pointId": "20261125T120000Z-0000abcd"}, KEY))
+    assert isinstance(restore, RestoreMessage) and restore.point_id == "20261125T120000Z-0000abcd"
+    replicate = ReplicateMessage("t", "v", blobs=(f"chunks/ab/{CID}",), point_id=None, attempt=2)
+    assert ReplicateMessage.parse(replicate.to_json()) == replicate
+    with pytest.raises(MalformedMessage, match="outside the vault's layout"):
+        ReplicateMessage.parse(json.dumps({"v": 1, "tenantId": "t", "vaultId": "v", "blobs": ["../etc/passwd"],
+                                           "pointId": None, "attempt": 0}))
+    with pytest.raises(MalformedMessage, match="neither blobs nor a recovery point"):
+        ReplicateMessage.parse(ReplicateMessage("t", "v").to_json())
+
+
+def test_redelivery_and_poison_keep_the_original_text():
+    original = signed_json(chunks_message(), KEY)
+    assert Redelivery.unwrap(original) == Redelivery(original, 0, "")
+    again = Redelivery(original, 3, "region down")
+    assert Redelivery.unwrap(again.to_json()) == again
+    poisoned = Poisoned("ingest", "bad signature", original, 1, "2026-11-25T12:00:00+00:00")
+    assert Poisoned.parse(poisoned.to_json()) == poisoned
+
+
+def test_answers_round_trip():
+    point = PointView(id="20261125T120000Z-0000abcd", vault_id="v1", item="laptop", state="committed",
+                      created_at="x", chunk_count=3, stats={"files": 1}, checked_against="20261124T120000Z-0000abcd")
+    assert PointView.from_doc(point.to_doc()) == point
+    with pytest.raises(MalformedMessage, match="'state' is 'lost'"):
+        PointView.from_doc({**point.to_doc(), "state": "lost"})
+    job = {"id": "j", "pointId": point.id, "status": "ready", "createdAt": "x", "reason": None,
+           "plan": {"regions": [{"region": "primary", "containerUrl": "https://a/b?sig", "complete": True}],
+                    "manifestBlob": f"points/{point.id}/manifest", "expiresAt": "y"}}
+    assert JobView.from_doc(job).to_doc() == job
+
+
+def test_credentials_are_checked():
+    doc = {"kind": "skyvault-agent-credentials", "version": 1, "tenantId": "t", "vaultId": "v", "vaultName": "n",
+           "redundancy": "GRS", "kdf": {"salt": "AA=="}, "signingKey": "0" * 64, "apiUrl": "http://api",
+           "expiresAt": "x", "blobContainerUrl": "http://b", "queueUrls": {"ingest": "http://q"}}
+    assert Credentials.from_doc(doc).to_doc() == doc
+    with pytest.raises(MalformedMessage, match="lacks signingKey"):
+        Credentials.from_doc({k: v for k, v in doc.items() if k != "signingKey"})
+    with pytest.raises(MalformedMessage, match="'redundancy' is 'ZRS'"):
+        Credentials.from_doc({**doc, "redundancy": "ZRS"})
+    with pytest.raises(MalformedMessage, match="not a Skyvault vault credentials file"):
+        Credentials.from_doc({**doc, "kind": "other"})
+
+
+@pytest.mark.parametrize("doc, error", [
+    ({"path": "a", "type": "fifo", "mode": 0, "mtime": 0}, "'type' is 'fifo'"),
+    ({"path": "a", "type": "file", "mode": 0o10000, "mtime": 0, "size": 0}, "'mode' is 4096"),
+    ({"path": "a", "type": "file", "mode": 0o644, "mtime": 0, "size": 1, "extents": [["zz", 0, 1]]},
+     r"extents\[0\] is not \[chunk id, offset, length\]"),
+    ({"path": "a", "type": "dir", "mode": 0o755, "mtime": 0, "target": "x"}, "unknown field 'target'"),
+    ({"path": "a", "type": "symlink", "mode": 0o777, "mtime": 0}, "'target' is missing"),
+])
+def test_bad_manifest_entries_are_named(doc, error):
+    with pytest.raises(MalformedMessage, match=error):
+        messages.ManifestEntry.from_doc(doc)
+
+
+def test_manifest_entries_round_trip_what_the_backup_writes():
+    for doc in ({"path": "d", "mode": 0o755, "mtime": 1_796_202_950_219_780_371, "type": "dir"},
+                {"path": "d/l", "mode": 0o777, "mtime": 1, "type": "symlink", "target": "../x"},
+                {"path": "d/f", "mode": 0o644, "mtime": 1, "type": "file", "size": 3, "extents": [[CID, 5, 3]]}):
+        assert messages.ManifestEntry.from_doc(doc).to_doc() == doc

@@ -1,0 +1,349 @@
+"""The storage format's known answers (tests/vectors/): today's code must give every value the
+vector files hold, so that a change to a KDF label, the envelope, canonical JSON, the chunker's
+parameters or a manifest line fails here instead of breaking every vault (docs/design.md).
+
+Every value is computed through the public functions of shared.crypto, shared.formats and
+skyvault.chunker, never through tests/vectors/generate.py; envelopes are also opened step by
+step as the spec describes them, with the cryptography library alone. Tests named "writes"
+pin what the code writes; tests named "reads" or "opens" pin what it must go on reading.
+Nothing here writes a file.
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import functools
+import hashlib
+import hmac
+import io
+import json
+from datetime import datetime
+from pathlib import Path
+
+import blake3
+import pytest
+import zstandard
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from shared import crypto, formats, messages
+from shared.domain import chunk_blob_name
+from skyvault.chunker import CDC_PARAMS, new_chunker
+
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
+
+
+def _load(name: str) -> dict:
+    return json.loads((VECTORS / name).read_text())
+
+
+KEYS, CHUNK, ENVELOPE = _load("keys.json"), _load("chunk.json"), _load("envelope.json")
+MESSAGES, REQUEST = _load("messages.json"), _load("request.json")
+FASTCDC, MANIFEST = _load("fastcdc.json"), _load("manifest.json")
+
+
+def _cases(cases: list[dict]):
+    return pytest.mark.parametrize("case", cases, ids=[c["name"] for c in cases])
+
+
+def _hex(value: str) -> bytes:
+    return bytes.fromhex(value)
+
+
+def _hkdf(key: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(key)
+
+
+@functools.cache
+def _derived(name: str) -> tuple[bytes, crypto.VaultKeys]:
+    """Argon2id costs ~0.13 s: each case's master key and subkeys are derived once."""
+    case = next(c for c in KEYS["cases"] if c["name"] == name)
+    salt, kdf = _hex(case["salt_hex"]), KEYS["constants"]["kdf"]
+    return (crypto.derive_master_key(case["passphrase"], salt, kdf),
+            crypto.derive_keys(case["passphrase"], salt, kdf))
+
+
+def _vault_keys() -> crypto.VaultKeys:
+    """The keys the other files use: keys.json's first case's, as stored there."""
+    case = KEYS["cases"][0]
+    return crypto.VaultKeys(*(_hex(case[f"{f}_hex"]) for f in ("chunk_id_key", "chunk_key", "manifest_key",
+                                                                 "check_key")))
+
+
+# keys.json
+
+def test_kdf_parameters_are_pinned():
+    assert crypto.KDF_PARAMS == KEYS["constants"]["kdf"]
+    assert crypto.MIN_PASSPHRASE_CHARS == KEYS["constants"]["min_passphrase_chars"]
+
+
+@_cases(KEYS["cases"])
+def test_argon2id_master_key(case):
+    assert case["passphrase"].encode("utf-8") == _hex(case["passphrase_utf8_hex"])
+    assert base64.b64decode(case["salt_b64"]) == _hex(case["salt_hex"])
+    master, _ = _derived(case["name"])
+    assert len(master) == KEYS["constants"]["master_key_bytes"]
+    assert master.hex() == case["master_key_hex"]
+
+
+@pytest.mark.parametrize("field, label", KEYS["constants"]["subkey_labels"].items())
+@_cases(KEYS["cases"])
+def test_hkdf_subkey_and_its_label(case, field, label):
+    master, keys = _derived(case["name"])
+    assert getattr(keys, field).hex() == case[f"{field}_hex"]
+    assert _hkdf(master, label.encode()).hex() == case[f"{field}_hex"]
+
+
+@_cases(KEYS["cases"])
+def test_key_check_value(case):
+    _, keys = _derived(case["name"])
+    assert keys.key_check_value() == case["key_check_value"]
+    message = KEYS["constants"]["key_check_message"].encode()
+    assert hmac.new(_hex(case["check_key_hex"]), message, hashlib.sha256).hexdigest() == case["key_check_value"]
+
+
+def test_other_files_use_the_keys_of_keys_json():
+    keys = _vault_keys()
+    for doc in (CHUNK, ENVELOPE, MANIFEST["stream"]):
+        assert doc["chunk_id_key_hex"] == keys.chunk_id_key.hex()
+    assert ENVELOPE["chunk_key_hex"] == keys.chunk_key.hex()
+    assert ENVELOPE["manifest_key_hex"] == keys.manifest_key.hex()
+
+
+# chunk.json
+
+@_cases(CHUNK["cases"])
+def test_keyed_blake3_chunk_id_and_blob_name(case):
+    chunk_id = crypto.chunk_id(_vault_keys(), _hex(case["plaintext_hex"]))
+    assert chunk_id == case["chunk_id"]
+    assert chunk_blob_name(chunk_id) == case["blob_name"] == f"chunks/{chunk_id[:2]}/{chunk_id}"
+
+
+# envelope.json
+
+def test_envelope_constants_are_pinned():
+    c = ENVELOPE["constants"]
+    assert crypto.MAGIC == _hex(c["magic_hex"]) == c["magic_ascii"].encode()
+    assert crypto.FORMAT_VERSION == c["format_version"]
+    assert crypto.ALG_AES256_GCM == c["algorithm"]["id"]
+    assert crypto.HEADER.format == c["header"]["struct"]
+    assert crypto.HEADER_BYTES == c["header"]["bytes"] == sum(f["size"] for f in c["header"]["fields"])
+    assert crypto.NONCE_BYTES == c["nonce_bytes"]
+    assert crypto.TAG_BYTES == c["tag_bytes"]
+    assert (crypto.FRAME_RAW, crypto.FRAME_ZSTD) == (c["frame_flags"]["raw"], c["frame_flags"]["zstd"])
+    assert crypto.ZSTD_LEVEL == c["zstd_level"]
+
+
+ENVELOPES = [{**case, "key": "chunk_key"} for case in ENVELOPE["chunks"]] + [
+    {**ENVELOPE["manifest_root"], "name": "manifest root", "key": "manifest_key"}]
+
+
+@_cases(ENVELOPE["chunks"])
+def test_chunk_envelope_reads(case):
+    keys, envelope = _vault_keys(), _hex(case["envelope_hex"])
+    assert crypto.parse_header(envelope) == (ENVELOPE["constants"]["format_version"],
+                                             ENVELOPE["constants"]["algorithm"]["id"], _hex(case["nonce_hex"]))
+    framed = crypto.open_envelope(keys.chunk_key, ENVELOPE["vault_id"], case["chunk_id"], envelope)
+    assert framed.hex() == case["framed_hex"] and framed[0] == case["frame_flag"]
+    assert crypto.decrypt_chunk(keys, ENVELOPE["vault_id"], case["chunk_id"], envelope).hex() == case["plaintext_hex"]
+
+
+@_cases(ENVELOPE["chunks"])
+def test_chunk_sealer_writes_the_chunk_envelope(case):
+    """Pins the writer, zstd's output included: a zstd that compresses differently fails this
+    (and only this) test without breaking any vault, as the reading tests show."""
+    plaintext = _hex(case["plaintext_hex"])
+    assert crypto.frame(plaintext).hex() == case["framed_hex"]
+    sealer = crypto.ChunkSealer(_vault_keys(), ENVELOPE["vault_id"])
+    assert bytes(sealer.seal(case["chunk_id"], plaintext, nonce=_hex(case["nonce_hex"]))).hex() == case["envelope_hex"]
+
+
+def test_manifest_root_envelope_reads():
+    root = ENVELOPE["manifest_root"]
+    assert root["blob_name"] == formats.manifest_blob(root["root"]["pointId"])
+    framed = crypto.open_envelope(_vault_keys().manifest_key, ENVELOPE["vault_id"], root["blob_name"],
+                                  _hex(root["envelope_hex"]))
+    assert framed.hex() == root["framed_hex"]
+    plaintext = crypto.unframe(framed)
+    assert plaintext.hex() == root["plaintext_hex"]
+    assert json.loads(plaintext) == root["root"]
+    assert root["root"]["manifestChunks"] == [MANIFEST["stream"]["chunk_id"]]
+
+
+def test_seal_writes_the_manifest_root_envelope():
+    root = ENVELOPE["manifest_root"]
+    framed = crypto.frame(_hex(root["plaintext_hex"]))
+    assert framed.hex() == root["framed_hex"]
+    envelope = crypto.seal(_vault_keys().manifest_key, ENVELOPE["vault_id"], root["blob_name"], framed,
+                           nonce=_hex(root["nonce_hex"]))
+    assert envelope.hex() == root["envelope_hex"]
+
+
+@_cases(ENVELOPES)
+def test_envelope_opens_as_the_spec_describes(case):
+    """The header's fields at their offsets, the per-object key, the AAD and AES-256-GCM, from
+    the cryptography library alone: what another implementation would do from docs/design.md."""
+    c, envelope = ENVELOPE["constants"], _hex(case["envelope_hex"])
+    name = case.get("chunk_id") or case["blob_name"]
+    fields = {f["name"]: envelope[f["offset"]:f["offset"] + f["size"]] for f in c["header"]["fields"]}
+    assert fields["magic"] == _hex(c["magic_hex"])
+    assert fields["format_version"][0] == c["format_version"] and fields["algorithm"][0] == c["algorithm"]["id"]
+    assert fields["nonce"] == _hex(case["nonce_hex"])
+    object_key = _hkdf(_hex(ENVELOPE[f"{case['key']}_hex"]), (c["object_key_info_prefix"] + name).encode())
+    assert object_key.hex() == case["object_key_hex"]
+    aad = envelope[:c["header"]["aad_prefix_bytes"]] + ENVELOPE["vault_id"].encode() + b"\0" + name.encode()
+    assert aad.hex() == case["aad_hex"]
+    framed = AESGCM(object_key).decrypt(fields["nonce"], envelope[c["header"]["bytes"]:], aad)
+    assert len(envelope) == c["header"]["bytes"] + len(framed) + c["tag_bytes"]
+    assert framed.hex() == case["framed_hex"]
+    flag, payload = framed[0], framed[1:]
+    assert flag in c["frame_flags"].values()
+    if flag == c["frame_flags"]["zstd"]:
+        # One zstd frame that records its size: readers decompress it in one call, which needs that.
+        assert zstandard.get_frame_parameters(payload).content_size == len(_hex(case["plaintext_hex"]))
+        payload = zstandard.ZstdDecompressor().decompress(payload)
+    assert payload.hex() == case["plaintext_hex"]
+
+
+# messages.json
+
+def test_message_constants_are_pinned():
+    assert formats.SCHEMA_VERSION == MESSAGES["constants"]["schema_version"]
+    assert formats.MAX_MESSAGE_BYTES == MESSAGES["constants"]["max_message_bytes"]
+
+
+@_cases(MESSAGES["cases"])
+def test_canonical_json(case):
+    canonical = formats.canonical(case["body"])
+    assert canonical.hex() == case["canonical_hex"]
+    assert canonical == case["canonical_text"].encode("ascii")
+
+
+@_cases(MESSAGES["cases"])
+def test_message_signature_over_canonical_json(case):
+    key = _hex(MESSAGES["signing_key_hex"])
+    assert "sig" not in case["body"]
+    assert crypto.sign(key, formats.canonical(case["body"])) == case["sig"]
+    assert crypto.verify_signature(key, _hex(case["canonical_hex"]), case["sig"])
+
+
+@_cases([c for c in MESSAGES["cases"] if c["name"].endswith(" message")])
+def test_typed_messages_sign_and_verify_as_the_vectors(case):
+    """The agent signs and the service verifies through shared.messages: its classes must give
+    the same canonical JSON, field for field, as the wire rule."""
+    key = _hex(MESSAGES["signing_key_hex"])
+    parsed = messages.parse_signed_message(json.dumps({**case["body"], "sig": case["sig"]}))
+    assert formats.canonical(parsed.unsigned_doc()).hex() == case["canonical_hex"]
+    assert parsed.signature_matches(key)
+    fields = {f.name: getattr(parsed, f.name) for f in dataclasses.fields(parsed) if f.name != "sig"}
+    assert messages.sign(type(parsed), key, **fields).sig == case["sig"]
+
+
+def test_chunks_message_declares_the_stored_envelopes():
+    """A declared chunk's size and MD5 are those of its envelope, as stored."""
+    body = next(c["body"] for c in MESSAGES["cases"] if c["name"] == "chunks message")
+    envelopes = {c["chunk_id"]: _hex(c["envelope_hex"]) for c in ENVELOPE["chunks"]}
+    assert body["chunks"] == [{"id": cid, "size": len(envelope),
+                               "md5": base64.b64encode(hashlib.md5(envelope).digest()).decode()}
+                              for cid, envelope in envelopes.items()]
+
+
+# request.json
+
+def test_request_constants_are_pinned():
+    assert formats.MAX_CLOCK_SKEW.total_seconds() == REQUEST["constants"]["max_clock_skew_seconds"]
+
+
+@_cases(REQUEST["cases"])
+def test_request_string_to_sign(case):
+    body = _hex(case["body_hex"])
+    assert hashlib.sha256(body).hexdigest() == case["body_sha256"]
+    signed = formats.request_string(case["method"], case["path"], case["headers"]["x-skyvault-date"], body)
+    assert signed.hex() == case["string_to_sign_hex"]
+    assert signed == case["string_to_sign_text"].encode()
+
+
+@_cases(REQUEST["cases"])
+def test_request_signature_headers(case):
+    key, body, now = _hex(REQUEST["signing_key_hex"]), _hex(case["body_hex"]), datetime.fromisoformat(case["now"])
+    assert formats.sign_request(key, case["method"], case["path"], body, now) == case["headers"]
+    formats.verify_request(key, case["method"], case["path"], body, case["headers"], now)
+
+
+# fastcdc.json
+
+def test_cdc_parameters_are_pinned():
+    assert CDC_PARAMS == FASTCDC["constants"]["cdc_params"]
+    chunker = new_chunker()
+    assert (chunker.avg_size, chunker.min_size, chunker.max_size) == tuple(CDC_PARAMS.values())
+
+
+@functools.cache
+def _stream(name: str) -> bytes:
+    generator = next(s["generator"] for s in FASTCDC["streams"] if s["name"] == name)
+    if generator["kind"] == "blake3-xof":
+        return blake3.blake3(generator["input_text"].encode()).digest(length=generator["length"])
+    assert generator["kind"] == "zeros"
+    return bytes(generator["length"])
+
+
+@_cases(FASTCDC["streams"])
+def test_cdc_input_stream(case):
+    data = _stream(case["name"])
+    assert hashlib.sha256(data).hexdigest() == case["sha256"]
+    assert sum(cut["length"] for cut in case["cuts"]) == len(data)
+
+
+@_cases(FASTCDC["streams"])
+def test_fastcdc_cut_points_of_a_buffer(case):
+    cuts = [{"offset": c.offset, "length": c.length} for c in new_chunker().cut_buf(_stream(case["name"]))]
+    assert cuts == case["cuts"]
+
+
+@_cases(FASTCDC["streams"])
+def test_fastcdc_cut_points_of_a_stream(case):
+    """The backup cuts file-like streams: cut_stream must cut where cut_buf does."""
+    cuts = [{"offset": c.offset, "length": c.length}
+            for c in new_chunker().cut_stream(io.BytesIO(_stream(case["name"])))]
+    assert cuts == case["cuts"]
+
+
+# manifest.json
+
+@_cases(MANIFEST["entries"])
+def test_manifest_line_writes(case):
+    assert b"".join(formats.manifest_lines([case["entry"]])).hex() == case["line_hex"]
+
+
+@_cases(MANIFEST["entries"])
+def test_manifest_line_reads(case):
+    assert formats.parse_manifest_line(_hex(case["line_hex"])) == case["entry"]
+
+
+def test_manifest_keeps_a_name_that_is_not_utf8_byte_for_byte():
+    case = next(c for c in MANIFEST["entries"] if "path_bytes_hex" in c)
+    name = _hex(case["path_bytes_hex"])
+    assert case["entry"]["path"] == name.decode("utf-8", "surrogateescape")  # os.fsdecode on POSIX
+    assert b'"path":"' + name + b'"' in _hex(case["line_hex"])
+
+
+def test_manifest_stream_and_its_chunk_id():
+    stream = b"".join(formats.manifest_lines(c["entry"] for c in MANIFEST["entries"]))
+    assert hashlib.sha256(stream).hexdigest() == MANIFEST["stream"]["sha256"]
+    assert crypto.chunk_id(_vault_keys(), stream) == MANIFEST["stream"]["chunk_id"]
+
+
+def test_reference_list():
+    refs = MANIFEST["refs"]
+    assert refs["chunk_ids"] == sorted(set(refs["chunk_ids"]))
+    blob = formats.encode_refs(refs["chunk_ids"])
+    assert blob.hex() == refs["blob_hex"]
+    assert formats.decode_refs(blob) == refs["chunk_ids"]
+    assert hashlib.sha256(blob).hexdigest() == refs["refs_digest"]
+
+
+def test_point_blob_names():
+    names = MANIFEST["blob_names"]
+    assert formats.manifest_blob(names["point_id"]) == names["manifest"]
+    assert formats.refs_blob(names["point_id"]) == names["refs"]
