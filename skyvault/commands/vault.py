@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+from shared.domain import REDUNDANCIES
 from skyvault import exitcodes, home
 from skyvault.commands.common import say
 from skyvault.vaultclient import AgentError
@@ -18,13 +19,13 @@ def add_parser(subparsers) -> None:
     create = vault_sub.add_parser("create", help="create a vault and write its agent credentials file")
     create.add_argument("name")
     create.add_argument("--tenant", required=True)
-    create.add_argument("--redundancy", choices=["LRS", "GRS"], default="LRS")
+    create.add_argument("--redundancy", choices=REDUNDANCIES, default="LRS")
     create.add_argument("--out", help="credentials file (default NAME.credentials.json)")
     create.set_defaults(func=run)
     redundancy = vault_sub.add_parser("set-redundancy", help="change LRS/GRS (only before the first backup)")
     redundancy.add_argument("name", help="vault name or id")
     redundancy.add_argument("--tenant", required=True)
-    redundancy.add_argument("--redundancy", choices=["LRS", "GRS"], required=True)
+    redundancy.add_argument("--redundancy", choices=REDUNDANCIES, required=True)
     redundancy.set_defaults(func=run)
 
 
