@@ -27,7 +27,9 @@ class Redundancy(StrEnum):
 class ChunkState(StrEnum):
     VERIFIED = "verified"  # its blob matches its declaration: usable by commits
     REJECTED = "rejected"  # its blob contradicts its declaration
-    DAMAGED = "damaged"  # bad in every region, found by the scrub
+    DAMAGED = "damaged"  # bad in every region, found by the scrub or reported by an agent
+    # Rejected and damaged chunks can be stored again: an agent uploads a replacement blob,
+    # which ingest verifies and promotes (docs/design.md, "Chunk lifecycle").
 
 
 class PointState(StrEnum):
@@ -65,6 +67,12 @@ def container_name(vault_id: str) -> str:
 
 def chunk_blob_name(chunk_id: str) -> str:
     return f"chunks/{chunk_id[:2]}/{chunk_id}"
+
+
+def replacement_blob_name(chunk_id: str, nonce: str) -> str:
+    """Where an agent uploads a new copy of a rejected or damaged chunk: beside its blob, under a
+    name of its own (`nonce`: 16 hex digits), as its create-only SAS cannot overwrite."""
+    return f"{chunk_blob_name(chunk_id)}.{nonce}"
 
 
 class _Doc:
@@ -127,6 +135,7 @@ class ChunkRecord(_Doc):
     recorded_at: str
     reason: str | None = None  # why a chunk was rejected or is damaged
     replicated_at: str | None = None  # GRS: when the paired region's copy was made
+    generation: int = 0  # how many times a replacement was promoted over its blob
     etag: str | None = None
 
     def _doc_extra(self) -> dict[str, Any]:

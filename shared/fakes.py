@@ -38,6 +38,7 @@ from shared.ports import (
     BlobAlreadyExists,
     BlobContainer,
     BlobNotFound,
+    ContentMismatch,
     BlobProperties,
     Conflict,
     Index,
@@ -163,7 +164,9 @@ class MemoryBlobContainer(BlobContainer):
         with self._account._lock:
             self._account._containers.setdefault(self.name, {})
 
-    def put(self, name: str, data: bytes, *, overwrite: bool = False) -> BlobProperties:
+    def put(self, name: str, data: bytes, *, overwrite: bool = False, md5: bytes | None = None) -> BlobProperties:
+        if md5 is not None and hashlib.md5(data, usedforsecurity=False).digest() != md5:
+            raise ContentMismatch(f"put {self.name}/{name}: the body's MD5 differs from the Content-MD5 sent")
         with self._account._lock:
             self._require("cw")
             blobs = self._blobs()

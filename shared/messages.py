@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
 from shared import crypto, formats
-from shared.domain import JobStatus, PointState, Redundancy
+from shared.domain import JobStatus, PointState, Redundancy, chunk_blob_name
 from shared.formats import B64_MD5, HEX_ID, NAME_ID, POINT_ID, SIGNATURE, MalformedMessage
 
 MAX_CHUNK_ENVELOPE = 9 * 1024 * 1024  # an 8 MiB chunk stored raw, with its framing and envelope
+MIN_CHUNK_ENVELOPE = crypto.HEADER_BYTES + crypto.TAG_BYTES + 1  # a header, a flag byte and a tag
+REPLACEMENT_BLOB = re.compile(r"chunks/[0-9a-f]{2}/[0-9a-f]{64}\.[0-9a-f]{16}\Z")
 MAX_COUNT = 2 ** 53  # JSON's exact integers: more chunks or bytes than any point holds
 MAX_STATS_BYTES = 4096
 MAX_TEXT = 1024  # free-text fields: reasons, times, URLs
@@ -109,21 +111,43 @@ def _drop_none(doc: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class ChunkDeclaration:
-    """A chunk the agent uploaded: its id, and the size and MD5 of its envelope as stored."""
+    """A chunk the agent uploaded: its id, and the size and MD5 of its envelope as stored.
+
+    Without size and MD5 it is an adoption: the agent's create-only Put Blob was refused because
+    the blob exists (its own earlier upload, a crashed run's, another machine's), so the service
+    takes both from the blob, which, put with Content-MD5, arrived whole. `blob` names a
+    replacement (domain.replacement_blob_name) of a rejected or damaged chunk."""
 
     id: str
-    size: int
-    md5: str
+    size: int | None = None
+    md5: str | None = None
+    blob: str | None = None
+
+    @property
+    def adopted(self) -> bool:
+        return self.size is None
 
     @classmethod
     def from_doc(cls, doc: Any, where: str = "chunk entry") -> "ChunkDeclaration":
         r = _Reader(doc, where)
-        r.only("id", "size", "md5")
-        return cls(id=r.str("id", HEX_ID), size=r.int("size", crypto.HEADER_BYTES + crypto.TAG_BYTES + 1,
-                                                       MAX_CHUNK_ENVELOPE), md5=r.str("md5", B64_MD5))
+        r.only("id", "size", "md5", "blob")
+        cid = r.str("id", HEX_ID)
+        size = r.int("size", MIN_CHUNK_ENVELOPE, MAX_CHUNK_ENVELOPE, optional=True)
+        md5 = r.str("md5", B64_MD5, optional=True)
+        if (size is None) != (md5 is None):
+            raise MalformedMessage(f"{where}: fields 'size' and 'md5' go together (neither: an adoption)")
+        blob = r.str("blob", REPLACEMENT_BLOB, optional=True)
+        if blob is not None and not blob.startswith(chunk_blob_name(cid) + "."):
+            raise MalformedMessage(f"{where}: field 'blob' {blob!r} is not a replacement of chunk {cid}")
+        return cls(id=cid, size=size, md5=md5, blob=blob)
 
     def to_doc(self) -> dict[str, Any]:
-        return {"id": self.id, "size": self.size, "md5": self.md5}
+        doc: dict[str, Any] = {"id": self.id}
+        if self.size is not None:
+            doc.update(size=self.size, md5=self.md5)
+        if self.blob is not None:
+            doc["blob"] = self.blob
+        return doc
 
 
 @dataclass(frozen=True)
@@ -602,18 +626,19 @@ class VaultStatus:
     redundancy: str
     first_backup_at: str | None
     replication: ReplicationStatus
+    chunk_epoch: int  # rises when a verified chunk stops being usable: agents forget what they knew
 
     def to_doc(self) -> dict[str, Any]:
         return {"vaultId": self.vault_id, "name": self.name, "tenantId": self.tenant_id,
                 "redundancy": self.redundancy, "firstBackupAt": self.first_backup_at,
-                "replication": self.replication.to_doc()}
+                "replication": self.replication.to_doc(), "chunkEpoch": self.chunk_epoch}
 
     @classmethod
     def from_doc(cls, doc: Any) -> "VaultStatus":
         r = _Reader(doc, "vault status")
         return cls(r.str("vaultId", NAME_ID), r.str("name", NAME_ID), r.str("tenantId", NAME_ID),
                    r.str("redundancy"), r.str("firstBackupAt", optional=True),
-                   ReplicationStatus.from_doc(r.obj("replication")))
+                   ReplicationStatus.from_doc(r.obj("replication")), r.int("chunkEpoch"))
 
 
 @dataclass(frozen=True)

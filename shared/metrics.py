@@ -68,10 +68,10 @@ class _CountingContainer(BlobContainer):
         self._add("create_container")
         self._inner.create()
 
-    def put(self, name: str, data: bytes, *, overwrite: bool = False) -> BlobProperties:
+    def put(self, name: str, data: bytes, *, overwrite: bool = False, md5: bytes | None = None) -> BlobProperties:
         self._add("put")
         self._add("bytes_written", len(data))
-        return self._inner.put(name, data, overwrite=overwrite)
+        return self._inner.put(name, data, overwrite=overwrite, md5=md5)
 
     def properties(self, name: str) -> BlobProperties:
         self._add("properties")

@@ -49,6 +49,12 @@ class TransientError(StorageError, Retryable):
     """The service did not answer or answered 5xx: retrying may succeed."""
 
 
+class ContentMismatch(TransientError):
+    """Azure Storage refused a Put Blob whose body does not have the MD5 the writer sent with
+    it (400 Md5Mismatch): the bytes changed on the way. Nothing was stored; sending again may
+    succeed."""
+
+
 def transient_status(status: int) -> bool:
     """Whether Azure Storage answering HTTP `status` is worth retrying (timeout, throttled, 5xx)."""
     return status in (408, 429) or status >= 500
@@ -71,9 +77,11 @@ class BlobContainer(ABC):
         """Create the container; does nothing if it exists."""
 
     @abstractmethod
-    def put(self, name: str, data: bytes, *, overwrite: bool = False) -> BlobProperties:
+    def put(self, name: str, data: bytes, *, overwrite: bool = False, md5: bytes | None = None) -> BlobProperties:
         """Write `data` (any bytes-like object, read before this returns) as one Put Blob. Without
-        overwrite, raises BlobAlreadyExists if the blob exists."""
+        overwrite, raises BlobAlreadyExists if the blob exists. `md5`, the data's MD5, goes with
+        the request (Content-MD5): the storage service refuses a body that does not match it
+        (ContentMismatch) and records it as the blob's MD5, so a blob put with it arrived whole."""
 
     @abstractmethod
     def properties(self, name: str) -> BlobProperties:

@@ -1,7 +1,13 @@
 """The agent's local cache (SQLite, so memory stays bounded whatever the vault's size).
 
-- known chunks: ids this machine uploaded or the service confirmed verified, per
-  vault; lets a backup skip chunks without asking the service.
+- known chunks: ids the service confirmed verified, per vault (a look-up answered so, or
+  they belong to a point that committed); lets a backup skip chunks without asking the
+  service. An upload is not enough: a crashed run's chunks were never declared, and must not
+  be skipped for ever (docs/design.md, "Chunk lifecycle"). Valid for one chunk epoch of the
+  vault: when the epoch rises (a chunk was found damaged), known chunks and the files of the
+  last backups are forgotten, so the next backup reads everything and asks again.
+- sent: ids the running backup uploaded or declared, not yet confirmed; they become known
+  when its point commits.
 - files: per vault and item, the stat signature of each regular file in the last
   backup, with its manifest line and the chunk ids it references, so an
   incremental backup neither reads an unchanged file nor decodes or encodes its
@@ -39,7 +45,13 @@ CREATE TABLE IF NOT EXISTS changes (
 CREATE TABLE IF NOT EXISTS current (vault TEXT NOT NULL, item TEXT NOT NULL, run TEXT NOT NULL,
     PRIMARY KEY (vault, item));
 CREATE TABLE IF NOT EXISTS refs (run TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (run, id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sent (run TEXT NOT NULL, vault TEXT NOT NULL, id TEXT NOT NULL,
+    PRIMARY KEY (run, id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS epochs (vault TEXT NOT NULL PRIMARY KEY, epoch INTEGER NOT NULL);
 """
+# 2: `known` holds only chunks the service confirmed. Older agents added every chunk they
+# uploaded, which a crashed run never declared: their rows are dropped once.
+SCHEMA_VERSION = 2
 FILES_COLUMNS = [("vault", "TEXT"), ("item", "TEXT"), ("path", "BLOB"),
                  ("signature", "TEXT"), ("line", "BLOB"), ("ids", "TEXT")]
 # Rows a scan of the last backup's files fetches at a time.
@@ -82,6 +94,9 @@ class Cache:
             self._db.executescript("DROP TABLE files; DROP TABLE IF EXISTS current; "
                                    "DROP TABLE IF EXISTS changes;")
         self._db.executescript(SCHEMA)
+        if self._db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            self._db.execute("DELETE FROM known")
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         self._lock = threading.Lock()
         self._changes: list[tuple] = []
         self._unordered: set[str] = set()  # runs whose walk asked for a file out of path order
@@ -92,21 +107,43 @@ class Cache:
         self._db.close()  # the changes of an unfinished backup are never applied: it never became current
 
     # known chunks
-    def known(self, vault: str, ids: Iterable[str]) -> set[str]:
+    def known(self, vault: str, ids: Iterable[str], run: str = "") -> set[str]:
+        """Those of `ids` the service confirmed verified, and those backup `run` sent already."""
         ids = list(ids)
         found: set[str] = set()
         with self._lock:
             for start in range(0, len(ids), 500):
                 batch = ids[start:start + 500]
+                marks = ",".join("?" * len(batch))
                 rows = self._db.execute(
-                    f"SELECT id FROM known WHERE vault=? AND id IN ({','.join('?' * len(batch))})",
-                    [vault, *batch])
+                    f"SELECT id FROM known WHERE vault=? AND id IN ({marks}) "
+                    f"UNION SELECT id FROM sent WHERE run=? AND id IN ({marks})", [vault, *batch, run, *batch])
                 found.update(r[0] for r in rows)
         return found
 
     def add_known(self, vault: str, ids: Iterable[str]) -> None:
         with self._lock:
             self._db.executemany("INSERT OR IGNORE INTO known VALUES (?, ?)", [(vault, i) for i in ids])
+
+    def add_sent(self, vault: str, run: str, ids: Iterable[str]) -> None:
+        with self._lock:
+            self._db.executemany("INSERT OR IGNORE INTO sent VALUES (?, ?, ?)", [(run, vault, i) for i in ids])
+
+    def check_epoch(self, vault: str, epoch: int) -> bool:
+        """Record the vault's chunk epoch; when it differs from the one recorded, forget the
+        vault's known chunks and last backups' files first. True if anything was forgotten."""
+        with self._lock:
+            row = self._db.execute("SELECT epoch FROM epochs WHERE vault=?", (vault,)).fetchone()
+            if row is not None and row[0] == epoch:
+                return False
+            self._db.execute("BEGIN")
+            if row is not None:
+                for table in ("known", "files", "current"):
+                    self._db.execute(f"DELETE FROM {table} WHERE vault=?", (vault,))
+                self._current = {k: v for k, v in self._current.items() if k[0] != vault}
+            self._db.execute("INSERT OR REPLACE INTO epochs VALUES (?, ?)", (vault, epoch))
+            self._db.execute("COMMIT")
+            return row is not None
 
     # the files of each item's last backup
     def last_run(self, vault: str, item: str) -> str:
@@ -154,9 +191,11 @@ class Cache:
             self._db.executemany(sql, rows)
             self._db.execute("COMMIT")
 
-    def make_current(self, vault: str, item: str, run: str) -> None:
+    def make_current(self, vault: str, item: str, run: str, committed: bool = True) -> None:
         """The item's files become what backup `run` saw: its changes replace the rows they name.
-        A run whose walk did not ask in order (cache.PreviousFiles) keeps only the files it read."""
+        A run whose walk did not ask in order (cache.PreviousFiles) keeps only the files it read.
+        The chunks it sent become known if its point `committed` (not known yet: a backup that
+        did not wait); otherwise the next look-up asks about them again."""
         self._write_changes()
         key = (vault, item)
         with self._lock:
@@ -169,6 +208,9 @@ class Cache:
             self._db.execute("INSERT OR REPLACE INTO files SELECT ?, ?, path, signature, line, ids "
                              "FROM changes WHERE run=? AND signature IS NOT NULL", (*key, run))
             self._db.execute("DELETE FROM changes WHERE run=?", (run,))
+            if committed:  # every chunk it sent is verified now
+                self._db.execute("INSERT OR IGNORE INTO known SELECT vault, id FROM sent WHERE run=?", (run,))
+            self._db.execute("DELETE FROM sent WHERE run=?", (run,))
             self._db.execute("INSERT OR REPLACE INTO current VALUES (?, ?, ?)", (*key, run))
             self._db.execute("COMMIT")
             self._current[key] = run
@@ -180,6 +222,7 @@ class Cache:
         self._unordered.discard(run)
         with self._lock:
             self._db.execute("DELETE FROM changes WHERE run=?", (run,))
+            self._db.execute("DELETE FROM sent WHERE run=?", (run,))
 
     # references of a running backup
     def add_refs(self, run: str, ids: Iterable[str]) -> None:

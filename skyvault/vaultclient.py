@@ -9,18 +9,22 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import threading
 import time
 import uuid
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterator
 
 from shared import crypto, formats, messages
 from shared.messages import Credentials
 from shared.adapters.sas_rest import Endpoint, SasContainer, SasQueueSender
-from shared.ports import BlobContainer, TransientError
+from shared.ports import BlobContainer, BlobProperties, TransientError
 from skyvault import exitcodes
 
 API_TIMEOUT_S = 30
+# Credentials are renewed when they expire sooner than this, before a command starts and before
+# each use of their SAS during it: a backup of a terabyte outlives a day's SAS.
+RENEW_BEFORE = timedelta(hours=2)
 CONFLICT = 409  # what the API answers a refusal that contradicts the vault's state (functions/api.py)
 
 
@@ -67,6 +71,10 @@ class HttpTransport:
         self._endpoint: Endpoint | None = None
         self._queues: dict[str, SasQueueSender] = {}
 
+    def update(self, creds: dict[str, Any]) -> None:
+        """Renewed credentials: their queue SAS from now on."""
+        self._queue_urls, self._queues = creds["queueUrls"], {}
+
     @property
     def _api(self) -> Endpoint:
         if self._endpoint is None:
@@ -97,9 +105,12 @@ class HttpTransport:
 
 
 class AgentVault:
+    """`on_renew` learns each renewal of the credentials (to keep them on disk)."""
+
     def __init__(self, creds: dict[str, Any], keys: crypto.VaultKeys | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-                 transport: HttpTransport | None = None):
+                 transport: HttpTransport | None = None,
+                 on_renew: Callable[[dict[str, Any]], None] = lambda creds: None):
         self.creds = creds
         self.keys = keys
         self.clock = clock
@@ -107,6 +118,18 @@ class AgentVault:
         self.vault_id: str = creds["vaultId"]
         self._signing_key = bytes.fromhex(creds["signingKey"])
         self.transport = transport or HttpTransport(creds)
+        self._on_renew = on_renew
+        self._renewing = threading.Lock()
+
+    def ensure_fresh(self) -> None:
+        """Renew the credentials if they expire within RENEW_BEFORE. Thread-safe: of the upload
+        threads that find them expiring, one renews."""
+        with self._renewing:
+            if datetime.fromisoformat(self.creds["expiresAt"]) - self.clock() >= RENEW_BEFORE:
+                return
+            self.creds = self.renew_credentials()
+            self.transport.update(self.creds)
+            self._on_renew(self.creds)
 
     @staticmethod
     def derive_keys(creds: dict[str, Any], passphrase: str) -> crypto.VaultKeys:
@@ -115,8 +138,8 @@ class AgentVault:
 
     @property
     def container(self) -> BlobContainer:
-        """The vault's container through the create-only SAS."""
-        return self.transport.container(self.creds["blobContainerUrl"])
+        """The vault's container through the create-only SAS, renewed as it nears its expiry."""
+        return RenewingContainer(self)
 
     def read_container(self, url: str) -> BlobContainer:
         """A container through a restore job's read-only SAS."""
@@ -136,8 +159,10 @@ class AgentVault:
         return self.sign(body).to_json()
 
     def send(self, queue: str, body: dict[str, Any]) -> str:
-        self.transport.send(queue, self.signed_message(body))
-        return body["id"]
+        self.ensure_fresh()
+        message = self.sign(body)
+        self.transport.send(queue, message.to_json())
+        return message.id
 
     def api(self, method: str, subpath: str, body: dict | None = None,
             params: dict[str, str] | None = None) -> Any:
@@ -217,3 +242,49 @@ class AgentVault:
                 raise AgentError(f"timed out after {timeout_s:.0f}s waiting for {what}")
             time.sleep(delay)
             delay = min(delay * 1.5, 0.5)
+
+
+class RenewingContainer(BlobContainer):
+    """The vault's container through the agent's current credentials: each call first renews
+    them if they expire soon, and goes through the SAS they hold then."""
+
+    def __init__(self, vault: AgentVault):
+        self._vault = vault
+        self._opened: tuple[str, BlobContainer] | None = None
+        self._lock = threading.Lock()
+
+    def _current(self) -> BlobContainer:
+        self._vault.ensure_fresh()
+        url = self._vault.creds["blobContainerUrl"]
+        with self._lock:
+            if self._opened is None or self._opened[0] != url:
+                self._opened = (url, self._vault.transport.container(url))
+            return self._opened[1]
+
+    @property
+    def name(self) -> str:
+        return self._current().name
+
+    def create(self) -> None:
+        self._current().create()
+
+    def put(self, name: str, data: bytes, *, overwrite: bool = False, md5: bytes | None = None) -> BlobProperties:
+        return self._current().put(name, data, overwrite=overwrite, md5=md5)
+
+    def properties(self, name: str) -> BlobProperties:
+        return self._current().properties(name)
+
+    def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        return self._current().read(name, offset, length)
+
+    def read_head(self, name: str, length: int) -> tuple[bytes, BlobProperties]:
+        return self._current().read_head(name, length)
+
+    def delete(self, name: str) -> None:
+        self._current().delete(name)
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        return self._current().list(prefix)
+
+    def copy_from(self, name: str, source_url: str) -> BlobProperties:
+        return self._current().copy_from(name, source_url)

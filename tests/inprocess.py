@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from functions import api, commit, ingest, restore
 from shared.fakes import MemoryBlobAccount, MemoryIndex, MemoryQueue
 from shared.ports import BlobContainer
 from shared.service import delivery, vaults
 from shared.service.context import Services
+from skyvault.vaultclient import AgentVault
 
 QUEUE_HANDLERS = {"ingest": ingest.handle, "commit": commit.handle, "restore": restore.handle}
 
@@ -24,6 +25,9 @@ class InProcessTransport:
 
     def __init__(self, services: Services):
         self.services = services
+
+    def update(self, creds: dict[str, Any]) -> None:
+        """Queue messages go straight to their handlers: no SAS to renew."""
 
     def call(self, method: str, path: str, params: dict[str, str] | None, headers: dict[str, str],
              data: bytes) -> tuple[int, bytes]:
@@ -38,8 +42,9 @@ class InProcessTransport:
         return self.services.primary.container_from_url(url)
 
 
-def memory_services(name: str) -> Services:
-    """A service on fakes: one primary region, in-memory queues."""
+def memory_services(name: str, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> Services:
+    """A service on fakes: one primary region, in-memory queues; `clock` is the service's and the
+    storage account's (SAS expiries are checked against it)."""
     queues: dict[str, MemoryQueue] = {}
 
     def queue(queue_name: str) -> MemoryQueue:
@@ -48,10 +53,20 @@ def memory_services(name: str) -> Services:
             queues[queue_name].create()
         return queues[queue_name]
 
-    return Services(index=MemoryIndex(), primary=MemoryBlobAccount(name), queue=queue,
-                    queue_sas_url=lambda n, p, e: f"memory://q/{n}", clock=lambda: datetime.now(timezone.utc))
+    return Services(index=MemoryIndex(), primary=MemoryBlobAccount(name, utcnow=clock), queue=queue,
+                    queue_sas_url=lambda n, p, e: f"memory://q/{n}", clock=clock)
 
 
 def new_vault(services: Services, tenant: str, name: str, redundancy: str = "LRS") -> dict[str, Any]:
     """A vault's agent credentials document, as `vault create` writes it."""
     return vaults.create_vault(services, tenant, name, redundancy)[1].to_doc()
+
+
+class InProcessVault(AgentVault):
+    """An agent whose queue messages and API calls go straight to the function app's entry
+    points: the pipeline runs synchronously, on fakes. It shares the service's clock."""
+
+    def __init__(self, creds: dict[str, Any], services: Services, passphrase: str):
+        super().__init__(creds, AgentVault.derive_keys(creds, passphrase), clock=services.clock,
+                         transport=InProcessTransport(services))
+        self.services = services

@@ -28,6 +28,7 @@ Functions host, the agent) owns retrying.
 from __future__ import annotations
 
 import functools
+import hashlib
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Iterator
@@ -48,6 +49,7 @@ from shared.ports import (
     BlobAccount,
     BlobAlreadyExists,
     BlobContainer,
+    ContentMismatch,
     BlobNotFound,
     BlobProperties,
     Queue,
@@ -162,13 +164,19 @@ class AzureBlobContainer(BlobContainer):
             except ResourceExistsError:
                 pass
 
-    def put(self, name: str, data: bytes, *, overwrite: bool = False) -> BlobProperties:
+    def put(self, name: str, data: bytes, *, overwrite: bool = False, md5: bytes | None = None) -> BlobProperties:
         # overwrite=False makes the SDK send If-None-Match: *, so the service
         # itself refuses to replace a blob another writer put first.
         if not isinstance(data, bytes):
             data = bytes(data)  # the SDK would iterate a memoryview or bytearray byte by byte
-        with _blob_errors(f"put {self.name}/{name}"):
-            result = self._client.get_blob_client(name).upload_blob(data, overwrite=overwrite)
+        what = f"put {self.name}/{name}"
+        # The SDK computes the Content-MD5 it sends itself (validate_content): the given one is
+        # checked against the same bytes here, which is what the storage service would do.
+        if md5 is not None and hashlib.md5(data).digest() != md5:
+            raise ContentMismatch(f"{what}: the body's MD5 differs from the Content-MD5 sent")
+        with _blob_errors(what):
+            result = self._client.get_blob_client(name).upload_blob(data, overwrite=overwrite,
+                                                                     validate_content=md5 is not None)
         return BlobProperties(
             name=name,
             size=len(data),

@@ -30,7 +30,8 @@ from typing import Iterator
 from urllib.parse import quote, urlencode, urlsplit
 
 from shared.adapters.blob_copy import copy_source_error, wait_for_copy
-from shared.ports import (BlobAlreadyExists, BlobContainer, BlobNotFound, BlobProperties, StorageError,
+from shared.ports import (BlobAlreadyExists, BlobContainer, BlobNotFound, BlobProperties, ContentMismatch,
+                          StorageError,
                           TransientError, transient_status)
 
 API_VERSION = "2024-11-04"
@@ -144,6 +145,9 @@ def _error(what: str, response: Response) -> Exception:
         return PermissionError(f"{what}: {code or 'forbidden'}")
     if response.status == 416:
         return ValueError(f"{what}: the range starts past the end of the blob")
+    if response.status == 400 and (code == "Md5Mismatch" or b"MD5" in response.body):
+        # Azure's code; Azurite answers InvalidOperation "Provided contentMD5 doesn't match."
+        return ContentMismatch(f"{what}: the body's MD5 differs from the Content-MD5 sent")
     return StorageError(f"{what}: HTTP {response.status} {code}")
 
 
@@ -175,9 +179,11 @@ class SasContainer(BlobContainer):
         if response.status not in (201, 409):
             raise _error(what, response)
 
-    def put(self, name: str, data: bytes, *, overwrite: bool = False) -> BlobProperties:
+    def put(self, name: str, data: bytes, *, overwrite: bool = False, md5: bytes | None = None) -> BlobProperties:
         what = f"put {self.name}/{name}"
         headers = {"x-ms-blob-type": "BlockBlob", "Content-Type": "application/octet-stream"}
+        if md5 is not None:
+            headers["Content-MD5"] = base64.b64encode(md5).decode()
         if not overwrite:
             headers["If-None-Match"] = "*"  # the service itself refuses to replace a blob
         response = self._endpoint.request(what, "PUT", self._blob(name), headers=headers, body=data)

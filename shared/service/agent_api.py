@@ -79,4 +79,5 @@ def renew_credentials(services: Services, vault: Vault) -> Credentials:
 
 def vault_status(services: Services, vault: Vault) -> VaultStatus:
     return VaultStatus(vault_id=vault.id, name=vault.name, tenant_id=vault.tenant_id, redundancy=vault.redundancy,
-                       first_backup_at=vault.first_backup_at, replication=replication_status(services, vault))
+                       first_backup_at=vault.first_backup_at, replication=replication_status(services, vault),
+                       chunk_epoch=vault.chunk_epoch)

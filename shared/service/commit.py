@@ -16,10 +16,11 @@ from typing import Iterator
 
 from shared import crypto, formats
 from shared.domain import (ChunkRecord, ChunkState, PointState, Redundancy, RecoveryPoint, UsageEvent, UsageKind,
-                           Vault, container_name)
+                           Vault, chunk_blob_name, container_name)
 from shared.messages import CommitMessage, ReplicateMessage
 from shared.ports import BlobContainer, BlobNotFound, Conflict, PreconditionFailed
 from shared.service.context import COMMIT_QUEUE, REPLICATE_QUEUE, Services, enqueue, iso_time
+from shared.service.ingest import adopt_chunk
 from shared.service.vaults import authorized_vault, mark_first_backup
 
 REFS_QUERY_BATCH = 500
@@ -27,6 +28,12 @@ REFS_QUERY_BATCH = 500
 # (at most COMMIT_RECHECK_MAX_S) seconds, up to COMMIT_MAX_CHECKS times (about 3 hours).
 COMMIT_RECHECK_MAX_S = 60
 COMMIT_MAX_CHECKS = 200
+# From this check on, a commit still missing chunks looks for their blobs itself and adopts
+# those it finds (an ingest message lost or poisoned), at most ADOPT_PER_CHECK a check.
+ADOPT_AFTER_CHECKS = 3
+ADOPT_PER_CHECK = 256
+# Unusable chunks a commit looks for replacements of before it fails the point.
+REPLACEMENT_PROBES = 16
 
 
 def commit_point(services: Services, message: CommitMessage, vault: Vault | None = None) -> RecoveryPoint:
@@ -67,17 +74,36 @@ def commit_point(services: Services, message: CommitMessage, vault: Vault | None
     point.refs_digest = hashlib.sha256(refs_data).hexdigest()
     to_check, stored, point.checked_against = chunks_to_check(services, vault, container, point, refs,
                                                               message.parent_point_id)
-    missing, rejected = 0, []
-    for _, record in referenced_records(services, vault.id, to_check):
-        if record is None:
+    missing, unusable, absent = 0, [], []
+    for cid, record in referenced_records(services, vault.id, to_check):
+        if record is None and point.commit_checks >= ADOPT_AFTER_CHECKS and len(absent) < ADOPT_PER_CHECK:
+            absent.append(cid)
+        elif record is None:
             missing += 1
         elif record.state != ChunkState.VERIFIED:
-            rejected.append(record)
+            unusable.append(record)
         else:
             stored += record.size
-    if rejected:
+    adopted = []
+    for cid in absent:
+        record = adopt_chunk(services, vault, container, cid)
+        if record is None:
+            missing += 1
+        elif record.state == ChunkState.VERIFIED:
+            stored += record.size
+            adopted.append(record)
+        else:
+            unusable.append(record)
+    if adopted and vault.redundancy == Redundancy.GRS:
+        enqueue(services, REPLICATE_QUEUE, ReplicateMessage(
+            vault.tenant_id, vault.id, blobs=tuple(chunk_blob_name(r.id) for r in adopted)).to_json())
+    # A rejected or damaged chunk whose replacement is uploaded is one still to be verified.
+    replaced = [r for r in unusable[:REPLACEMENT_PROBES] if any(container.list(chunk_blob_name(r.id) + "."))]
+    if len(replaced) < len(unusable):
+        bad = next(r for r in unusable if r not in replaced)
         return _finish_point(services, vault, point, PointState.FAILED,
-                             f"{len(rejected)} chunks were rejected, e.g. {rejected[0].id}: {rejected[0].reason}")
+                             f"{len(unusable)} chunks were rejected, e.g. {bad.id}: {bad.reason}")
+    missing += len(replaced)
     if missing:
         return _recheck_later(services, vault, point, message, f"{missing} of {len(refs)} chunks")
     point.stats = {**point.stats, "storedBytes": stored}

@@ -70,6 +70,9 @@ class Backup:
         now = self.vault.clock()
         report = self.report = BackupReport(point_id=new_point_id(now), item=self.item)
         vault_id, run_id = self.vault.vault_id, self.run_id
+        if self.cache.check_epoch(vault_id, self.vault.status().chunk_epoch):
+            self.progress("the vault found damaged chunks since this machine's last backup: "
+                          "every file is read again, and what the vault lacks uploaded again")
         # The point the item's last backup made (if this cache saw it): the service checks only
         # the chunks this point adds to it.
         parent = self.cache.last_run(vault_id, self.item)
@@ -105,6 +108,6 @@ class Backup:
             if wait and report.state != PointState.COMMITTED:
                 self.cache.drop_run(vault_id, self.item, run_id)
             else:
-                self.cache.make_current(vault_id, self.item, run_id)
+                self.cache.make_current(vault_id, self.item, run_id, committed=report.state == PointState.COMMITTED)
         report.seconds = time.monotonic() - started
         return report

@@ -91,9 +91,10 @@ class Committer:
         return [entry for tail, batch in recent.items() if tail not in done for entry in batch]
 
     def _handled(self, ids: list[str]) -> set[str]:
-        """Those of `ids` the service has indexed (verified or rejected)."""
+        """Those of `ids` the service has indexed (verified or rejected; a replacement this run
+        uploaded only once verified)."""
         answer = self.vault.lookup(ids)
-        return {*answer.verified, *answer.rejected}
+        return {*answer.verified, *(set(answer.rejected) - self.uploader.replaced)}
 
     def _settle(self, point: PointView) -> None:
         if point.settled:

@@ -24,6 +24,7 @@ class BackupReport:
     chunks_uploaded: int = 0
     bytes_uploaded: int = 0
     chunks_deduplicated: int = 0
+    chunks_adopted: int = 0  # put refused as existing: declared for the service to take from the blob
     messages: int = 0
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)

@@ -8,23 +8,31 @@ Words:
   or BATCH_BYTES: looked up in one request, then sealed and uploaded one by one.
 - Arena: the reused buffer a batch's chunks are copied into (_Arena).
 - Declaration: `{id, size, md5}` of an uploaded chunk, for an ingest message; INGEST_BATCH
-  of them make a message.
+  of them make a message. `{id}` alone is an adoption: the create-only put was refused, so the
+  blob exists (this run's own put whose answer was lost, a crashed run's, another machine's)
+  and the service takes its size and MD5 from it. A refusal is never taken to mean that
+  someone else declares it (docs/design.md, "Chunk lifecycle").
+- Replacement: a new copy of a chunk the service holds rejected or damaged, uploaded under a
+  name of its own beside the chunk's blob (`blob` in its declaration), which ingest promotes.
 
 Memory stays bounded: at most MAX_INFLIGHT_BATCHES batches are held for upload at once.
-Every chunk id of the stream goes into the running backup's references (in the cache).
+Every chunk id of the stream goes into the running backup's references (in the cache). Chunks
+the service says are verified become known to the cache at once, those this run sent once its
+point commits.
 """
 from __future__ import annotations
 
 import base64
 import hashlib
 import mmap
+import secrets
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from shared import crypto, formats
-from shared.domain import chunk_blob_name
+from shared.domain import chunk_blob_name, replacement_blob_name
 from shared.ports import BlobAlreadyExists, BlobContainer
 from skyvault.cache import Cache
 from skyvault.chunker import CDC_PARAMS
@@ -94,6 +102,9 @@ class Uploader:
         # The declarations of the last messages sent: those the service has not handled by the
         # commit are declared again in the commit request, which verifies them at once.
         self.recent_batches: deque[list[dict]] = deque(maxlen=INLINE_BATCHES)
+        # Chunks this run uploaded replacements of: the look-up says "rejected" until ingest has
+        # promoted them, so only "verified" tells that it has.
+        self.replaced: set[str] = set()
 
     def chunk_stream(self, chunks: Iterable, on_chunk: Callable[[str, int, int], None]) -> None:
         """Store every chunk of `chunks` (cut by the chunker); `on_chunk(id, offset, length)`
@@ -115,7 +126,7 @@ class Uploader:
         for cid, data in staged:
             if cid not in self._inflight_ids:
                 fresh.setdefault(cid, data)
-        unknown = set(fresh) - self.cache.known(self.vault.vault_id, fresh)
+        unknown = set(fresh) - self.cache.known(self.vault.vault_id, fresh, self.run_id)
         self.report.chunks_deduplicated += len(staged) - len(unknown)
         if unknown:
             while len(self._inflight) >= MAX_INFLIGHT_BATCHES:
@@ -132,40 +143,48 @@ class Uploader:
         self._free_arenas.append(arena)
 
     def _store_batch(self, batch: dict[str, memoryview]) -> tuple[set[str], list[dict]]:
-        """In a worker: the service's dedup look-up, then compress, encrypt and upload what it lacks.
-        Returns the ids the service already had and the declarations of the uploaded chunks."""
-        verified = set(self.vault.lookup(sorted(batch)).verified)
-        declared = [self._upload(cid, data) for cid, data in batch.items() if cid not in verified]
+        """In a worker: the service's dedup look-up, then compress, encrypt and upload what it lacks
+        (a replacement of what it holds rejected or damaged). Returns the ids the service holds
+        verified and the declarations of the others."""
+        answer = self.vault.lookup(sorted(batch))
+        verified, unusable = set(answer.verified), set(answer.rejected)
+        declared = [self._upload(cid, data, cid in unusable) for cid, data in batch.items() if cid not in verified]
         return verified, declared
 
-    def _upload(self, cid: str, data: memoryview) -> dict | None:
+    def _upload(self, cid: str, data: memoryview, replace: bool) -> dict:
         sealer = getattr(self._local, "sealer", None)
         if sealer is None:
             sealer = self._local.sealer = crypto.ChunkSealer(self.keys, self.vault.vault_id)
         envelope = sealer.seal(cid, data)  # this thread's buffer: used up before its next chunk
+        md5 = hashlib.md5(envelope).digest()
+        name = replacement_blob_name(cid, secrets.token_hex(8)) if replace else chunk_blob_name(cid)
+        declaration: dict = {"id": cid}
+        if replace:
+            self.replaced.add(cid)
+            declaration["blob"] = name
         try:
-            self.container.put(chunk_blob_name(cid), envelope)
+            self.container.put(name, envelope, md5=md5)
         except (BlobAlreadyExists, PermissionError):
-            # Another agent of this vault uploaded it first and declares it itself. With a
-            # create-only SAS Azure answers 403, not 409, for an existing blob; a SAS that is
-            # really invalid fails the manifest root's create-only put (committer), so nothing is lost
-            # silently.
-            return None
-        return {"id": cid, "size": len(envelope),
-                "md5": base64.b64encode(hashlib.md5(envelope).digest()).decode()}
+            # The blob exists: with a create-only SAS Azure answers 403, not 409. Whose it is does
+            # not matter; it was put with its MD5, so it is whole, and the service adopts it. (A SAS
+            # that is really refused fails the manifest root's put, in the committer.)
+            return declaration
+        return {**declaration, "size": len(envelope), "md5": base64.b64encode(md5).decode()}
 
     def _collect_oldest(self) -> None:
         ids, arena, future = self._inflight.popleft()
         verified, declared = future.result()
         self._free(arena)
         self._inflight_ids.difference_update(ids)
-        self.cache.add_known(self.vault.vault_id, ids)
-        self.report.chunks_deduplicated += len(ids) - sum(1 for d in declared if d)
+        self.cache.add_known(self.vault.vault_id, verified)
+        self.cache.add_sent(self.vault.vault_id, self.run_id, [e["id"] for e in declared])
+        self.report.chunks_deduplicated += len(verified)
         for entry in declared:
-            if entry is None:
-                continue
-            self.report.chunks_uploaded += 1
-            self.report.bytes_uploaded += entry["size"]
+            if "size" in entry:
+                self.report.chunks_uploaded += 1
+                self.report.bytes_uploaded += entry["size"]
+            else:
+                self.report.chunks_adopted += 1
             self._batch.append(entry)
             if len(self._batch) >= INGEST_BATCH:
                 self.send_batch()

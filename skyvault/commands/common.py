@@ -5,14 +5,12 @@ from __future__ import annotations
 import getpass
 import os
 import sys
-from datetime import datetime, timedelta, timezone
 
 from shared import crypto
 from skyvault import home
 from skyvault.cache import Cache
 from skyvault.vaultclient import AgentError, AgentVault, CredentialsError
 
-RENEW_BEFORE = timedelta(hours=2)
 KEYS_FILE = "keys.json"
 
 
@@ -53,11 +51,13 @@ def agent() -> AgentVault:
         keys = AgentVault.derive_keys(creds, passphrase())
         if keys.key_check_value() != state["keyCheck"]:
             raise CredentialsError("wrong passphrase for this vault")
-    vault = AgentVault(creds, keys)
-    if datetime.fromisoformat(creds["expiresAt"]) - datetime.now(timezone.utc) < RENEW_BEFORE:
-        state["credentials"] = vault.renew_credentials()
+
+    def keep(renewed: dict) -> None:
+        state["credentials"] = renewed
         home.write_json("agent.json", state)
-        vault = AgentVault(state["credentials"], keys)
+
+    vault = AgentVault(creds, keys, on_renew=keep)
+    vault.ensure_fresh()
     return vault
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from shared.adapters.azure_storage import AzureBlobAccount
 from shared.adapters.sas_rest import SasContainer
-from shared.ports import BlobAlreadyExists, BlobNotFound, TransientError, blob_url
+from shared.ports import BlobAlreadyExists, BlobNotFound, ContentMismatch, TransientError, blob_url
 from skyvault.stack.emulators import DEV_ACCOUNT_KEY
 
 
@@ -62,6 +62,26 @@ def test_properties_give_size_and_the_md5_of_the_data(container):
     assert props.size == len(data) == put.size
     assert props.content_md5 == put.content_md5 == hashlib.md5(data).digest()
     assert props.etag == put.etag
+
+
+def test_a_put_with_the_md5_of_its_data_records_it(container):
+    data = b"an envelope" * 100
+    put = container.put("chunks/ab/md5", data, md5=hashlib.md5(data).digest())
+    assert put.content_md5 == container.properties("chunks/ab/md5").content_md5 == hashlib.md5(data).digest()
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_put_whose_body_differs_from_its_md5_is_refused_and_stores_nothing(container, overwrite):
+    if overwrite:
+        container.put("chunks/ab/md5", b"what was there")
+    with pytest.raises(ContentMismatch):
+        container.put("chunks/ab/md5", b"bytes changed on the way", overwrite=overwrite,
+                      md5=hashlib.md5(b"bytes as sent").digest())
+    if overwrite:
+        assert container.read("chunks/ab/md5") == b"what was there"
+    else:
+        with pytest.raises(BlobNotFound):
+            container.properties("chunks/ab/md5")
 
 
 def test_etag_changes_on_overwrite(container):

@@ -60,7 +60,8 @@ def test_an_older_agents_file_table_is_dropped_not_misread(tmp_path, files):
     old.close()
     cache = Cache(path)
     assert cache.previous_file("v", "laptop", "d/a") is None, "the file is read again"
-    assert cache.known("v", ["abcd"]) == {"abcd"}, "what the service holds is still known"
+    # An older agent marked every chunk it uploaded known, a crashed run's too: asked again.
+    assert cache.known("v", ["abcd"]) == set(), "an older agent's known chunks are forgotten"
     cache.record_file("v", "laptop", "g2", "d/a", "3:1:1:7", b"{}\n", [])
     cache.make_current("v", "laptop", "g2")
     assert cache.previous_file("v", "laptop", "d/a").line == b"{}\n"
@@ -126,4 +127,35 @@ def test_a_failed_backup_changes_nothing_and_an_unordered_walk_keeps_only_what_i
     cache.record_file("v", "laptop", "g3", "r/d", "new", b"{}\n", [])
     cache.make_current("v", "laptop", "g3")
     assert _files(cache) == {"r/d": "new"}, "its tombstones were incomplete: the next backup reads again"
+    cache.close()
+
+
+def test_chunks_a_run_sent_are_known_to_that_run_and_to_all_once_its_point_commits(tmp_path):
+    cache = Cache(tmp_path / "cache.sqlite")
+    cache.add_known("v", ["aa"])
+    cache.add_sent("v", "run1", ["bb"])
+    assert cache.known("v", ["aa", "bb"], "run1") == {"aa", "bb"}
+    assert cache.known("v", ["aa", "bb"], "run2") == {"aa"}, "an unconfirmed upload is not known to other runs"
+    cache.make_current("v", "laptop", "run1", committed=False)  # a backup that did not wait
+    assert cache.known("v", ["bb"], "run3") == set()
+    cache.add_sent("v", "run3", ["bb"])
+    cache.drop_run("v", "laptop", "run3")  # interrupted or failed
+    assert cache.known("v", ["bb"], "run3") == set()
+    cache.add_sent("v", "run4", ["bb", "cc"])
+    cache.make_current("v", "laptop", "run4")
+    assert cache.known("v", ["aa", "bb", "cc"]) == {"aa", "bb", "cc"}
+    cache.close()
+
+
+def test_a_new_chunk_epoch_forgets_known_chunks_and_last_files(tmp_path):
+    cache = Cache(tmp_path / "cache.sqlite")
+    assert cache.check_epoch("v", 0) is False, "the first epoch seen is recorded"
+    cache.add_known("v", ["aa"])
+    cache.add_known("w", ["aa"])
+    cache.record_file("v", "laptop", "run1", "d/a", "3:1:1:7", b"{}\n", ["aa"])
+    cache.make_current("v", "laptop", "run1")
+    assert cache.check_epoch("v", 0) is False and cache.known("v", ["aa"]) == {"aa"}
+    assert cache.check_epoch("v", 1) is True
+    assert cache.known("v", ["aa"]) == set() and cache.previous_file("v", "laptop", "d/a") is None
+    assert cache.last_run("v", "laptop") == "" and cache.known("w", ["aa"]) == {"aa"}
     cache.close()

@@ -1,0 +1,219 @@
+"""Never lose a backup: the chunk lifecycle's repair path, on fakes (docs/design.md, "Chunk
+lifecycle"). A backup interrupted at any stage, a Put Blob whose answer was lost, a SAS that
+expires mid-backup, a chunk rejected or damaged: each time the next backup (from the same
+machine and from a fresh one) commits and restores byte for byte."""
+from __future__ import annotations
+
+import os
+import re
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from shared.domain import ChunkState, chunk_blob_name, container_name
+from shared.ports import BlobAlreadyExists
+from shared.service import vaults
+from skyvault.backup import Backup, committer, uploader
+from skyvault.cache import Cache
+from skyvault.restore import Restore
+from skyvault.treedigest import differences, tree_digest
+from tests.inprocess import InProcessVault, memory_services, new_vault
+
+PASSPHRASE = "lifecycle test passphrase"
+
+
+class Clock:
+    def __init__(self):
+        self.now = datetime(2026, 12, 2, 9, 0, tzinfo=timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def services(request, clock):
+    return memory_services(re.sub(r"[^a-z0-9]+", "-", f"life-{request.node.name}".lower()), clock)
+
+
+@pytest.fixture
+def creds(services):
+    return new_vault(services, "contoso", "life")
+
+
+@pytest.fixture(autouse=True)
+def small_messages(monkeypatch):
+    # Two chunks a message, so a small tree makes several; and a point left waiting for chunks
+    # that never come fails the test in seconds, not after the commit's 5 minutes.
+    monkeypatch.setattr(uploader, "INGEST_BATCH", 2)
+    monkeypatch.setattr(committer, "COMMIT_WAIT_S", 2.0)
+
+
+def agent(services, creds) -> InProcessVault:
+    return InProcessVault(creds, services, PASSPHRASE)
+
+
+def make_data(root: Path) -> Path:
+    data = root / "data"
+    data.mkdir()
+    for i in range(4):  # about a dozen chunks
+        (data / f"f{i}.bin").write_bytes(os.urandom(2_000_000 + i))
+    (data / "small.txt").write_text("a small file\n")
+    return data
+
+
+def assert_restores(vault, point_id: str, data: Path, target: Path) -> None:
+    Restore(vault).run(point_id, str(target))
+    assert differences(tree_digest(data), tree_digest(target / data.name)) == []
+
+
+def undeclared_blobs(services, vault_id: str) -> list[str]:
+    container = services.primary.container(container_name(vault_id))
+    names = [n for n in container.list("chunks/")]
+    indexed = services.index.get_chunks(vault_id, [n.rsplit("/", 1)[1] for n in names])
+    return [n for n in names if n.rsplit("/", 1)[1] not in indexed]
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, at a chosen point of the backup."""
+
+
+def interrupt(vault: InProcessVault, monkeypatch, stage: str) -> None:
+    if stage == "after upload, before declare":
+        send = vault.transport.send
+
+        def send_or_stop(queue, text):
+            if queue == "ingest":
+                raise Interrupted
+            send(queue, text)
+
+        monkeypatch.setattr(vault.transport, "send", send_or_stop)
+    elif stage == "after declare, before commit":
+        monkeypatch.setattr(vault, "commit", lambda request: (_ for _ in ()).throw(Interrupted()))
+    else:  # during the commit: the service commits, its answer never arrives
+        commit = vault.commit
+        monkeypatch.setattr(vault, "commit", lambda request: commit(request) and (_ for _ in ()).throw(Interrupted()))
+
+
+STAGES = ["after upload, before declare", "after declare, before commit", "during commit"]
+
+
+@pytest.mark.parametrize("machine", ["same machine", "fresh machine"])
+@pytest.mark.parametrize("stage", STAGES)
+def test_an_interrupted_backup_does_not_block_its_data(services, creds, tmp_path, monkeypatch, stage, machine):
+    data = make_data(tmp_path)
+    first = agent(services, creds)
+    cache = Cache(tmp_path / "cache.sqlite")
+    with monkeypatch.context() as m:
+        interrupt(first, m, stage)
+        with pytest.raises(Interrupted):
+            Backup(first, cache, "laptop").run([str(data)])
+    if stage == STAGES[0]:
+        assert undeclared_blobs(services, first.vault_id), "the interrupted run left chunks no one declared"
+    if machine == "fresh machine":
+        cache = Cache(tmp_path / "other-machine.sqlite")
+    again = agent(services, creds)
+    report = Backup(again, cache, "laptop").run([str(data)])
+    assert report.state == "committed", report.reason
+    assert undeclared_blobs(services, first.vault_id) == []
+    assert_restores(again, report.point_id, data, tmp_path / "restored")
+
+
+@pytest.mark.parametrize("answer", [BlobAlreadyExists, PermissionError])
+def test_a_lost_put_blob_answer_is_not_taken_for_another_agents_upload(services, creds, tmp_path, monkeypatch,
+                                                                        answer):
+    """The adapter retries a Put Blob whose answer was lost; the blob it created itself then
+    answers 409 (or 403, through a create-only SAS)."""
+    data = make_data(tmp_path)
+    vault = agent(services, creds)
+    opened = vault.transport.container
+
+    def lossy(url):
+        container = opened(url)
+        put = container.put
+
+        def put_and_lose_the_answer(name, payload, **kwargs):
+            stored = put(name, payload, **kwargs)
+            if name.startswith("chunks/"):
+                raise answer(f"{name} exists")
+            return stored
+
+        container.put = put_and_lose_the_answer
+        return container
+
+    monkeypatch.setattr(vault.transport, "container", lossy)
+    report = Backup(vault, Cache(tmp_path / "cache.sqlite"), "laptop").run([str(data)])
+    assert report.state == "committed", report.reason
+    assert_restores(vault, report.point_id, data, tmp_path / "restored")
+
+
+def test_a_sas_that_expires_during_a_backup_is_renewed(services, creds, clock, tmp_path, monkeypatch):
+    data = make_data(tmp_path)
+    vault = agent(services, creds)
+    send = vault.transport.send
+
+    def a_day_passes(queue, text):  # the first ingest message goes out as the credentials expire
+        send(queue, text)
+        if clock.now < datetime.fromisoformat(creds["expiresAt"]):
+            clock.now += vaults.AGENT_CREDENTIALS_TTL + timedelta(minutes=1)
+
+    monkeypatch.setattr(vault.transport, "send", a_day_passes)
+    report = Backup(vault, Cache(tmp_path / "cache.sqlite"), "laptop").run([str(data)])
+    assert report.state == "committed", report.reason
+    assert datetime.fromisoformat(vault.creds["expiresAt"]) > clock.now, "the agent holds renewed credentials"
+    assert_restores(vault, report.point_id, data, tmp_path / "restored")
+
+
+def first_data_chunk(cache: Cache, vault) -> str:
+    return cache.previous_file(vault.vault_id, "laptop", "data/f0.bin").extents[0][0]
+
+
+@pytest.mark.parametrize("machine", ["same machine", "fresh machine"])
+def test_a_chunk_damaged_everywhere_is_stored_again_by_the_next_backup(services, creds, tmp_path, machine):
+    data = make_data(tmp_path)
+    vault = agent(services, creds)
+    cache = Cache(tmp_path / "cache.sqlite")
+    first = Backup(vault, cache, "laptop").run([str(data)])
+    cid = first_data_chunk(cache, vault)
+    container = services.primary.container(container_name(vault.vault_id))
+    blob = bytearray(container.read(chunk_blob_name(cid)))
+    blob[40] ^= 1
+    container.put(chunk_blob_name(cid), bytes(blob), overwrite=True)
+    # What the scrub (or an agent's damage report) does once no region holds a good copy.
+    stored = vaults.raise_chunk_epoch(services, services.index.get_vault("contoso", vault.vault_id))
+    record = services.index.get_chunks(vault.vault_id, [cid])[cid]
+    record.state, record.reason = ChunkState.DAMAGED, "both regions' copies differ"
+    services.index.replace_chunk(record)
+    assert stored.chunk_epoch == 1
+
+    if machine == "fresh machine":
+        cache = Cache(tmp_path / "other-machine.sqlite")
+    report = Backup(vault, cache, "laptop").run([str(data)])
+    assert report.state == "committed", report.reason
+    assert services.index.get_chunks(vault.vault_id, [cid])[cid].state == ChunkState.VERIFIED
+    assert_restores(vault, report.point_id, data, tmp_path / "restored")
+
+
+def test_a_rejected_chunk_is_stored_again_by_an_honest_backup(services, creds, tmp_path, monkeypatch):
+    data = make_data(tmp_path)
+    vault = agent(services, creds)
+    cache = Cache(tmp_path / "cache.sqlite")
+    signed = vault.sign
+
+    def wrong_sizes(body):  # a buggy agent: every declaration contradicts its blob
+        if body["type"] == "chunks":
+            body = {**body, "chunks": [{**c, "size": c["size"] + 1} for c in body["chunks"]]}
+        return signed(body)
+
+    with monkeypatch.context() as m:
+        m.setattr(vault, "sign", wrong_sizes)
+        failed = Backup(vault, cache, "laptop").run([str(data)])
+    assert failed.state == "failed" and "rejected" in failed.reason
+    report = Backup(vault, cache, "laptop").run([str(data)])
+    assert report.state == "committed", report.reason
+    assert_restores(vault, report.point_id, data, tmp_path / "restored")
