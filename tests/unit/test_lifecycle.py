@@ -178,7 +178,7 @@ def test_a_chunk_damaged_everywhere_is_stored_again_by_the_next_backup(services,
     data = make_data(tmp_path)
     vault = agent(services, creds)
     cache = Cache(tmp_path / "cache.sqlite")
-    first = Backup(vault, cache, "laptop").run([str(data)])
+    assert Backup(vault, cache, "laptop").run([str(data)]).state == "committed"
     cid = first_data_chunk(cache, vault)
     container = services.primary.container(container_name(vault.vault_id))
     blob = bytearray(container.read(chunk_blob_name(cid)))

@@ -14,7 +14,10 @@ from shared.messages import ChunkDeclaration, ReplicateMessage
 from shared.service import commit as commit_use_case
 from shared.service.context import REPLICATE_QUEUE
 from shared.service.ingest import ChunkNotUploaded
-from tests.unit.test_handlers import POINT, Agent, commit_text, ingest_text, keys, services  # noqa: F401 (fixtures)
+from tests.unit import test_handlers
+from tests.unit.test_handlers import POINT, Agent, commit_text, ingest_text
+
+services, keys = test_handlers.services, test_handlers.keys  # the handler tests' fixtures
 
 
 def envelope_of(agent: Agent, data: bytes) -> tuple[str, bytes]:
