@@ -22,8 +22,9 @@ import zstandard
 from collections import OrderedDict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from shared import crypto, formats
 from shared.domain import JobStatus, chunk_blob_name
@@ -34,6 +35,13 @@ from skyvault.vaultclient import AgentError, AgentVault
 DOWNLOAD_WORKERS = 4
 PREFETCH = 8
 RECENT_CHUNKS = 8
+# A restore job's read SAS lasts an hour (shared/service/restore.py); a longer restore asks for
+# a new job this long before it expires.
+SAS_RENEW_BEFORE = timedelta(minutes=10)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 class RestoreFailed(AgentError):
@@ -51,6 +59,8 @@ class RestoreReport:
     chunks_downloaded: int = 0
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
+    # Copies that failed authentication where another region's was good: (blob, region, why).
+    bad_copies: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 class _Prefetcher:
@@ -103,31 +113,104 @@ class _Prefetcher:
         return self._last[1].result()
 
 
+class BadCopy(Exception):
+    """A blob a region served is not what it should be (it fails authentication)."""
+
+
+@dataclass(frozen=True)
+class Access:
+    """What a restore job grants: the regions to read, in order, each with its container through
+    the job's read-only SAS, the spare regions that may hold good copies of single chunks, and
+    when the SAS expires."""
+
+    regions: list[tuple[str, BlobContainer]]
+    spares: list[tuple[str, BlobContainer]]
+    expires_at: datetime
+
+
 class RegionReader:
     """Reads a vault's blobs from the first region that answers. When a region stops answering
-    (not: answers "not found"), it moves on to the next for good and says so."""
+    (not: answers "not found"), it moves on to the next for good and says so. A blob whose copy
+    fails its check is read from the other regions (the spares too), and the bad copy noted in
+    `bad_copies`. The job's SAS is renewed (`renew`: a new restore job) before it expires, and
+    once more if a region refuses it."""
 
-    def __init__(self, regions: list[tuple[str, BlobContainer]], progress: Callable[[str], None]):
-        if not regions:
+    def __init__(self, access: Access, progress: Callable[[str], None],
+                 renew: Callable[[], Access] | None = None, clock: Callable[[], datetime] = _utcnow):
+        if not access.regions:
             raise AgentError("no region holds all of this recovery point's blobs")
-        self._regions, self._progress = regions, progress
+        self._access, self._progress, self._renew, self._clock = access, progress, renew, clock
         self._current = 0
         self._lock = threading.Lock()
         self.used: list[str] = []
+        self.bad_copies: list[tuple[str, str, str]] = []  # (blob, region, why)
 
-    def read(self, name: str) -> bytes:
+    @property
+    def _regions(self) -> list[tuple[str, BlobContainer]]:
+        return self._access.regions
+
+    def _fresh(self) -> Access:
+        with self._lock:
+            if self._renew is not None and self._access.expires_at - self._clock() < SAS_RENEW_BEFORE:
+                self._renew_access()
+            return self._access
+
+    def _renew_access(self) -> None:
+        access = self._renew()
+        if [r for r, _ in access.regions] != [r for r, _ in self._access.regions]:
+            raise RestoreFailed("the renewed restore job offers other regions than the first one")
+        self._access = access
+
+    def _read_from(self, index: int, name: str) -> bytes:
+        container = self._fresh().regions[index][1]
+        try:
+            return container.read(name)
+        except PermissionError:
+            if self._renew is None:
+                raise
+            with self._lock:  # e.g. a clock running behind: the storage service says it expired
+                if self._access.regions[index][1] is container:
+                    self._renew_access()
+            return self._fresh().regions[index][1].read(name)
+
+    def read(self, name: str, check: Callable[[bytes], Any] | None = None) -> Any:
+        """The blob's bytes (or what `check` makes of them; `check` raises BadCopy for a bad copy)."""
         index = self._current
         while True:
-            region, container = self._regions[index]
+            region = self._regions[index][0]
             try:
-                data = container.read(name)
+                data = self._read_from(index, name)
             except TransientError as e:
                 index = self._fail_over(index, e)
                 continue
-            with self._lock:
-                if region not in self.used:
-                    self.used.append(region)
-            return data
+            self._used(region)
+            if check is None:
+                return data
+            try:
+                return check(data)
+            except BadCopy as e:
+                return self._other_copy(name, region, str(e), check)
+
+    def _used(self, region: str) -> None:
+        with self._lock:
+            if region not in self.used:
+                self.used.append(region)
+
+    def _other_copy(self, name: str, bad_region: str, why: str, check: Callable[[bytes], Any]) -> Any:
+        with self._lock:
+            self.bad_copies.append((name, bad_region, why))
+        access = self._fresh()
+        for region, container in [*access.regions, *access.spares]:
+            if region == bad_region:
+                continue
+            try:
+                result = check(container.read(name))
+            except (BadCopy, StorageError, PermissionError):
+                continue
+            self._progress(f"{name}: the {bad_region} region's copy is bad ({why}); read the {region} region's")
+            self._used(region)
+            return result
+        raise BadCopy(why)
 
     def _fail_over(self, failed: int, error: Exception) -> int:
         with self._lock:
@@ -158,16 +241,25 @@ class Restore:
             raise AgentError("restore needs the vault keys: give the passphrase")
         self.vault, self.keys, self.progress = vault, vault.keys, progress
 
-    def open_point(self, point_id: str, source: str = "auto") -> tuple["RegionReader", ManifestRoot]:
-        """Create a restore job over HTTP (it needs no queue, so it works while the primary
-        region's storage is down) and read the point's manifest root through its read-only SAS."""
-        if not formats.POINT_ID.match(point_id):
-            raise AgentError(f"{point_id!r} is not a recovery point id (see `skyvault points`)")
+    def _job(self, point_id: str, source: str) -> tuple[Access, str]:
+        """A new restore job of the point (over HTTP: it needs no queue, so it works while the
+        primary region's storage is down): what it grants, and the manifest blob it names."""
         job = self.vault.start_restore(uuid.uuid4().hex, point_id)
         if job.status != JobStatus.READY or job.plan is None:
             raise RestoreFailed(f"restore of {point_id} refused: {job.reason}")
-        reader = RegionReader(self._regions(job.plan.regions, point_id, source), self.progress)
-        name = job.plan.manifest_blob
+        regions = self._regions(job.plan.regions, point_id, source)
+        chosen = {r for r, _ in regions}
+        spares = [(r.region, self.vault.read_container(r.container_url)) for r in job.plan.regions
+                  if r.region not in chosen and source == "auto"]
+        return Access(regions, spares, datetime.fromisoformat(job.plan.expires_at)), job.plan.manifest_blob
+
+    def open_point(self, point_id: str, source: str = "auto") -> tuple["RegionReader", ManifestRoot]:
+        """Create a restore job and read the point's manifest root through its read-only SAS."""
+        if not formats.POINT_ID.match(point_id):
+            raise AgentError(f"{point_id!r} is not a recovery point id (see `skyvault points`)")
+        access, name = self._job(point_id, source)
+        reader = RegionReader(access, self.progress, renew=lambda: self._job(point_id, source)[0],
+                              clock=self.vault.clock)
         try:
             envelope = reader.read(name)
         except BlobNotFound:
@@ -201,17 +293,22 @@ class Restore:
         return [(r.region, self.vault.read_container(r.container_url)) for r in chosen]
 
     def _fetcher(self, reader: "RegionReader") -> Callable[[str], tuple[bytes, bool]]:
-        """Downloads and authenticates a chunk; gives its plaintext and whether it is all zeros."""
+        """Downloads and authenticates a chunk (from another region if the first copy fails);
+        gives its plaintext and whether it is all zeros."""
         def fetch(cid: str) -> tuple[bytes, bool]:
+            def authentic(envelope: bytes) -> bytes:
+                try:
+                    return crypto.decrypt_chunk(self.keys, self.vault.vault_id, cid, envelope)
+                except (crypto.CryptoError, zstandard.ZstdError) as e:
+                    raise BadCopy(str(e)) from None
+
             try:
-                envelope = reader.read(chunk_blob_name(cid))
+                plaintext = reader.read(chunk_blob_name(cid), authentic)
             except BlobNotFound:
                 raise RestoreFailed(f"chunk {cid} is missing from the vault") from None
-            except StorageError as e:
+            except (StorageError, PermissionError) as e:
                 raise RestoreFailed(f"chunk {cid} could not be downloaded: {e}") from None
-            try:
-                plaintext = crypto.decrypt_chunk(self.keys, self.vault.vault_id, cid, envelope)
-            except (crypto.CryptoError, zstandard.ZstdError) as e:
+            except BadCopy as e:
                 raise RestoreFailed(f"chunk {cid} failed authentication: {e}") from None
             # bytes(n) is calloc'd zero pages and the comparison stops at the first difference.
             return plaintext, plaintext == bytes(len(plaintext))
@@ -257,6 +354,7 @@ class Restore:
             os.utime(dest, ns=(entry.mtime, entry.mtime))
         report.seconds = time.monotonic() - started
         report.regions = reader.used
+        report.bad_copies = reader.bad_copies
         if report.errors:
             raise RestoreFailed(f"{len(report.errors)} files could not be restored:\n  " + "\n  ".join(report.errors))
         return report

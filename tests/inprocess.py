@@ -39,7 +39,13 @@ class InProcessTransport:
         delivery.deliver(self.services, queue, text.encode(), lambda message: handle(self.services, message))
 
     def container(self, url: str) -> BlobContainer:
-        return self.services.primary.container_from_url(url)
+        """The container of whichever region's account the SAS URL names."""
+        for account in self.services.regions().values():
+            try:
+                return account.container_from_url(url)
+            except ValueError:
+                continue
+        raise ValueError(f"{url!r} is a container URL of none of this service's regions")
 
 
 def memory_services(name: str, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> Services:

@@ -217,3 +217,55 @@ def test_a_rejected_chunk_is_stored_again_by_an_honest_backup(services, creds, t
     report = Backup(vault, cache, "laptop").run([str(data)])
     assert report.state == "committed", report.reason
     assert_restores(vault, report.point_id, data, tmp_path / "restored")
+
+
+def test_a_restore_that_outlives_its_read_sas_renews_it(services, creds, clock, tmp_path, monkeypatch):
+    data = make_data(tmp_path)
+    vault = agent(services, creds)
+    report = Backup(vault, Cache(tmp_path / "cache.sqlite"), "laptop").run([str(data)])
+    jobs = []
+    start_restore = vault.start_restore
+    monkeypatch.setattr(vault, "start_restore", lambda job, point: jobs.append(job) or start_restore(job, point))
+    opened = vault.read_container
+
+    def slow(url):  # each chunk takes twenty minutes to come: the job's hour runs out mid-restore
+        container = opened(url)
+        read = container.read
+
+        def read_slowly(name, *args, **kwargs):
+            clock.now += timedelta(minutes=20)
+            return read(name, *args, **kwargs)
+
+        container.read = read_slowly
+        return container
+
+    monkeypatch.setattr(vault, "read_container", slow)
+    with monkeypatch.context() as m:
+        m.setattr("skyvault.restore.DOWNLOAD_WORKERS", 1)
+        assert_restores(vault, report.point_id, data, tmp_path / "restored")
+    assert len(jobs) > 2, "the restore asked for new jobs as their SAS neared expiry"
+
+
+def test_a_chunk_failing_authentication_is_read_from_the_other_region(tmp_path, clock):
+    from shared.fakes import MemoryBlobAccount
+    services = memory_services("bad-copy-primary", clock)
+    services.secondary = MemoryBlobAccount("bad-copy-secondary", utcnow=clock)
+    creds = new_vault(services, "contoso", "geo", "GRS")
+    data = make_data(tmp_path)
+    vault = agent(services, creds)
+    cache = Cache(tmp_path / "cache.sqlite")
+    report = Backup(vault, cache, "laptop").run([str(data)])
+    name = container_name(vault.vault_id)
+    primary, secondary = services.primary.container(name), services.secondary.container(name)
+    for blob in primary.list():  # what replication does
+        secondary.put(blob, primary.read(blob), overwrite=True)
+    cid = first_data_chunk(cache, vault)
+    bad = bytearray(primary.read(chunk_blob_name(cid)))
+    bad[40] ^= 1
+    primary.put(chunk_blob_name(cid), bytes(bad), overwrite=True)
+    said = []
+    restored = Restore(vault, progress=said.append).run(report.point_id, str(tmp_path / "restored"))
+    assert differences(tree_digest(data), tree_digest(tmp_path / "restored" / "data")) == []
+    assert [(blob, region) for blob, region, _ in restored.bad_copies] == [(chunk_blob_name(cid), "primary")]
+    assert restored.regions == ["primary", "secondary"]
+    assert any("the primary region's copy is bad" in s and "read the secondary region's" in s for s in said)
