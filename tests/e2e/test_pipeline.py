@@ -6,6 +6,9 @@ import base64
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -300,3 +303,44 @@ def test_agent_credentials_only_create_in_their_own_vault(vault, services, stack
         vault.read_container(foreign_url).put("chunks/zz/intruder", b"x")
     with pytest.raises(PermissionError):
         AzureQueue.from_url(vault.creds["queueUrls"]["ingest"]).receive(1, 1)
+
+
+def test_a_backup_stopped_by_ctrl_c_is_completed_by_the_next_one(vault, services, stack, tmp_path):
+    """A real Ctrl-C of the agent's process once its first chunks are uploaded, on the local
+    stack (the other stages are tests/unit/test_lifecycle.py's); then the same machine backs up
+    again, and a fresh one (its own state folder, registered anew) does too."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(8):  # long enough a backup (about 60 chunks) to be stopped in the middle
+        (data / f"f{i}.bin").write_bytes(os.urandom(6 * 1024 * 1024 + i))
+    item = "ctrl-c"
+    container = services.primary.container(container_name(vault.vault_id))
+    before = set(container.list("chunks/"))
+    agent = subprocess.Popen([sys.executable, "-m", "skyvault.cli", "backup", str(data), "--item", item],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while not set(container.list("chunks/")) - before:
+        assert agent.poll() is None, agent.communicate()[0].decode()
+        assert time.monotonic() < deadline, "the backup uploaded nothing in a minute"
+        time.sleep(0.02)
+    agent.send_signal(signal.SIGINT)
+    output = agent.communicate(timeout=60)[0].decode()
+    assert agent.returncode == 130, output
+    assert not [p for p in vault.points(item) if p.state == "committed"]
+
+    fresh = tmp_path / "fresh-machine"
+    fresh.mkdir()
+    shutil.copy(home.home() / "stack.json", fresh / "stack.json")
+    (fresh / "credentials.json").write_text(json.dumps(vault.creds))
+    for env in ({}, {"SKYVAULT_HOME": str(fresh)}):
+        environment = {**os.environ, **env}
+        if env:
+            subprocess.run([sys.executable, "-m", "skyvault.cli", "register", str(fresh / "credentials.json")],
+                           env=environment, check=True, capture_output=True)
+        again = subprocess.run([sys.executable, "-m", "skyvault.cli", "backup", str(data), "--item", item],
+                               env=environment, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stdout + again.stderr
+    points = [p for p in vault.points(item) if p.state == "committed"]
+    assert len(points) == 2
+    for point in points:
+        restore_and_compare(vault, point.id, tmp_path / point.id, tree_digest(data))
