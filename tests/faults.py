@@ -214,6 +214,9 @@ class FaultyIndex(Index):
     def list_points(self, vault_id, item=None):
         return self._read("list_points", vault_id, item)
 
+    def stale_points(self, vault_id, checked_before, limit):
+        return self._read("stale_points", vault_id, checked_before, limit)
+
     def create_job(self, job):
         return self._write("create_job", job)
 

@@ -85,9 +85,14 @@ class Backup:
             container.put(chunk_blob_name(cid), envelope)
             self.declared.append({"id": cid, "size": len(envelope),
                                   "md5": base64.b64encode(hashlib.md5(envelope).digest()).decode()})
+        self.container = container
+        self.write_point(point)
+
+    def write_point(self, point: str) -> None:
+        """Upload the manifest root and reference list of a point of all the chunks."""
         manifest = formats.manifest_blob(point)
-        container.put(manifest, crypto.seal(KEYS.manifest_key, self.vault.id, manifest, crypto.frame(b"{}")))
-        container.put(formats.refs_blob(point), formats.encode_refs(sorted(self.chunk_ids)))
+        self.container.put(manifest, crypto.seal(KEYS.manifest_key, self.vault.id, manifest, crypto.frame(b"{}")))
+        self.container.put(formats.refs_blob(point), formats.encode_refs(sorted(self.chunk_ids)))
 
     @property
     def chunk_ids(self) -> list[str]:
@@ -100,8 +105,8 @@ class Backup:
     def chunks_message(self) -> str:
         return self._signed("m-chunks", type="chunks", chunks=self.declared)
 
-    def commit_message(self, parent: str | None = None) -> str:
-        return self._signed("m-commit", type="commit", pointId=self.point, item="laptop-1",
+    def commit_message(self, parent: str | None = None, point: str | None = None) -> str:
+        return self._signed("m-commit", type="commit", pointId=point or self.point, item="laptop-1",
                             createdAt=START.isoformat(), chunkCount=len(self.declared), manifestChunks=0,
                             stats={"files": 1}, **({"parentPointId": parent} if parent else {}))
 
