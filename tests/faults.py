@@ -84,9 +84,9 @@ class Faults:
 
 
 class FaultyContainer(BlobContainer):
-    def __init__(self, inner: BlobContainer, faults: Faults, region: str):
+    def __init__(self, inner: BlobContainer, faults: Faults, role: str):
         self._inner, self._faults, self.name = inner, faults, inner.name
-        self._port = f"blob.{region}"
+        self._port = f"blob.{role}"
 
     def _do(self, method: str, effect: bool, *args, **kwargs):
         return self._faults.call(f"{self._port}.{method}", effect, getattr(self._inner, method), *args, **kwargs)
@@ -118,18 +118,20 @@ class FaultyContainer(BlobContainer):
 
 
 class FaultyBlobAccount(BlobAccount):
-    def __init__(self, inner: BlobAccount, faults: Faults):
-        self._inner, self._faults, self.region = inner, faults, inner.region
+    """`role` ("primary", "secondary") names the account in effects, whatever its region."""
+
+    def __init__(self, inner: BlobAccount, faults: Faults, role: str):
+        self._inner, self._faults, self.region, self._role = inner, faults, inner.region, role
 
     def container(self, name: str) -> BlobContainer:
-        return FaultyContainer(self._inner.container(name), self._faults, self._inner.region)
+        return FaultyContainer(self._inner.container(name), self._faults, self._role)
 
     def container_sas_url(self, container: str, permissions: str, expiry) -> str:
-        self._faults.before(f"blob.{self.region}.container_sas_url")
+        self._faults.before(f"blob.{self._role}.container_sas_url")
         return self._inner.container_sas_url(container, permissions, expiry)
 
     def container_from_url(self, url: str) -> BlobContainer:
-        return FaultyContainer(self._inner.container_from_url(url), self._faults, self._inner.region)
+        return FaultyContainer(self._inner.container_from_url(url), self._faults, self._role)
 
 
 class FaultyQueue(Queue):
@@ -240,6 +242,6 @@ def faulty(services: Services, faults: Faults) -> Services:
         return queues[name]
 
     return replace(services, index=FaultyIndex(services.index, faults),
-                   primary=FaultyBlobAccount(services.primary, faults),
-                   secondary=FaultyBlobAccount(services.secondary, faults) if services.secondary else None,
+                   primary=FaultyBlobAccount(services.primary, faults, "primary"),
+                   secondary=FaultyBlobAccount(services.secondary, faults, "secondary") if services.secondary else None,
                    queue=queue)

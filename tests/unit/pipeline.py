@@ -184,14 +184,23 @@ def end_state(services: Services, vault_id: str) -> dict[str, Any]:
     index = services.index
     vault = next(v for v in index.list_all_vaults() if v.id == vault_id)
     points = {p.id: p for p in index.list_points(vault_id)}
-    refs = [cid for p in points.values()
-            for cid in formats.decode_refs(services.primary.container(container_name(vault_id)).read(p.refs_blob))]
-    chunks = index.get_chunks(vault_id, refs)
     container = container_name(vault_id)
+    refs = [cid for p in points.values()
+            for cid in formats.decode_refs(services.primary.container(container).read(p.refs_blob))]
+    chunks = index.get_chunks(vault_id, refs)
     job = index.get_job(vault_id, "job-1")
+    blobs = {region: {name: account.container(container).read(name) for name in account.container(container).list()}
+             for region, account in services.regions().items()}
+    primary = blobs["primary"]
+
+    def md5_of_primary_blob(cid: str) -> str:
+        data = primary.get(chunk_blob_name(cid))
+        return data is not None and base64.b64encode(hashlib.md5(data).digest()).decode()
+
     return {
         "vault": {"firstBackup": _set(vault.first_backup_at), "chunkEpoch": vault.chunk_epoch},
-        "chunks": {cid: (c.state, c.size, c.content_md5, c.reason, _set(c.replicated_at))
+        "chunks": {cid: (c.state, c.size, c.content_md5 == md5_of_primary_blob(cid), c.reason,
+                         _set(c.replicated_at))
                    for cid, c in sorted(chunks.items())},
         "points": {pid: (p.state, p.reason, p.stats, p.chunk_count, p.refs_digest, p.chunk_epoch,
                          p.checked_against, sorted(p.replicated_blobs), _set(p.committed_at),
@@ -200,9 +209,10 @@ def end_state(services: Services, vault_id: str) -> dict[str, Any]:
         "usage": sorted((e.id, e.kind, e.quantity, e.point_id) for e in index.list_usage_events(vault_id)),
         "job": job and (job.status, job.point_id, job.reason,
                         [(r["region"], r["complete"]) for r in job.plan.get("regions", [])]),
-        "blobs": {region: {name: hashlib.sha256(account.container(container).read(name)).hexdigest()
-                           for name in account.container(container).list()}
-                  for region, account in services.regions().items()},
+        # Blob bytes differ between runs (random nonces, the vault id in the AAD): their names,
+        # and whether each region's copy is the primary's.
+        "blobs": {region: {name: data == primary.get(name) for name, data in sorted(held.items())}
+                  for region, held in blobs.items()},
     }
 
 
