@@ -7,8 +7,8 @@ function app's base URL, written into agent credentials), `ReplicationCopyMode`
 ("server", the default: server-side Copy Blob; "stream" for the local stack,
 whose regions are separate Azurite processes that cannot copy between each
 other), `ReplicationRetryMaxSeconds` (default 300), `ScrubSchedule` (NCRONTAB,
-read by the scrub timer's binding), `OperationCountsFile` (optional: count storage,
-queue and Cosmos DB operations into this JSON file, for benchmarks).
+the maintenance schedule the scrub and sweep timers' bindings read), `OperationCountsFile`
+(optional: count storage, queue and Cosmos DB operations into this JSON file, for benchmarks).
 """
 from __future__ import annotations
 

@@ -163,6 +163,12 @@ class RecoveryPoint(_Doc):
     chunk_epoch: int | None = None
     refs_digest: str | None = None
     checked_against: str | None = None  # the parent point whose chunks were not looked up again
+    # What a commit needs without its message (the sweep finishes points whose message was lost):
+    # the parent the agent named, and when the service first saw the point (its own clock).
+    parent_point_id: str | None = None
+    received_at: str | None = None
+    checked_at: str | None = None  # when a commit or the sweep last examined the point
+    follow_ups_at: str | None = None  # committed: when its follow-ups were all done
     etag: str | None = None
 
 

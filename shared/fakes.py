@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from typing import Callable, Iterable, Iterator, TypeVar
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from shared.domain import ChunkRecord, ChunkState, Job, RecoveryPoint, UsageEvent, Vault
+from shared.domain import ChunkRecord, ChunkState, Job, PointState, RecoveryPoint, UsageEvent, Vault
 from shared.ports import (
     BlobAccount,
     BlobAlreadyExists,
@@ -416,6 +416,15 @@ class MemoryIndex(Index):
         points = [p for p in self._partition("recoveryPoints", RecoveryPoint, vault_id)
                   if item is None or p.item == item]
         return sorted(points, key=lambda p: p.created_at, reverse=True)
+
+    def stale_points(self, vault_id: str, checked_before: str, limit: int) -> list[RecoveryPoint]:
+        if limit < 1:
+            raise ValueError(f"stale_points needs a limit of at least 1, not {limit}")
+        stale = [p for p in self._partition("recoveryPoints", RecoveryPoint, vault_id)
+                 if p.checked_at is not None and p.checked_at < checked_before
+                 and (p.state == PointState.PENDING
+                      or (p.state == PointState.COMMITTED and p.follow_ups_at is None))]
+        return sorted(stale, key=lambda p: p.checked_at)[:limit]
 
     def create_job(self, job: Job) -> Job:
         return self._create("jobs", job.vault_id, job)

@@ -203,6 +203,9 @@ class CountingIndex(Index):
     def list_points(self, vault_id, item=None):
         return self._query().list_points(vault_id, item)
 
+    def stale_points(self, vault_id, checked_before, limit):
+        return self._query().stale_points(vault_id, checked_before, limit)
+
     def create_job(self, job):
         return self._write().create_job(job)
 

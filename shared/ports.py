@@ -233,6 +233,12 @@ class Index(ABC):
     def list_points(self, vault_id: str, item: str | None = None) -> list[RecoveryPoint]:
         """Newest first."""
 
+    @abstractmethod
+    def stale_points(self, vault_id: str, checked_before: str, limit: int) -> list[RecoveryPoint]:
+        """Up to `limit` points, the least recently checked first, last checked (`checked_at`)
+        before `checked_before` (an ISO time) and either pending or committed without their
+        follow-ups recorded done: the work the sweep picks up."""
+
     # jobs (partition /vaultId)
     @abstractmethod
     def create_job(self, job: Job) -> Job:

@@ -19,7 +19,7 @@ refuses the query ("missing partition keys").
 
 It uses only what behaves the same on real Cosmos DB and on the local
 emulator (@vercel/cosmosdb-server): item create/replace, ETag-checked
-replace, and parameterised queries with WHERE, ORDER BY, TOP, ARRAY_CONTAINS,
+replace, and parameterised queries with WHERE (AND, OR), ORDER BY, TOP, ARRAY_CONTAINS,
 IS_DEFINED and IS_NULL. Ids are looked up with a query, never with read_item:
 the emulator answers a missing id with a 500, and a 500 must stay a
 TransientError, not become "not found".
@@ -36,7 +36,7 @@ from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey
 from azure.cosmos.exceptions import CosmosHttpResponseError
 
 from shared.adapters.http_pool import pooled_transport
-from shared.domain import ChunkRecord, ChunkState, Job, RecoveryPoint, UsageEvent, Vault
+from shared.domain import ChunkRecord, ChunkState, Job, PointState, RecoveryPoint, UsageEvent, Vault
 from shared.ports import (
     Conflict,
     Index,
@@ -258,6 +258,20 @@ class CosmosIndex(Index):
                 POINTS, "SELECT * FROM c WHERE c.vaultId = @v AND c.item = @item ORDER BY c.createdAt DESC",
                 vault_id, v=vault_id, item=item,
             )
+        return [RecoveryPoint.from_doc(doc) for doc in docs]
+
+    def stale_points(self, vault_id: str, checked_before: str, limit: int) -> list[RecoveryPoint]:
+        if limit < 1:
+            raise ValueError(f"stale_points needs a limit of at least 1, not {limit}")
+        # A point without checkedAt (written before the field existed) compares as undefined:
+        # never stale. followUpsAt may be absent or null.
+        docs = self._query(
+            POINTS, "SELECT TOP @limit * FROM c WHERE c.vaultId = @v AND c.checkedAt < @before"
+            " AND (c.state = @pending OR (c.state = @committed"
+            " AND (NOT IS_DEFINED(c.followUpsAt) OR IS_NULL(c.followUpsAt))))"
+            " ORDER BY c.checkedAt",
+            vault_id, v=vault_id, before=checked_before, limit=limit,
+            pending=PointState.PENDING.value, committed=PointState.COMMITTED.value)
         return [RecoveryPoint.from_doc(doc) for doc in docs]
 
     # jobs

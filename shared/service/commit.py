@@ -19,7 +19,8 @@ from shared.domain import (ChunkRecord, ChunkState, PointState, Redundancy, Reco
                            Vault, chunk_blob_name, container_name)
 from shared.messages import CommitMessage, ReplicateMessage
 from shared.ports import BlobContainer, BlobNotFound, Conflict, PreconditionFailed
-from shared.service.context import COMMIT_QUEUE, REPLICATE_QUEUE, Services, enqueue, iso_time
+from shared.service.context import (COMMIT_QUEUE, REPLICATE_QUEUE, Services, enqueue, iso_time, set_once,
+                                    update_point)
 from shared.service.ingest import adopt_chunk
 from shared.service.vaults import authorized_vault, mark_first_backup
 
@@ -39,23 +40,40 @@ REPLACEMENT_PROBES = 16
 def commit_point(services: Services, message: CommitMessage, vault: Vault | None = None) -> RecoveryPoint:
     """Make a recovery point committed once every chunk it references is verified.
 
-    Idempotent: a committed or failed point is returned unchanged. While chunks are still
-    unverified the point stays pending and the same (signed) message is queued again with a
-    growing delay; of concurrent copies of one commit, only the one that wins the point's ETag
-    goes on, so copies never multiply. After COMMIT_MAX_CHECKS checks the point fails, naming
-    how many chunks never came."""
+    Idempotent: a failed point, or a committed one whose follow-ups are done, is returned
+    unchanged; a committed point whose follow-ups are not recorded done (an earlier delivery
+    failed after committing it) gets them redone. While chunks are still unverified the point
+    stays pending and the same (signed) message is queued again with a growing delay; of
+    concurrent copies of one commit, only the one that wins the point's ETag goes on, so copies
+    never multiply. After COMMIT_MAX_CHECKS checks the point fails, naming how many chunks
+    never came."""
     vault = authorized_vault(services, message, vault)
     index = services.index
+    now = iso_time(services.clock())
     try:  # create first: a commit is seen once far more often than again
         point = index.create_point(RecoveryPoint(
             id=message.point_id, vault_id=vault.id, item=message.item, state=PointState.PENDING,
             created_at=message.created_at, manifest_blob=formats.manifest_blob(message.point_id),
             refs_blob=formats.refs_blob(message.point_id), chunk_count=message.chunk_count,
-            stats=dict(message.stats)))
+            stats=dict(message.stats), parent_point_id=message.parent_point_id, received_at=now,
+            checked_at=now))
     except Conflict:
         point = index.get_point(vault.id, message.point_id)
+    if point.state == PointState.COMMITTED and point.follow_ups_at is None:
+        return follow_up(services, vault, point)
     if point.state != PointState.PENDING:
         return point
+    outcome = check_point(services, vault, point, message.parent_point_id)
+    if isinstance(outcome, RecoveryPoint):
+        return outcome
+    return _recheck_later(services, vault, point, message, outcome)
+
+
+def check_point(services: Services, vault: Vault, point: RecoveryPoint,
+                parent_id: str | None) -> RecoveryPoint | str:
+    """Look up the chunks pending `point` references: the point as now stored once it is
+    committed (follow-ups done) or failed, or, while some chunks are not verified yet, how many
+    ("2 of 5 chunks"), with the point's reference-list fields set but not stored."""
     container = services.primary.container(container_name(vault.id))
     try:
         # The two reads at once: an unchanged backup's commit is little more than these.
@@ -65,15 +83,14 @@ def commit_point(services: Services, message: CommitMessage, vault: Vault | None
             crypto.parse_header(header.result())
         refs = formats.decode_refs(refs_data)
     except BlobNotFound as e:
-        return _finish_point(services, vault, point, PointState.FAILED, f"missing blob: {e}")
+        return finish_point(services, vault, point, PointState.FAILED, f"missing blob: {e}")
     except (formats.MalformedMessage, crypto.BadEnvelope, UnicodeDecodeError) as e:
-        return _finish_point(services, vault, point, PointState.FAILED, f"bad point blob: {e}")
+        return finish_point(services, vault, point, PointState.FAILED, f"bad point blob: {e}")
     if len(refs) != point.chunk_count:
-        return _finish_point(services, vault, point, PointState.FAILED,
+        return finish_point(services, vault, point, PointState.FAILED,
                              f"reference list holds {len(refs)} chunks, the commit declares {point.chunk_count}")
     point.refs_digest = hashlib.sha256(refs_data).hexdigest()
-    to_check, stored, point.checked_against = chunks_to_check(services, vault, container, point, refs,
-                                                              message.parent_point_id)
+    to_check, stored, point.checked_against = chunks_to_check(services, vault, container, point, refs, parent_id)
     missing, unusable, absent = 0, [], []
     for cid, record in referenced_records(services, vault.id, to_check):
         if record is None and point.commit_checks >= ADOPT_AFTER_CHECKS and len(absent) < ADOPT_PER_CHECK:
@@ -101,15 +118,15 @@ def commit_point(services: Services, message: CommitMessage, vault: Vault | None
     replaced = [r for r in unusable[:REPLACEMENT_PROBES] if any(container.list(chunk_blob_name(r.id) + "."))]
     if len(replaced) < len(unusable):
         bad = next(r for r in unusable if r not in replaced)
-        return _finish_point(services, vault, point, PointState.FAILED,
-                             f"{len(unusable)} chunks were rejected, e.g. {bad.id}: {bad.reason}")
+        return finish_point(services, vault, point, PointState.FAILED,
+                            f"{len(unusable)} chunks were rejected, e.g. {bad.id}: {bad.reason}")
     missing += len(replaced)
     if missing:
-        return _recheck_later(services, vault, point, message, f"{missing} of {len(refs)} chunks")
+        return f"{missing} of {len(refs)} chunks"
     point.stats = {**point.stats, "storedBytes": stored}
     # The epoch read before the chunks were: if it rose meanwhile, no later point uses this one as a base.
     point.chunk_epoch = vault.chunk_epoch
-    return _finish_point(services, vault, point, PointState.COMMITTED, None)
+    return finish_point(services, vault, point, PointState.COMMITTED, None)
 
 
 def chunks_to_check(services: Services, vault: Vault, container: BlobContainer, point: RecoveryPoint,
@@ -158,10 +175,11 @@ def referenced_records(services: Services, vault_id: str,
 def _recheck_later(services: Services, vault: Vault, point: RecoveryPoint, message: CommitMessage,
                    missing: str) -> RecoveryPoint:
     if point.commit_checks >= COMMIT_MAX_CHECKS:
-        return _finish_point(services, vault, point, PointState.FAILED,
+        return finish_point(services, vault, point, PointState.FAILED,
                              f"{missing} were never verified after {point.commit_checks} checks")
     point.commit_checks += 1
     point.reason = f"waiting for {missing} to be verified"
+    point.checked_at = iso_time(services.clock())
     try:
         point = services.index.replace_point(point)
     except PreconditionFailed:
@@ -171,10 +189,11 @@ def _recheck_later(services: Services, vault: Vault, point: RecoveryPoint, messa
     return point
 
 
-def _finish_point(services: Services, vault: Vault, point: RecoveryPoint, state: PointState,
-                  reason: str | None) -> RecoveryPoint:
+def finish_point(services: Services, vault: Vault, point: RecoveryPoint, state: PointState,
+                 reason: str | None) -> RecoveryPoint:
+    """Store pending `point` as committed (then do its follow-ups) or failed with `reason`."""
     now = iso_time(services.clock())
-    point.state, point.reason = state, reason
+    point.state, point.reason, point.checked_at = state, reason, now
     if state == PointState.COMMITTED:
         point.committed_at = now
     try:
@@ -182,14 +201,23 @@ def _finish_point(services: Services, vault: Vault, point: RecoveryPoint, state:
     except PreconditionFailed:
         # Another invocation finished it first; theirs stands.
         return services.index.get_point(vault.id, point.id)
-    if state == PointState.COMMITTED:
-        mark_first_backup(services, vault, now)
-        services.index.add_usage_event(UsageEvent(
-            id=f"point-{point.id}", vault_id=vault.id, kind=UsageKind.STORED_BYTES,
-            quantity=point.stats["storedBytes"], at=now, point_id=point.id))
-        if vault.redundancy == Redundancy.GRS:
-            enqueue(services, REPLICATE_QUEUE, ReplicateMessage(
-                vault.tenant_id, vault.id, blobs=(point.manifest_blob, point.refs_blob), point_id=point.id).to_json())
-            enqueue(services, REPLICATE_QUEUE,
-                    ReplicateMessage(vault.tenant_id, vault.id, point_id=point.id).to_json(), delay=1)
-    return point
+    return follow_up(services, vault, point) if state == PointState.COMMITTED else point
+
+
+def follow_up(services: Services, vault: Vault, point: RecoveryPoint) -> RecoveryPoint:
+    """Do what committed `point` sets off, then record it done (`follow_ups_at`): the vault's
+    first-backup mark, the usage event of its stored bytes, and for GRS the copy of its two
+    blobs and its point check. Each part is idempotent (set once, an id-keyed event, copies
+    that skip what is copied), so whoever finds the point committed without `follow_ups_at`
+    (a redelivered commit, the sweep) redoes them all and nothing is counted twice. Returns
+    the point as stored."""
+    mark_first_backup(services, vault, point.committed_at)
+    services.index.add_usage_event(UsageEvent(
+        id=f"point-{point.id}", vault_id=vault.id, kind=UsageKind.STORED_BYTES,
+        quantity=point.stats["storedBytes"], at=point.committed_at, point_id=point.id))
+    if vault.redundancy == Redundancy.GRS:
+        enqueue(services, REPLICATE_QUEUE, ReplicateMessage(
+            vault.tenant_id, vault.id, blobs=(point.manifest_blob, point.refs_blob), point_id=point.id).to_json())
+        enqueue(services, REPLICATE_QUEUE,
+                ReplicateMessage(vault.tenant_id, vault.id, point_id=point.id).to_json(), delay=1)
+    return update_point(services, point, set_once("follow_ups_at", iso_time(services.clock()))) or point

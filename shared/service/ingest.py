@@ -2,8 +2,8 @@
 
 The service cannot decrypt, so it checks what it can: the blob's size and the MD5 Azure Storage
 computed on receipt against the declaration, and the envelope's header with a range read
-(docs/design.md, "Verification"). A GRS vault's verified chunks are queued for replication, one
-replicate message per ingest message."""
+(docs/design.md, "Verification"). A GRS vault's verified chunks not yet copied are queued for
+replication, one replicate message per ingest message, whichever delivery indexed them."""
 from __future__ import annotations
 
 import base64
@@ -66,11 +66,25 @@ def ingest_chunks(services: Services, message: ChunksMessage, vault: Vault | Non
     records.append(index(last))
     added = [r for r in records if r is not None]
     verified = [r for r in added if r.state == ChunkState.VERIFIED]
-    if verified and vault.redundancy == Redundancy.GRS:
-        enqueue(services, REPLICATE_QUEUE, ReplicateMessage(
-            vault.tenant_id, vault.id, blobs=tuple(chunk_blob_name(r.id) for r in verified)).to_json())
+    if vault.redundancy == Redundancy.GRS:
+        declared = list({e.id: e for e in message.chunks})  # in the order of `records`
+        _queue_replication(services, vault, verified, [cid for cid, r in zip(declared, records) if r is None])
     return IngestOutcome(verified=len(verified), rejected=len(added) - len(verified),
                          already=len(records) - len(added))
+
+
+def _queue_replication(services: Services, vault: Vault, added: list[ChunkRecord], found: list[str]) -> None:
+    """One replicate message for the chunks of an ingest message that are verified and not yet
+    copied: those this delivery indexed, and those it found indexed already (a delivery that
+    indexed them may have failed before it queued their copy; a copy queued twice is skipped
+    by replication, one never queued leaves the chunk without a replica)."""
+    waiting = [r.id for r in added]
+    if found:
+        waiting += [cid for cid, record in services.index.get_chunks(vault.id, found).items()
+                    if record.state == ChunkState.VERIFIED and not record.replicated_at]
+    if waiting:
+        enqueue(services, REPLICATE_QUEUE, ReplicateMessage(
+            vault.tenant_id, vault.id, blobs=tuple(chunk_blob_name(cid) for cid in sorted(waiting))).to_json())
 
 
 def verify_chunk(container: BlobContainer, vault: Vault, entry: ChunkDeclaration, now: str) -> ChunkRecord:

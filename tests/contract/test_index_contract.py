@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 
-from shared.adapters.cosmos_index import CHUNKS, CosmosIndex
+from shared.adapters.cosmos_index import CHUNKS, POINTS, CosmosIndex
 from shared.domain import ChunkRecord, Job, RecoveryPoint, UsageEvent, Vault
 from shared.ports import Conflict, PreconditionFailed, TransientError
 from skyvault.stack.emulators import COSMOS_DEV_KEY
@@ -242,6 +242,44 @@ def test_list_points_newest_first_with_an_item_filter(index):
     assert [p.id for p in index.list_points("v1", item="a")] == ["p-new", "p-old"]
     assert index.list_points("v1", item="none") == []
     assert index.list_points("nobody") == []
+
+
+def test_stale_points_are_pending_or_committed_without_follow_ups_oldest_check_first(index):
+    def stored(point_id, state, checked_minute, follow_ups=None, vault_id="v1"):
+        point = replace(a_point(point_id, at_minute(0), vault_id=vault_id), state=state,
+                        checked_at=None if checked_minute is None else at_minute(checked_minute),
+                        follow_ups_at=follow_ups)
+        index.create_point(point)
+
+    stored("pending-late", "pending", 8)
+    stored("pending-early", "pending", 2)
+    stored("committed-no-follow-ups", "committed", 5)
+    stored("pending-fresh", "pending", 30)  # checked after the cut-off
+    stored("committed-done", "committed", 1, follow_ups=at_minute(1))
+    stored("failed", "failed", 1)
+    stored("never-checked", "pending", None)  # written before checkedAt existed
+    stored("elsewhere", "pending", 1, vault_id="v2")
+
+    assert [p.id for p in index.stale_points("v1", at_minute(20), 10)] == [
+        "pending-early", "committed-no-follow-ups", "pending-late"]
+    assert [p.id for p in index.stale_points("v1", at_minute(20), 2)] == ["pending-early", "committed-no-follow-ups"]
+    assert [p.id for p in index.stale_points("v1", at_minute(3), 10)] == ["pending-early"]
+    [found] = index.stale_points("v2", at_minute(20), 10)
+    assert found == index.get_point("v2", "elsewhere")
+    assert index.stale_points("nobody", at_minute(20), 10) == []
+    with pytest.raises(ValueError):
+        index.stale_points("v1", at_minute(20), 0)
+
+
+@pytest.mark.emulators
+def test_a_point_without_follow_ups_at_counts_as_not_followed_up(cosmos):
+    # Documents written before the field existed lack it; to_doc writes null.
+    index = CosmosIndex(cosmos.endpoint, cosmos.key, f"db{uuid.uuid4().hex[:16]}")
+    index.ensure_schema()
+    legacy = replace(a_point("p1", at_minute(0)), state="committed", checked_at=at_minute(1)).to_doc()
+    del legacy["followUpsAt"]
+    index._container(POINTS).create_item(legacy)
+    assert [p.id for p in index.stale_points("v1", at_minute(20), 10)] == ["p1"]
 
 
 def test_jobs_create_and_get(index):
