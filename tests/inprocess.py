@@ -35,6 +35,10 @@ class InProcessTransport:
         delivery.deliver(self.services, queue, text.encode(), lambda message: handle(self.services, message))
 
     def container(self, url: str) -> BlobContainer:
+        """The container of a SAS URL of either region (a restore plan offers both for GRS)."""
+        for account in self.services.regions().values():
+            if url.startswith(f"memory://{account.region}/"):
+                return account.container_from_url(url)
         return self.services.primary.container_from_url(url)
 
 
