@@ -27,7 +27,7 @@ class Redundancy(StrEnum):
 class ChunkState(StrEnum):
     VERIFIED = "verified"  # its blob matches its declaration: usable by commits
     REJECTED = "rejected"  # its blob contradicts its declaration
-    DAMAGED = "damaged"  # bad in every region, found by the scrub
+    DAMAGED = "damaged"  # no good copy in any region (found by the scrub or an agent's damage report)
 
 
 class PointState(StrEnum):

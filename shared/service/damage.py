@@ -95,6 +95,8 @@ def report_damage(services: Services, vault: Vault, request: DamageRequest) -> D
     nothing. A region that does not answer defers the reports of that chunk."""
     by_chunk: dict[str, list[DamageReport]] = defaultdict(list)
     for report in request.reports:
+        log.warning("vault %s: an agent reports the %s copy of chunk %s bad: %s", vault.id, report.region,
+                    report.chunk_id, report.problem)
         by_chunk[report.chunk_id].append(report)
     records = services.index.get_chunks(vault.id, by_chunk)
     answers: dict[tuple[str, str], DamageOutcome] = {}
@@ -130,12 +132,12 @@ def _repair(services: Services, vault: Vault, record: ChunkRecord, regions: dict
     good = good_copies(vault, record, regions)
     authentic = next((r for r in reports if r.md5 == record.content_md5), None)
     if authentic is not None:
-        reason = (f"the envelope stored as declared and verified fails authentication in the {authentic.region} "
-                  f"region, so the upload itself was bad ({authentic.problem[:200]})")
+        reason = (f"its envelope, stored as declared and verified, fails authentication (an agent read it in the "
+                  f"{authentic.region} region): the upload itself was bad")
         return "damaged", reason, mark_damaged(services, vault, record, reason)
     if not any(good.values()):
-        reason = (f"no region holds a copy with the verified size and MD5 (reported: "
-                  f"{'; '.join(f'{r.region}: {r.problem[:200]}' for r in reports)})")
+        reason = (f"no region holds a copy with the verified size and MD5 (an agent reported "
+                  f"{', '.join(sorted({r.region for r in reports}))})")
         return "damaged", reason, mark_damaged(services, vault, record, reason)
     if all(good.values()):
         return "good", "every copy has the verified size and MD5 now (healed meanwhile, or damaged in transit)", vault
