@@ -827,7 +827,6 @@ class ChunkProblem:
 
     KINDS: ClassVar[tuple[str, ...]] = ("unknown", "rejected", "damaged", "missing", "size", "md5",
                                         "authentication")
-    BLOB_KINDS: ClassVar[tuple[str, ...]] = ("missing", "size", "md5", "authentication")  # a region's copy is bad
 
     def to_doc(self) -> dict[str, Any]:
         return {"id": self.chunk_id, "region": self.region, "kind": self.kind, "detail": self.detail}

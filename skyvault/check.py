@@ -246,7 +246,8 @@ class Check:
             self._problem(report, problem)
             if problem.region is not None:
                 bad.add((problem.chunk_id, problem.region))
-                pending.append(DamageReport(problem.chunk_id, problem.region, f"{problem.kind}: {problem.detail}"))
+                pending.append(DamageReport(problem.chunk_id, problem.region,
+                                            f"{problem.kind}: {problem.detail}"[:MAX_TEXT]))
         return bad
 
     def _read_page(self, chosen: list[tuple[str, frozenset[str]]], bad: set[tuple[str, str]],

@@ -11,7 +11,7 @@ import base64
 from concurrent.futures import ThreadPoolExecutor
 
 from shared.domain import ChunkRecord, ChunkState, Vault, chunk_blob_name, container_name
-from shared.messages import ChunkCheckAnswer, ChunkCheckRequest, ChunkProblem
+from shared.messages import MAX_TEXT, ChunkCheckAnswer, ChunkCheckRequest, ChunkProblem
 from shared.ports import BlobAccount, BlobNotFound, BlobProperties, TransientError
 from shared.service.context import Services
 from shared.service.damage import holding_regions
@@ -32,9 +32,11 @@ def check_chunks(services: Services, vault: Vault, request: ChunkCheckRequest) -
         if record is None:
             problems.append(ChunkProblem(cid, None, "unknown", "the index has no record of it"))
         elif record.state != ChunkState.VERIFIED:
-            problems.append(ChunkProblem(cid, None, record.state, record.reason or f"it is {record.state}"))
+            reason = record.reason or f"it is {record.state}"
+            problems.append(ChunkProblem(cid, None, record.state, reason[:MAX_TEXT]))
         else:
-            copies += [(record, region, account) for region, account in holding_regions(services, vault, record).items()]
+            copies += [(record, region, account)
+                       for region, account in holding_regions(services, vault, record).items()]
     container = container_name(vault.id)
 
     def look_up(copy: tuple[ChunkRecord, str, BlobAccount]) -> BlobProperties | None | TransientError:

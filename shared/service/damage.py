@@ -123,7 +123,7 @@ def report_damage(services: Services, vault: Vault, request: DamageRequest) -> D
             except TransientError as e:
                 outcome, detail = "deferred", f"a region did not answer; report it again later: {e}"
         for report in chunk_reports:
-            answers[report.chunk_id, report.region] = DamageOutcome(chunk_id, report.region, outcome, detail)
+            answers[report.chunk_id, report.region] = DamageOutcome(chunk_id, report.region, outcome, detail[:MAX_TEXT])
     return DamageAnswer(tuple(answers[r.chunk_id, r.region] for r in request.reports))
 
 
