@@ -1,5 +1,6 @@
 """HTTP triggers for agents: dedup look-up, recovery points and their commit, restore jobs, vault
-status, key check, credential renewal (shared.service.agent_api).
+status, key check, credential renewal (shared.service.agent_api), the check of chunks against
+storage and agents' damage reports (shared.service.check, shared.service.damage).
 
 Every route is under tenants/{tenant}/vaults/{vault}/ and every request is signed with the
 vault's signing key (shared.formats.sign_request). This module alone maps the service's errors
@@ -19,9 +20,9 @@ import azure.functions as func
 from shared.bootstrap import services
 from shared.domain import Vault
 from shared.errors import Forbidden, Invalid, NotFound, Refused, ServiceError
-from shared.messages import (CommitRequest, ErrorAnswer, KeyCheckRequest, LookupRequest, RestoreRequest,
-                             parse_request_body)
-from shared.service import agent_api, restore, vaults
+from shared.messages import (ChunkCheckRequest, CommitRequest, DamageRequest, ErrorAnswer, KeyCheckRequest,
+                             LookupRequest, RestoreRequest, parse_request_body)
+from shared.service import agent_api, check, damage, restore, vaults
 from shared.service.context import Services
 
 bp = func.Blueprint()
@@ -74,6 +75,10 @@ _ACTIONS: list[tuple[str, re.Pattern, Action]] = [
          svc, vault, RestoreRequest.from_doc(call.json()))).to_doc()),
     ("GET", re.compile(r"status\Z"),
      lambda svc, vault, call, _: agent_api.vault_status(svc, vault).to_doc()),
+    ("POST", re.compile(r"chunks/check\Z"),
+     lambda svc, vault, call, _: check.check_chunks(svc, vault, ChunkCheckRequest.from_doc(call.json())).to_doc()),
+    ("POST", re.compile(r"chunks/damage\Z"),
+     lambda svc, vault, call, _: damage.report_damage(svc, vault, DamageRequest.from_doc(call.json())).to_doc()),
 ]
 
 
@@ -138,4 +143,14 @@ def create_restore(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route=VAULT_ROUTE + "/status", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def vault_status(req: func.HttpRequest) -> func.HttpResponse:
+    return _serve(req)
+
+
+@bp.route(route=VAULT_ROUTE + "/chunks/check", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def check_chunks(req: func.HttpRequest) -> func.HttpResponse:
+    return _serve(req)
+
+
+@bp.route(route=VAULT_ROUTE + "/chunks/damage", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def report_damage(req: func.HttpRequest) -> func.HttpResponse:
     return _serve(req)

@@ -27,7 +27,7 @@ class Redundancy(StrEnum):
 class ChunkState(StrEnum):
     VERIFIED = "verified"  # its blob matches its declaration: usable by commits
     REJECTED = "rejected"  # its blob contradicts its declaration
-    DAMAGED = "damaged"  # bad in every region, found by the scrub or reported by an agent
+    DAMAGED = "damaged"  # no good copy in any region (found by the scrub or an agent's damage report)
     # Rejected and damaged chunks can be stored again: an agent uploads a replacement blob,
     # which ingest verifies and promotes (docs/design.md, "Chunk lifecycle").
 

@@ -3,7 +3,8 @@
 They keep the semantics the contract tests (tests/contract) pin down for the
 Azure adapters too:
 - Blobs: put is create-only unless overwrite; content_md5 is the MD5 of the
-  data, as Azure records it for a single Put Blob; a container must be
+  data, as Azure records it for a single Put Blob (`rot` flips a byte at rest,
+  as bit rot would, and leaves that recorded MD5 as it was); a container must be
   created before blobs go in. Container SAS URLs carry their permissions and
   expiry, and a container opened from one enforces them, raising
   PermissionError as the adapter does for a 403. `memory://{region}/{container}`
@@ -27,7 +28,7 @@ import itertools
 import threading
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Iterator, TypeVar
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -94,12 +95,13 @@ class _StoredBlob:
     data: bytes
     etag: str
     last_modified: datetime
+    content_md5: bytes  # recorded on upload: bytes that rot at rest keep it
 
     def properties(self, name: str) -> BlobProperties:
         return BlobProperties(
             name=name,
             size=len(self.data),
-            content_md5=hashlib.md5(self.data, usedforsecurity=False).digest(),
+            content_md5=self.content_md5,
             etag=self.etag,
             last_modified=self.last_modified,
         )
@@ -176,8 +178,19 @@ class MemoryBlobContainer(BlobContainer):
                 if not overwrite:
                     raise BlobAlreadyExists(f"{self.name}/{name}")
             account = self._account
-            blob = blobs[name] = _StoredBlob(bytes(data), f'"0x{next(account._etags):X}"', account._utcnow())
+            data = bytes(data)
+            blob = blobs[name] = _StoredBlob(data, f'"0x{next(account._etags):X}"', account._utcnow(),
+                                             hashlib.md5(data, usedforsecurity=False).digest())
             return blob.properties(name)
+
+    def rot(self, name: str, offset: int) -> None:
+        """Fault injection: flip the bits of one byte of a blob at rest, as bit rot would; its
+        properties (the MD5 recorded on upload among them) stay as they were."""
+        with self._account._lock:
+            blob = self._blobs()[name]
+            data = bytearray(blob.data)
+            data[offset] ^= 0xFF
+            self._blobs()[name] = replace(blob, data=bytes(data))
 
     def copy_from(self, name: str, source_url: str) -> BlobProperties:
         sas = _parse_sas_url(source_url)

@@ -796,3 +796,174 @@ class ManifestRoot:
         return {"version": self.VERSION, "vaultId": self.vault_id, "pointId": self.point_id, "item": self.item,
                 "createdAt": self.created_at, "sources": list(self.sources),
                 "manifestChunks": list(self.manifest_chunks), "stats": dict(self.stats)}
+
+
+# Check and damage reports (docs/design.md, "Check and damage reports")
+
+CHECK_MAX_IDS = 200  # chunk ids per POST chunks/check: a page's blob look-ups end within seconds
+DAMAGE_MAX_REPORTS = 16  # reports per POST chunks/damage: each may read a chunk in full in each region
+REGION = re.compile(r"(primary|secondary)\Z")
+
+
+def _chunk_ids(r: _Reader, name: str, max_len: int) -> tuple[str, ...]:
+    ids = r.list(name, max_len, min_len=1)
+    for i, cid in enumerate(ids):
+        if not (isinstance(cid, str) and HEX_ID.match(cid)):
+            raise MalformedMessage(f"{r.where}: field {name!r} must hold hex chunk ids; {name}[{i}] is "
+                                   f"{str(cid)[:80]!r}")
+    return tuple(ids)
+
+
+def _one_of(r: _Reader, name: str, choices: tuple[str, ...], *, optional: bool = False) -> str | None:
+    value = r.str(name, optional=optional, max_len=32)
+    if value is not None and value not in choices:
+        raise MalformedMessage(f"{r.where}: field {name!r} is {value!r}, not one of {', '.join(choices)}")
+    return value
+
+
+@dataclass(frozen=True)
+class ChunkCheckRequest:
+    """POST chunks/check: check these chunks' index records and blobs in every region of the vault."""
+
+    ids: tuple[str, ...]
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> "ChunkCheckRequest":
+        r = _Reader(doc, "check request")
+        r.only("ids")
+        return cls(_chunk_ids(r, "ids", CHECK_MAX_IDS))
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"ids": list(self.ids)}
+
+
+@dataclass(frozen=True)
+class ChunkProblem:
+    """What is wrong with one chunk: in the index (`region` None) or with its copy in one region.
+
+    Kinds: the index has no record of it (`unknown`), holds it `rejected` or `damaged`; a
+    region's blob is `missing`, or its `size` or `md5` property differs from the record (the
+    service's check); the agent downloaded the copy and it fails `authentication`."""
+
+    chunk_id: str
+    region: str | None
+    kind: str
+    detail: str
+
+    KINDS: ClassVar[tuple[str, ...]] = ("unknown", "rejected", "damaged", "missing", "size", "md5",
+                                        "authentication")
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"id": self.chunk_id, "region": self.region, "kind": self.kind, "detail": self.detail}
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> "ChunkProblem":
+        r = _Reader(doc, "chunk problem")
+        r.only("id", "region", "kind", "detail")
+        return cls(r.str("id", HEX_ID), r.str("region", REGION, optional=True), _one_of(r, "kind", cls.KINDS),
+                   r.str("detail"))
+
+    def describe(self) -> str:
+        where = f" ({self.region})" if self.region else " (index)"
+        return f"chunk {self.chunk_id}{where}: {self.kind}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class ChunkCheckAnswer:
+    """How many chunks were checked, what is wrong with them, and the regions that did not
+    answer (their copies were not checked)."""
+
+    checked: int
+    problems: tuple[ChunkProblem, ...] = ()
+    unavailable: tuple[str, ...] = ()
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"checked": self.checked, "problems": [p.to_doc() for p in self.problems],
+                "unavailable": list(self.unavailable)}
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> "ChunkCheckAnswer":
+        r = _Reader(doc, "check answer")
+        problems = r.list("problems", 2 * CHECK_MAX_IDS)  # one in the index, or one per region
+        unavailable = r.list("unavailable", 2)
+        for region in unavailable:
+            if not (isinstance(region, str) and REGION.match(region)):
+                raise MalformedMessage(f"check answer: field 'unavailable' names {str(region)[:80]!r}")
+        return cls(r.int("checked", 0, CHECK_MAX_IDS), tuple(ChunkProblem.from_doc(p) for p in problems),
+                   tuple(unavailable))
+
+
+@dataclass(frozen=True)
+class DamageReport:
+    """One bad copy an agent found: chunk `chunk_id` in `region`. `md5` (base64) is the MD5 of
+    the envelope the agent downloaded and found failing authentication; None when it did not
+    download it (the service's check found the blob missing or its properties wrong)."""
+
+    chunk_id: str
+    region: str
+    problem: str
+    md5: str | None = None
+
+    def to_doc(self) -> dict[str, Any]:
+        return _drop_none({"id": self.chunk_id, "region": self.region, "problem": self.problem, "md5": self.md5})
+
+    @classmethod
+    def from_doc(cls, doc: Any, where: str = "damage report") -> "DamageReport":
+        r = _Reader(doc, where)
+        r.only("id", "region", "problem", "md5")
+        return cls(r.str("id", HEX_ID), r.str("region", REGION), r.str("problem"), r.str("md5", B64_MD5, optional=True))
+
+
+@dataclass(frozen=True)
+class DamageRequest:
+    """POST chunks/damage: bad copies of chunks, for the service to heal or mark damaged."""
+
+    reports: tuple[DamageReport, ...]
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> "DamageRequest":
+        r = _Reader(doc, "damage request")
+        r.only("reports")
+        entries = r.list("reports", DAMAGE_MAX_REPORTS, min_len=1)
+        return cls(tuple(DamageReport.from_doc(e, f"damage request: reports[{i}]") for i, e in enumerate(entries)))
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"reports": [report.to_doc() for report in self.reports]}
+
+
+@dataclass(frozen=True)
+class DamageOutcome:
+    """What the service did about one report: `healed` the bad copies from a good one, `damaged`
+    (marked so, no good copy left), `good` (every copy matches now: nothing to do), `unknown`
+    (no such chunk in the vault: ignored), `ignored` (nothing to do, `detail` says why), or
+    `deferred` (a region did not answer: report it again later)."""
+
+    chunk_id: str
+    region: str
+    outcome: str
+    detail: str
+
+    OUTCOMES: ClassVar[tuple[str, ...]] = ("healed", "damaged", "good", "unknown", "ignored", "deferred")
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"id": self.chunk_id, "region": self.region, "outcome": self.outcome, "detail": self.detail}
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> "DamageOutcome":
+        r = _Reader(doc, "damage outcome")
+        r.only("id", "region", "outcome", "detail")
+        return cls(r.str("id", HEX_ID), r.str("region", REGION), _one_of(r, "outcome", cls.OUTCOMES),
+                   r.str("detail"))
+
+
+@dataclass(frozen=True)
+class DamageAnswer:
+    outcomes: tuple[DamageOutcome, ...]
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"outcomes": [o.to_doc() for o in self.outcomes]}
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> "DamageAnswer":
+        r = _Reader(doc, "damage answer")
+        return cls(tuple(DamageOutcome.from_doc(o) for o in r.list("outcomes", DAMAGE_MAX_REPORTS)))

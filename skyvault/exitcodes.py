@@ -8,4 +8,6 @@ FAILURE = 1  # it failed: an error message says why (a backup: its point failed 
 CREDENTIALS = 2  # a credentials file that is missing or not one, or a wrong passphrase
 STACK_DEGRADED = 3  # `stack status`: a component of the local stack is not running
 PARTIAL = 4  # `backup`: the point is committed, but some files could not be read (they are listed)
+PROBLEMS = 5  # `check`: the vault has problems (each is listed; bad copies were reported to the service)
+INCOMPLETE = 6  # `check`: no problem found, but some of it could not be checked (a region did not answer)
 INTERRUPTED = 130  # stopped by Ctrl-C (SIGINT), as a shell reports 128 + 2

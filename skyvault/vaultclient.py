@@ -243,6 +243,18 @@ class AgentVault:
             time.sleep(delay)
             delay = min(delay * 1.5, 0.5)
 
+    def check_chunks(self, ids: list[str]) -> messages.ChunkCheckAnswer:
+        """The service's check of these chunks (at most CHECK_MAX_IDS): their index records, and
+        their copies' presence, size and MD5 property in each region."""
+        return self._call("POST", "chunks/check", messages.ChunkCheckAnswer.from_doc,
+                          messages.ChunkCheckRequest(tuple(ids)).to_doc())
+
+    def report_damage(self, reports: list[messages.DamageReport]) -> messages.DamageAnswer:
+        """Tell the service of bad copies (at most DAMAGE_MAX_REPORTS); it heals them or marks
+        their chunks damaged, and answers what it did about each."""
+        return self._call("POST", "chunks/damage", messages.DamageAnswer.from_doc,
+                          messages.DamageRequest(tuple(reports)).to_doc())
+
 
 class RenewingContainer(BlobContainer):
     """The vault's container through the agent's current credentials: each call first renews

@@ -16,9 +16,11 @@ from skyvault import cli, exitcodes
 from skyvault.backup import changes
 from skyvault.commands import common, points
 from tests.unit import test_agent_on_fakes as fakes
+from tests.unit import test_check as checks
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 vault = fakes.vault  # the in-process vault fixture, for the backups below
+grs, ticks = checks.grs, checks.ticks  # an in-process GRS vault whose paired region can stop
 
 
 @pytest.fixture(autouse=True)
@@ -84,7 +86,7 @@ def test_failure_when_a_path_to_back_up_does_not_exist(agent, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv", [["backup", "."], ["points"], ["status"], ["restore", "p", "--target", "t"],
-                                  ["stack", "status"]])
+                                  ["check"], ["stack", "status"]])
 def test_failure_when_the_state_folder_is_not_set_up(argv, capsys):
     assert cli.main(argv) == exitcodes.FAILURE
     assert "does not exist" in capsys.readouterr().err
@@ -107,6 +109,40 @@ def test_credentials_when_the_passphrase_is_wrong(vault, state_folder, tmp_path,
     monkeypatch.setenv("SKYVAULT_PASSPHRASE", "not the passphrase of this vault")
     assert cli.main(["backup", str(some_files(tmp_path)), "--item", "laptop"]) == exitcodes.CREDENTIALS
     assert "wrong passphrase" in capsys.readouterr().err
+
+
+def test_check_ok_when_every_chunk_is_there(agent, tmp_path, capsys):
+    assert cli.main(["backup", str(some_files(tmp_path)), "--item", "laptop"]) == exitcodes.OK
+    assert cli.main(["check", "--read-data"]) == exitcodes.OK
+    out = capsys.readouterr().out
+    assert "chunks of 1 recovery points; read and authenticated" in out and ": 0 problems" in out
+
+
+def test_problems_when_check_finds_a_chunk_missing(agent, tmp_path, capsys):
+    assert cli.main(["backup", str(some_files(tmp_path)), "--item", "laptop"]) == exitcodes.OK
+    container = agent.services.primary.container(f"vault-{agent.vault_id}")
+    name = next(container.list("chunks/"))
+    container.delete(name)
+    assert cli.main(["check"]) == exitcodes.PROBLEMS
+    error = capsys.readouterr().err
+    assert f"problem: chunk {name.rsplit('/', 1)[1]} (primary): missing" in error and ": damaged:" in error
+
+
+def test_incomplete_when_a_region_does_not_answer_the_check(grs, ticks, monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(common, "agent", lambda: grs)
+    assert cli.main(["backup", str(some_files(tmp_path)), "--item", "laptop"]) == exitcodes.OK
+    checks.replicate_all(grs.services, ticks)
+    grs.services.secondary.down = True
+    assert cli.main(["check"]) == exitcodes.INCOMPLETE
+    assert "not checked: the secondary region did not answer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, error", [(["check", "--read-data", "--subset", "0"], "more than 0%"),
+                                         (["check", "--read-data", "--subset", "101%"], "at most 100%"),
+                                         (["check", "--subset", "10"], "give --read-data too")])
+def test_failure_when_check_is_asked_a_subset_that_is_not_one(agent, argv, error, capsys):
+    assert cli.main(argv) == exitcodes.FAILURE
+    assert error in capsys.readouterr().err
 
 
 def write_stack(state_folder: Path, pids: dict[str, int]) -> None:
