@@ -10,7 +10,9 @@ left with wrong bytes.
 """
 from __future__ import annotations
 
+import base64
 import fnmatch
+import hashlib
 import json
 import os
 import tempfile
@@ -28,7 +30,8 @@ from typing import Any, Callable, Iterator
 
 from shared import crypto, formats
 from shared.domain import JobStatus, chunk_blob_name
-from shared.messages import MalformedMessage, ManifestEntry, ManifestRoot, RegionAccess
+from shared.messages import (DAMAGE_MAX_REPORTS, MAX_TEXT, DamageOutcome, DamageReport, MalformedMessage,
+                             ManifestEntry, ManifestRoot, RegionAccess)
 from shared.ports import BlobContainer, BlobNotFound, StorageError, TransientError
 from skyvault.vaultclient import AgentError, AgentVault
 
@@ -59,8 +62,10 @@ class RestoreReport:
     chunks_downloaded: int = 0
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
-    # Copies that failed authentication where another region's was good: (blob, region, why).
-    bad_copies: list[tuple[str, str, str]] = field(default_factory=list)
+    # Copies that failed authentication: (blob, region, why, MD5 of the bytes read), and what
+    # the service said it did about each once reported.
+    bad_copies: list[tuple[str, str, str, str]] = field(default_factory=list)
+    damage_outcomes: list[DamageOutcome] = field(default_factory=list)
 
 
 class _Prefetcher:
@@ -143,7 +148,7 @@ class RegionReader:
         self._current = 0
         self._lock = threading.Lock()
         self.used: list[str] = []
-        self.bad_copies: list[tuple[str, str, str]] = []  # (blob, region, why)
+        self.bad_copies: list[tuple[str, str, str, str]] = []  # (blob, region, why, MD5 of the bytes read)
 
     @property
     def _regions(self) -> list[tuple[str, BlobContainer]]:
@@ -189,7 +194,13 @@ class RegionReader:
             try:
                 return check(data)
             except BadCopy as e:
+                self._bad(name, region, str(e), data)
                 return self._other_copy(name, region, str(e), check)
+
+    def _bad(self, name: str, region: str, why: str, data: bytes) -> None:
+        md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+        with self._lock:
+            self.bad_copies.append((name, region, why, md5))
 
     def _used(self, region: str) -> None:
         with self._lock:
@@ -197,15 +208,17 @@ class RegionReader:
                 self.used.append(region)
 
     def _other_copy(self, name: str, bad_region: str, why: str, check: Callable[[bytes], Any]) -> Any:
-        with self._lock:
-            self.bad_copies.append((name, bad_region, why))
         access = self._fresh()
         for region, container in [*access.regions, *access.spares]:
             if region == bad_region:
                 continue
             try:
-                result = check(container.read(name))
-            except (BadCopy, StorageError, PermissionError):
+                data = container.read(name)
+                result = check(data)
+            except BadCopy as e:
+                self._bad(name, region, str(e), data)
+                continue
+            except (StorageError, PermissionError):
                 continue
             self._progress(f"{name}: the {bad_region} region's copy is bad ({why}); read the {region} region's")
             self._used(region)
@@ -314,6 +327,23 @@ class Restore:
             return plaintext, plaintext == bytes(len(plaintext))
         return fetch
 
+    def _report_bad_copies(self, report: RestoreReport) -> None:
+        """Tell the service of the chunk copies that failed authentication (signed): it heals them
+        from a good copy or marks the chunk damaged, so the next backup stores it again. A
+        report that does not get through is said, and changes nothing of the restore."""
+        reports = [DamageReport(name.rsplit("/", 1)[1], region, f"failed authentication on restore: {why}"[:MAX_TEXT],
+                                md5) for name, region, why, md5 in report.bad_copies if name.startswith("chunks/")]
+        for start in range(0, len(reports), DAMAGE_MAX_REPORTS):
+            try:
+                answer = self.vault.report_damage(reports[start:start + DAMAGE_MAX_REPORTS])
+            except AgentError as e:
+                self.progress(f"warning: could not report {len(reports) - start} bad copies to the service: {e}")
+                return
+            for outcome in answer.outcomes:
+                report.damage_outcomes.append(outcome)
+                self.progress(f"reported the {outcome.region} copy of chunk {outcome.chunk_id}: "
+                              f"{outcome.outcome} ({outcome.detail})")
+
     def spool_manifest(self, reader: "RegionReader", root: ManifestRoot, spool) -> None:
         fetch = self._fetcher(reader)
         for cid in root.manifest_chunks:
@@ -355,6 +385,7 @@ class Restore:
         report.seconds = time.monotonic() - started
         report.regions = reader.used
         report.bad_copies = reader.bad_copies
+        self._report_bad_copies(report)
         if report.errors:
             raise RestoreFailed(f"{len(report.errors)} files could not be restored:\n  " + "\n  ".join(report.errors))
         return report

@@ -16,7 +16,7 @@ from shared.ports import BlobAlreadyExists
 from shared.service import vaults
 from skyvault.backup import Backup, committer, uploader
 from skyvault.cache import Cache
-from skyvault.restore import Restore
+from skyvault.restore import Restore, RestoreFailed
 from skyvault.treedigest import differences, tree_digest
 from tests.inprocess import InProcessVault, memory_services, new_vault
 
@@ -259,6 +259,11 @@ def test_a_chunk_failing_authentication_is_read_from_the_other_region(tmp_path, 
     primary, secondary = services.primary.container(name), services.secondary.container(name)
     for blob in primary.list():  # what replication does
         secondary.put(blob, primary.read(blob), overwrite=True)
+        if blob.startswith("chunks/"):
+            cid = blob.rsplit("/", 1)[1]
+            record = services.index.get_chunks(vault.vault_id, [cid])[cid]
+            record.replicated_at = clock().isoformat()
+            services.index.replace_chunk(record)
     cid = first_data_chunk(cache, vault)
     bad = bytearray(primary.read(chunk_blob_name(cid)))
     bad[40] ^= 1
@@ -266,6 +271,30 @@ def test_a_chunk_failing_authentication_is_read_from_the_other_region(tmp_path, 
     said = []
     restored = Restore(vault, progress=said.append).run(report.point_id, str(tmp_path / "restored"))
     assert differences(tree_digest(data), tree_digest(tmp_path / "restored" / "data")) == []
-    assert [(blob, region) for blob, region, _ in restored.bad_copies] == [(chunk_blob_name(cid), "primary")]
+    assert [(blob, region) for blob, region, *_ in restored.bad_copies] == [(chunk_blob_name(cid), "primary")]
     assert restored.regions == ["primary", "secondary"]
     assert any("the primary region's copy is bad" in s and "read the secondary region's" in s for s in said)
+    assert [(o.chunk_id, o.region, o.outcome) for o in restored.damage_outcomes] == [(cid, "primary", "healed")]
+    assert primary.read(chunk_blob_name(cid)) == secondary.read(chunk_blob_name(cid)), "the service healed it"
+    assert services.index.get_chunks(vault.vault_id, [cid])[cid].state == ChunkState.VERIFIED
+
+
+def test_a_chunk_bad_in_its_only_region_is_reported_and_stored_again_by_the_next_backup(services, creds,
+                                                                                      tmp_path):
+    data = make_data(tmp_path)
+    vault = agent(services, creds)
+    cache = Cache(tmp_path / "cache.sqlite")
+    first = Backup(vault, cache, "laptop").run([str(data)])
+    cid = first_data_chunk(cache, vault)
+    container = services.primary.container(container_name(vault.vault_id))
+    bad = bytearray(container.read(chunk_blob_name(cid)))
+    bad[40] ^= 1  # rotted at rest: its recorded MD5 no longer that of its bytes
+    container.put(chunk_blob_name(cid), bytes(bad), overwrite=True)
+    with pytest.raises(RestoreFailed, match="f0.bin"):
+        Restore(vault).run(first.point_id, str(tmp_path / "partial"))
+    assert services.index.get_chunks(vault.vault_id, [cid])[cid].state == ChunkState.DAMAGED
+    assert (tmp_path / "partial" / "data" / "f1.bin").read_bytes() == (data / "f1.bin").read_bytes()
+    report = Backup(vault, cache, "laptop").run([str(data)])
+    assert report.state == "committed", report.reason
+    assert services.index.get_chunks(vault.vault_id, [cid])[cid].state == ChunkState.VERIFIED
+    assert_restores(vault, report.point_id, data, tmp_path / "restored")
