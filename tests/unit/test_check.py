@@ -332,3 +332,25 @@ def test_read_data_needs_the_keys(lrs):
     keyless = AgentVault(lrs.creds, transport=lrs.transport)
     with pytest.raises(AgentError, match="needs the vault keys"):
         Check(keyless).run(read_data=True)
+
+
+def test_a_long_check_takes_a_new_restore_job_before_the_sas_expires(lrs, cache, tmp_path, monkeypatch):
+    backed_up(lrs, cache, tmp_path)
+    monkeypatch.setattr(check, "REFS_PAGE_BYTES", 100)
+    start = datetime.now(timezone.utc)
+    calls = []
+
+    def agent_clock() -> datetime:  # ten minutes pass between any two looks of the agent's
+        calls.append(None)
+        return service_clock()
+
+    def service_clock() -> datetime:
+        return start + len(calls) * check.RENEW_ACCESS_AFTER / 4.5
+
+    lrs.clock, lrs.services.clock = agent_clock, service_clock
+    jobs = []
+    start_restore = lrs.start_restore
+    lrs.start_restore = lambda job_id, point_id: jobs.append(job_id) or start_restore(job_id, point_id)
+    report = Check(lrs).run(read_data=True)
+    assert report.exit_code == 0 and report.copies_read == report.chunks
+    assert len(jobs) > 1, "each job's SAS is renewed after RENEW_ACCESS_AFTER"
