@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,16 +19,9 @@ from skyvault.cache import Cache
 from skyvault.restore import Restore, RestoreFailed
 from skyvault.treedigest import differences, tree_digest
 from tests.inprocess import InProcessVault, memory_services, new_vault
+from tests.unit.pipeline import Clock
 
 PASSPHRASE = "lifecycle test passphrase"
-
-
-class Clock:
-    def __init__(self):
-        self.now = datetime(2026, 12, 2, 9, 0, tzinfo=timezone.utc)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture
