@@ -39,7 +39,7 @@ def ingest_chunks(services: Services, message: ChunksMessage, vault: Vault | Non
     """Verify and index the chunks `message` declares.
 
     Idempotent: the index keeps the first record of a chunk (create-if-absent), so a replayed
-    message changes nothing. A chunk whose blob contradicts the message is indexed as rejected
+    message changes no record; it only queues again the copies its chunks still lack. A chunk whose blob contradicts the message is indexed as rejected
     (with the reason) so that a commit referencing it fails clearly. There is no look-up before
     the creates: almost every chunk is new, and a look-up would cost a Cosmos DB query per shard
     for nothing."""
