@@ -7,6 +7,8 @@ Words:
   chunk epoch, it vouches that every chunk it references is still verified, so the commit looks
   up only the chunks that differ (docs/design.md, "Commit").
 - re-check: a commit that finds chunks not yet verified is queued again with a growing delay.
+- follow-ups: what committing a point sets off (first-backup mark, usage event, GRS copies and
+  point check), redone by whoever finds the point committed without `follow_ups_at`.
 """
 from __future__ import annotations
 
@@ -88,7 +90,7 @@ def check_point(services: Services, vault: Vault, point: RecoveryPoint,
         return finish_point(services, vault, point, PointState.FAILED, f"bad point blob: {e}")
     if len(refs) != point.chunk_count:
         return finish_point(services, vault, point, PointState.FAILED,
-                             f"reference list holds {len(refs)} chunks, the commit declares {point.chunk_count}")
+                            f"reference list holds {len(refs)} chunks, the commit declares {point.chunk_count}")
     point.refs_digest = hashlib.sha256(refs_data).hexdigest()
     to_check, stored, point.checked_against = chunks_to_check(services, vault, container, point, refs, parent_id)
     missing, unusable, absent = 0, [], []
@@ -176,7 +178,7 @@ def _recheck_later(services: Services, vault: Vault, point: RecoveryPoint, messa
                    missing: str) -> RecoveryPoint:
     if point.commit_checks >= COMMIT_MAX_CHECKS:
         return finish_point(services, vault, point, PointState.FAILED,
-                             f"{missing} were never verified after {point.commit_checks} checks")
+                            f"{missing} were never verified after {point.commit_checks} checks")
     point.commit_checks += 1
     point.reason = f"waiting for {missing} to be verified"
     point.checked_at = iso_time(services.clock())

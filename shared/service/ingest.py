@@ -43,11 +43,11 @@ def ingest_chunks(services: Services, message: ChunksMessage, vault: Vault | Non
     """Verify and index the chunks `message` declares.
 
     Idempotent: the index keeps the first record of a chunk (create-if-absent), so a replayed
-    message changes nothing. A chunk whose blob contradicts the message is indexed as rejected
-    (with the reason) so that a commit referencing it fails clearly. A declared replacement of a
-    rejected or damaged chunk is promoted over its blob (`promote_replacement`). There is no
-    look-up before the creates: almost every chunk is new, and a look-up would cost a Cosmos DB
-    query per shard for nothing."""
+    message changes no record; it only queues again the copies its chunks still lack. A chunk
+    whose blob contradicts the message is indexed as rejected (with the reason) so that a commit
+    referencing it fails clearly. A declared replacement of a rejected or damaged chunk is
+    promoted over its blob (`promote_replacement`). There is no look-up before the creates:
+    almost every chunk is new, and a look-up would cost a Cosmos DB query per shard for nothing."""
     vault = authorized_vault(services, message, vault)
     container = services.primary.container(container_name(vault.id))
 

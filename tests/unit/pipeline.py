@@ -8,7 +8,8 @@ Words:
   dies) leaves its message to be delivered again after VISIBILITY_TIMEOUT_S, as host.json's
   visibilityTimeout makes the Storage Queues extension do.
 - end state: every index record, blob and usage event of the vault, with times reduced to
-  whether they are set (a run with faults takes longer, so its times differ).
+  whether they are set (a run with faults takes longer, so its times differ) and blobs to
+  whether each region's copy is the primary's (envelopes differ between runs by their nonces).
 """
 from __future__ import annotations
 

@@ -9,17 +9,22 @@ delivery of its message is failed after its Nth effect, for N = 1 .. its effects
 (each its own test), in both ways tests/faults.py knows: the worker dies (the host delivers the
 same text again after the visibility timeout) or the answer is lost (TransientError: the
 handler's own error handling and the delivery's redelivery go on). N one beyond the clean
-run's effects completes without a fault: that ends the walk."""
+run's effects completes without a fault: that ends the walk. The sweep timer is walked the
+same way over a backup whose commit message was lost: its later runs finish what a failed
+run left."""
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Callable
 
 import pytest
 
+from shared.messages import CommitMessage, parse_signed_message
+from shared.service import commit, sweep
 from shared.service.context import COMMIT_QUEUE, INGEST_QUEUE, REPLICATE_QUEUE, RESTORE_QUEUE
-from tests.faults import FAULT_KINDS, Faults, faulty
+from tests.faults import FAULT_KINDS, Crash, Faults, faulty
 from tests.unit.pipeline import (Backup, Clock, Host, backup_and_restore, committed_points_with_unverified_chunks,
-                                 end_state, memory_services, poisoned)
+                                 end_state, memory_services, poisoned, send)
 
 TARGETS: dict[str, Callable[[str, str], bool]] = {
     "ingest": lambda queue, text: queue == INGEST_QUEUE,
@@ -97,3 +102,57 @@ def test_every_handler_has_effects_to_fail_after():
     assert {target: len(effects) for target, (_, _, effects) in CLEAN.items()} == {
         "ingest": 4, "commit": 7, "replicate-chunks": 6, "replicate-point-blobs": 4, "point-check": 1,
         "restore": 1}
+
+
+def sweep_run(name: str, after: int | None = None, kind: str = "crash"):
+    """A backup whose commit message was lost, finished by the sweep; with `after`, the first
+    sweep fails after its `after`th effect, and the timer's later runs go on. Returns the end
+    state, the faults, and the effects of the first sweep."""
+    clock, faults = Clock(), Faults()
+    raw = memory_services(clock, name)
+    backup = Backup(raw)
+    host = Host(faulty(raw, faults), raw, clock, faults)
+    assert commit.commit_point(raw, parse_signed_message(backup.commit_message(), CommitMessage)).state == "pending"
+    clock.advance(commit.COMMIT_RECHECK_MAX_S)
+    [lost] = raw.queue(COMMIT_QUEUE).receive(1, 60)
+    raw.queue(COMMIT_QUEUE).delete(lost)
+    send(raw, INGEST_QUEUE, backup.chunks_message())
+    host.run()
+    start = len(faults.effects)
+    if after is not None:
+        faults.arm(after, kind)
+    first_sweep: list[str] | None = None
+    for _ in range(3):  # the timer's runs, SWEEP_IDLE apart
+        clock.advance((sweep.SWEEP_IDLE + timedelta(seconds=1)).total_seconds())
+        faults.revive()
+        try:
+            sweep.sweep(host.service)
+        except Crash:
+            pass  # the invocation failed; the timer goes on
+        if first_sweep is None:
+            first_sweep = faults.effects[start:]
+            faults.disarm()
+        assert committed_points_with_unverified_chunks(raw, backup.vault.id) == []
+    host.run()
+    send(raw, RESTORE_QUEUE, backup.restore_message())
+    host.run()
+    assert poisoned(raw) == {}
+    return end_state(raw, backup.vault.id), faults, first_sweep
+
+
+SWEEP_CLEAN = sweep_run("clean-sweep")
+
+
+def test_a_clean_sweep_ends_as_a_clean_pipeline_run():
+    assert SWEEP_CLEAN[0] == CLEAN["commit"][0]
+    assert SWEEP_CLEAN[2] == ["index.replace_point", "index.replace_vault", "index.add_usage_event",
+                              "queue.replicate.send", "queue.replicate.send", "index.replace_point"]
+
+
+@pytest.mark.parametrize("after, kind", [
+    pytest.param(n, kind, id=f"sweep-after-{n}-{effect}-{kind.replace(' ', '-')}")
+    for n, effect in enumerate(SWEEP_CLEAN[2], 1) for kind in FAULT_KINDS])
+def test_a_fault_after_each_effect_of_the_sweep_then_its_next_runs_end_as_a_clean_run(after, kind, request):
+    state, faults, _ = sweep_run(request.node.name, after, kind)
+    assert faults.fired == SWEEP_CLEAN[2][after - 1]
+    assert state == SWEEP_CLEAN[0]

@@ -4,15 +4,20 @@ its attempts run out, and a bug is left to the host's own retries."""
 from __future__ import annotations
 
 import base64
+import importlib
+import itertools
 
+import azure.functions as func
 import pytest
+from azure.functions.queue import QueueMessage
 
 from shared import errors
-from shared.fakes import MemoryQueue
-from shared.messages import Poisoned, Redelivery
+from shared.fakes import MemoryIndex, MemoryQueue
+from shared.messages import Poisoned, Redelivery, ReplicateMessage
 from shared.ports import TransientError
 from shared.service import delivery
 from tests.inprocess import memory_services
+from tests.unit.signing import signed_json
 
 
 class Clock:
@@ -121,3 +126,53 @@ def test_text_that_is_not_utf8_is_poisoned(services):
     delivery.deliver(services, "ingest", b"\xff\xfe", lambda text: "never")
     [poisoned] = [Poisoned.parse(t) for t in due(services, "ingest-poison")]
     assert "not UTF-8" in poisoned.reason
+
+
+class IndexDown(MemoryIndex):
+    """An index that does not answer: what the queue functions meet first (the vault)."""
+
+    def get_vault(self, tenant_id, vault_id):
+        raise TransientError("the index did not answer")
+
+
+QUEUE_MESSAGES = {
+    "ingest": {"type": "chunks", "chunks": [{"id": "ab" * 32, "size": 100, "md5": "A" * 22 + "=="}]},
+    "commit": {"type": "commit", "pointId": "20261125T120000Z-0000abcd", "item": "laptop-1",
+               "createdAt": "2026-11-25T12:00:00+00:00", "chunkCount": 1, "manifestChunks": 0, "stats": {}},
+    "restore": {"type": "restore", "pointId": "20261125T120000Z-0000abcd"},
+}
+
+
+def _queue_text(queue: str) -> str:
+    if queue == "replicate":
+        return ReplicateMessage("contoso", "v1", blobs=("chunks/ab/" + "ab" * 32,)).to_json()
+    return signed_json({"v": 1, "id": "m1", "tenantId": "contoso", "vaultId": "v1", **QUEUE_MESSAGES[queue]},
+                       b"k" * 32)
+
+
+@pytest.mark.parametrize("queue", ["ingest", "commit", "restore", "replicate"])
+def test_a_queue_function_meeting_a_transient_error_completes_and_poisons_only_after_its_redeliveries(
+        services, clock, monkeypatch, queue):
+    """The issue: host.json's visibilityTimeout (2 s) and maxDequeueCount (5) would poison a
+    message whose dependency is down within about 10 s. Each queue function, as the host calls
+    it, instead completes and delivers the message again later and later."""
+    services.index = IndexDown()
+    module = importlib.import_module(f"functions.{queue}")
+    monkeypatch.setattr(module, "services", lambda: services)
+    app = func.FunctionApp()
+    app.register_functions(module.bp)
+    [function] = app.get_functions()
+    user_function = function.get_user_function()
+    body, started = _queue_text(queue).encode(), clock.now
+    for dequeue in itertools.count(1):
+        user_function(QueueMessage(id=f"m{dequeue}", body=body, dequeue_count=1))  # never raises to the host
+        if poisoned := due(services, queue + "-poison"):
+            break
+        assert due(services, queue) == [], "not visible at once"
+        while not (again := due(services, queue)):
+            clock.now += 1
+        body = again[0].encode()
+    [record] = [Poisoned.parse(text) for text in poisoned]
+    assert dequeue == record.attempts == delivery.REDELIVERY_ATTEMPTS
+    assert "the index did not answer" in record.reason and record.message == _queue_text(queue)
+    assert clock.now - started > 20 * 60, "poisoned after minutes, not seconds"

@@ -7,7 +7,7 @@ import pytest
 
 from shared.domain import chunk_blob_name, container_name
 from shared.service.context import COMMIT_QUEUE, INGEST_QUEUE, REPLICATE_QUEUE
-from tests.faults import CRASH, FAULT_KINDS, Faults, faulty
+from tests.faults import FAULT_KINDS, Faults, faulty
 from tests.unit.pipeline import Backup, Clock, Host, end_state, memory_services, poisoned, send
 
 
