@@ -1,8 +1,7 @@
 """Timer trigger: finish the recovery points no message will finish any more: pending ones whose
 commit message was lost, committed ones without their follow-ups (shared.service.sweep).
 
-The schedule is the app setting ScrubSchedule (NCRONTAB), the service's maintenance schedule,
-which the scrub timer runs on too."""
+The schedule is the app setting SweepSchedule (NCRONTAB)."""
 import logging
 
 import azure.functions as func
@@ -13,7 +12,7 @@ from shared.service import sweep as use_case
 bp = func.Blueprint()
 
 
-@bp.timer_trigger(arg_name="timer", schedule="%ScrubSchedule%", run_on_startup=False)
+@bp.timer_trigger(arg_name="timer", schedule="%SweepSchedule%", run_on_startup=False)
 def sweep(timer: func.TimerRequest) -> None:
     report = use_case.sweep(services())
     logging.info("sweep: committed %d, failed %d, still pending %d, follow-ups redone %d",

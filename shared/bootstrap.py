@@ -6,8 +6,8 @@ queues' connection), `SecondaryStorage` (the paired region), `CosmosDbEndpoint`,
 function app's base URL, written into agent credentials), `ReplicationCopyMode`
 ("server", the default: server-side Copy Blob; "stream" for the local stack,
 whose regions are separate Azurite processes that cannot copy between each
-other), `ReplicationRetryMaxSeconds` (default 300), `ScrubSchedule` (NCRONTAB,
-the maintenance schedule the scrub and sweep timers' bindings read), `OperationCountsFile`
+other), `ReplicationRetryMaxSeconds` (default 300), `ScrubSchedule` and
+`SweepSchedule` (NCRONTAB: the scrub and sweep timers' bindings read them), `OperationCountsFile`
 (optional: count storage, queue and Cosmos DB operations into this JSON file, for benchmarks).
 """
 from __future__ import annotations
@@ -27,6 +27,7 @@ COSMOS_ENDPOINT, COSMOS_KEY, COSMOS_DATABASE = "CosmosDbEndpoint", "CosmosDbKey"
 PUBLIC_API_URL = "PublicApiUrl"
 REPLICATION_COPY_MODE, REPLICATION_RETRY_MAX = "ReplicationCopyMode", "ReplicationRetryMaxSeconds"
 SCRUB_SCHEDULE = "ScrubSchedule"
+SWEEP_SCHEDULE = "SweepSchedule"
 OPERATION_COUNTS_FILE = "OperationCountsFile"
 
 

@@ -77,6 +77,7 @@ def up(in_memory: bool = False) -> dict[str, Any]:
             bootstrap.REPLICATION_COPY_MODE: "stream",
             bootstrap.REPLICATION_RETRY_MAX: "5",
             bootstrap.SCRUB_SCHEDULE: "0 */5 * * * *",
+            bootstrap.SWEEP_SCHEDULE: "0 */5 * * * *",
             bootstrap.OPERATION_COUNTS_FILE: str(workdir / "operation-counts.json"),
         }
         bootstrap.cosmos_index(settings).ensure_schema()
