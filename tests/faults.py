@@ -94,8 +94,8 @@ class FaultyContainer(BlobContainer):
     def create(self) -> None:
         self._do("create", True)
 
-    def put(self, name: str, data: bytes, *, overwrite: bool = False) -> BlobProperties:
-        return self._do("put", True, name, data, overwrite=overwrite)
+    def put(self, name: str, data: bytes, *, overwrite: bool = False, md5: bytes | None = None) -> BlobProperties:
+        return self._do("put", True, name, data, overwrite=overwrite, md5=md5)
 
     def properties(self, name: str) -> BlobProperties:
         return self._do("properties", False, name)

@@ -19,7 +19,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from shared import formats
-from shared.domain import ChunkState, PointState, Redundancy, Vault, container_name
+from shared.domain import ChunkState, PointState, Redundancy, Vault, chunk_blob_name, container_name
 from shared.messages import ReplicateMessage, ReplicationStatus
 from shared.ports import BlobAccount, BlobNotFound, BlobProperties, TransientError, blob_url
 from shared.service.commit import referenced_records
@@ -30,6 +30,9 @@ from shared.service.vaults import vault_for
 log = logging.getLogger("skyvault.replication")
 
 COPY_SAS_TTL = timedelta(hours=1)
+# A point check that still finds blobs without a copy after this many checks (at least 2 + 4 + 8
+# seconds: the copies queued with them have had their turn) queues those copies again.
+RECOPY_AFTER_CHECKS = 3
 
 
 def copy_blob(services: Services, source: BlobAccount, target: BlobAccount, container: str,
@@ -112,16 +115,32 @@ def _check_point(services: Services, vault: Vault, message: ReplicateMessage) ->
         return "skipped: point is not committed"
     if point.geo_protected_at:
         return "already geo-protected"
-    missing = 2 - len({point.manifest_blob, point.refs_blob} & set(point.replicated_blobs))
+    own = [b for b in (point.manifest_blob, point.refs_blob) if b not in point.replicated_blobs]
     refs = formats.decode_refs(services.primary.container(container_name(vault.id)).read(point.refs_blob))
-    missing += sum(1 for _, record in referenced_records(services, vault.id, refs)
-                   if record is None or not record.replicated_at)
+    uncopied = [cid for cid, record in referenced_records(services, vault.id, refs)
+                if record is None or not record.replicated_at]
+    missing = len(own) + len(uncopied)
     if missing:
+        if message.attempt >= RECOPY_AFTER_CHECKS:
+            _queue_copies_again(services, vault, point.id, own, uncopied)
         delay = _retry_delay(services, message.attempt)
         enqueue(services, REPLICATE_QUEUE, replace(message, attempt=message.attempt + 1).to_json(), delay=delay)
         return f"{missing} blobs not copied yet; checking again in {delay}s"
     update_point(services, point, set_once("geo_protected_at", iso_time(services.clock())))
     return "geo-protected"
+
+
+def _queue_copies_again(services: Services, vault: Vault, point_id: str, own: list[str],
+                        uncopied: list[str]) -> None:
+    """Queue again the copies a point still lacks, whatever became of the messages that should
+    have made them (a delivery that indexed or promoted a chunk and died before queuing its copy;
+    a copy queued twice is skipped). At most CHUNKS_PER_MESSAGE chunks a check."""
+    if own:
+        enqueue(services, REPLICATE_QUEUE, ReplicateMessage(vault.tenant_id, vault.id, blobs=tuple(own),
+                                                            point_id=point_id).to_json())
+    if uncopied:
+        enqueue(services, REPLICATE_QUEUE, ReplicateMessage(vault.tenant_id, vault.id, blobs=tuple(
+            chunk_blob_name(cid) for cid in uncopied[:formats.CHUNKS_PER_MESSAGE])).to_json())
 
 
 def replication_status(services: Services, vault: Vault) -> ReplicationStatus:
