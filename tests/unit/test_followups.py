@@ -7,28 +7,8 @@ import pytest
 
 from shared.domain import chunk_blob_name, container_name
 from shared.service.context import COMMIT_QUEUE, INGEST_QUEUE, REPLICATE_QUEUE
-from tests.faults import FAULT_KINDS, Faults, faulty
-from tests.unit.pipeline import Backup, Clock, Host, end_state, memory_services, poisoned, send
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def raw(clock, request):
-    return memory_services(clock, request.node.name)
-
-
-@pytest.fixture
-def faults():
-    return Faults()
-
-
-@pytest.fixture
-def host(raw, clock, faults):
-    return Host(faulty(raw, faults), raw, clock, faults)
+from tests.faults import FAULT_KINDS, Faults
+from tests.unit.pipeline import Backup, Host, end_state, poisoned, send
 
 
 def arm_on_first(host: Host, faults: Faults, queue: str, after: int, kind: str) -> None:

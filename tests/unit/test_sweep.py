@@ -11,30 +11,10 @@ import pytest
 from shared.messages import CommitMessage, Redelivery, parse_signed_message
 from shared.service import commit, delivery, sweep
 from shared.service.context import COMMIT_QUEUE, INGEST_QUEUE
-from tests.faults import CRASH, LOST_ANSWER, Faults, faulty
-from tests.unit.pipeline import POINT, Backup, Clock, Host, end_state, memory_services, poisoned, send
+from tests.faults import CRASH, LOST_ANSWER, Faults
+from tests.unit.pipeline import POINT, Backup, Host, end_state, poisoned, send
 
 IDLE = sweep.SWEEP_IDLE + timedelta(seconds=1)
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def raw(clock, request):
-    return memory_services(clock, request.node.name)
-
-
-@pytest.fixture
-def faults():
-    return Faults()
-
-
-@pytest.fixture
-def host(raw, clock, faults):
-    return Host(faulty(raw, faults), raw, clock, faults)
 
 
 def lose_the_commit(host: Host, raw, faults: Faults, backup: Backup, how: str, point: str = POINT,
