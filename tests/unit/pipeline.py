@@ -19,6 +19,8 @@ import re
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
+import pytest
+
 from functions import commit, ingest, replicate, restore
 from shared import crypto, formats
 from shared.domain import ChunkState, PointState, chunk_blob_name, container_name
@@ -26,7 +28,7 @@ from shared.fakes import MemoryBlobAccount, MemoryIndex, MemoryQueue
 from shared.service import delivery, vaults
 from shared.service.context import (ALL_QUEUES, COMMIT_QUEUE, INGEST_QUEUE, POISON_SUFFIX, RESTORE_QUEUE,
                                     Services)
-from tests.faults import Crash, Faults
+from tests.faults import FAULT_KINDS, Crash, Faults
 from tests.unit.signing import signed_json
 
 START = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
@@ -229,3 +231,12 @@ def committed_points_with_unverified_chunks(services: Services, vault_id: str) -
         if any(cid not in records or records[cid].state != ChunkState.VERIFIED for cid in refs):
             bad.append(point.id)
     return bad
+
+
+def fault_steps(clean: dict[str, tuple[Any, Any, list[str]]]) -> list:
+    """pytest params (target, after, kind) for a fault after each effect each target's clean run
+    made, in both ways, each named after the effect it follows."""
+    return [pytest.param(target, n, kind, id=f"{target}-after-{n}-{effect}-{kind.replace(' ', '-')}")
+            for target, (_, _, effects) in clean.items()
+            for n, effect in enumerate(effects, 1)
+            for kind in FAULT_KINDS]

@@ -24,7 +24,7 @@ from shared.service import commit, sweep
 from shared.service.context import COMMIT_QUEUE, INGEST_QUEUE, REPLICATE_QUEUE, RESTORE_QUEUE
 from tests.faults import FAULT_KINDS, Crash, Faults, faulty
 from tests.unit.pipeline import (Backup, Clock, Host, backup_and_restore, committed_points_with_unverified_chunks,
-                                 end_state, memory_services, poisoned, send)
+                                 end_state, fault_steps, memory_services, poisoned, send)
 
 TARGETS: dict[str, Callable[[str, str], bool]] = {
     "ingest": lambda queue, text: queue == INGEST_QUEUE,
@@ -79,10 +79,7 @@ def test_a_clean_run_is_complete():
     assert all(other[0] == state for other in CLEAN.values()), "the same run whichever target it watched"
 
 
-STEPS = [pytest.param(target, n, kind, id=f"{target}-after-{n}-{effect}-{kind.replace(' ', '-')}")
-         for target, (_, _, effects) in CLEAN.items()
-         for n, effect in enumerate(effects, 1)
-         for kind in FAULT_KINDS]
+STEPS = fault_steps(CLEAN)
 
 
 @pytest.mark.parametrize("target, after, kind", STEPS)

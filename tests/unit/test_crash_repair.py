@@ -14,9 +14,9 @@ from shared import crypto
 from shared.domain import replacement_blob_name
 from shared.service.commit import ADOPT_AFTER_CHECKS
 from shared.service.context import COMMIT_QUEUE, INGEST_QUEUE, RESTORE_QUEUE
-from tests.faults import FAULT_KINDS, Faults, faulty
+from tests.faults import Faults, faulty
 from tests.unit.pipeline import (KEYS, Backup, Clock, Host, committed_points_with_unverified_chunks, end_state,
-                                 memory_services, poisoned, send)
+                                 fault_steps, memory_services, poisoned, send)
 
 
 def _replacement_message(backup: Backup) -> str:
@@ -90,10 +90,7 @@ def test_a_clean_repair_ends_with_every_chunk_verified_and_copied():
         assert effects, f"{target} did something to fail after"
 
 
-STEPS = [pytest.param(target, n, kind, id=f"{target}-after-{n}-{effect}-{kind.replace(' ', '-')}")
-         for target, (_, _, effects) in CLEAN.items()
-         for n, effect in enumerate(effects, 1)
-         for kind in FAULT_KINDS]
+STEPS = fault_steps(CLEAN)
 
 
 @pytest.mark.parametrize("target, after, kind", STEPS)
