@@ -7,5 +7,5 @@ OK = 0  # the command did what it was asked
 FAILURE = 1  # it failed: an error message says why (a backup: its point failed or was not made)
 CREDENTIALS = 2  # a credentials file that is missing or not one, or a wrong passphrase
 STACK_DEGRADED = 3  # `stack status`: a component of the local stack is not running
-PARTIAL = 4  # `backup`: the point is committed, but some files could not be read (they are listed)
+PARTIAL = 4  # `backup`: committed, but some files could not be read; `restore`: some could not be written (listed)
 INTERRUPTED = 130  # stopped by Ctrl-C (SIGINT), as a shell reports 128 + 2
