@@ -280,7 +280,7 @@ class Target:
 
     def _set_xattr(self, entry: ManifestEntry, where: int | str, name: str, value: bytes) -> None:
         try:
-            os.setxattr(where, name, value, follow_symlinks=False)
+            os.setxattr(where, name, value, follow_symlinks=isinstance(where, int))  # a path: l*xattr
         except OSError as e:
             self._warn(f"{entry.path}: extended attribute {name} not restored: {e.strerror or e}")
 
