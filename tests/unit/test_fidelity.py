@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import stat
+import tempfile
 
 import pytest
 
@@ -157,3 +159,39 @@ def test_new_entries_round_trip_in_the_documented_key_order():
                 {"path": "z", "mode": 0o600, "mtime": 1, "type": "blockdev", "uid": 0, "gid": 0, "major": 8,
                  "minor": 1}):
         assert list(ManifestEntry.from_doc(doc).to_doc().items()) == list(doc.items())
+
+
+@root_only
+def test_a_restore_as_a_normal_user_strips_setuid_makes_fifos_and_leaves_devices_out(vault, cache, tmp_path):
+    """For real: a child process that has dropped root (to nobody) restores a point holding a
+    setuid file, a FIFO and a device; owners=None decides from the effective uid."""
+    point = setuid_point(vault, cache, tmp_path)
+    data = tmp_path / "data"
+    os.mkfifo(data / "pipe", 0o600)
+    os.mknod(data / "null", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    point = Backup(vault, cache, "app").run([str(data)]).point_id
+    nobody = pwd.getpwnam("nobody")
+    target = tempfile.mkdtemp(prefix="skyvault-nonroot-")  # outside pytest's root-only folder
+    try:
+        os.chown(target, nobody.pw_uid, nobody.pw_gid)
+        child = os.fork()
+        if child == 0:
+            code = 1
+            try:
+                os.setgroups([])
+                os.setgid(nobody.pw_gid)
+                os.setuid(nobody.pw_uid)
+                report = Restore(vault).run(point, target)
+                code = 0 if sorted(report.warnings) == sorted([
+                    "data/null: a character device (1, 3): not made, the restore does not run as root",
+                    "data/tool: setuid/setgid bits not restored: its owner is not restored (only a restore as "
+                    "root restores owners)"]) else 3
+            finally:
+                os._exit(code)
+        assert os.waitpid(child, 0)[1] == 0
+        tool = os.lstat(os.path.join(target, "data", "tool"))
+        assert stat.S_IMODE(tool.st_mode) == 0o755 and tool.st_uid == nobody.pw_uid
+        assert stat.S_ISFIFO(os.lstat(os.path.join(target, "data", "pipe")).st_mode)
+        assert not os.path.lexists(os.path.join(target, "data", "null"))
+    finally:
+        shutil.rmtree(target)
