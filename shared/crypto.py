@@ -43,6 +43,9 @@ FRAME_ZSTD = 1
 ZSTD_LEVEL = 3
 PROBES, PROBE_BYTES = 4, 16 * 1024
 INCOMPRESSIBLE_RATIO = 0.97
+# The largest plaintext a frame holds: the chunker's largest chunk (skyvault/chunker.py's
+# CDC_PARAMS max_size; a test keeps them equal). A manifest root is far smaller.
+MAX_PLAINTEXT_BYTES = 8 * 1024 * 1024
 
 KDF_PARAMS = {"algorithm": "argon2id", "iterations": 3, "memoryKiB": 65536, "lanes": 4}
 
@@ -151,14 +154,25 @@ def frame(plaintext: bytes | memoryview) -> bytes:
 
 
 def unframe(framed: bytes) -> bytes:
+    """The plaintext of a frame, at most MAX_PLAINTEXT_BYTES: a zstd frame is refused before it
+    is decompressed when its header records a larger size, or none (a few bytes could otherwise
+    make the reader allocate gigabytes)."""
     if not framed:
         raise BadEnvelope("empty plaintext frame")
     flag, body = framed[0], memoryview(framed)[1:]
     if flag == FRAME_RAW:
+        size = len(body)
+    elif flag == FRAME_ZSTD:
+        size = zstandard.frame_content_size(body)
+        if size < 0:
+            raise BadEnvelope("zstd frame without its content size")
+    else:
+        raise BadEnvelope(f"unknown frame flag {flag}")
+    if size > MAX_PLAINTEXT_BYTES:
+        raise BadEnvelope(f"frame of {size} bytes of plaintext: over the largest chunk, {MAX_PLAINTEXT_BYTES}")
+    if flag == FRAME_RAW:
         return bytes(body)
-    if flag == FRAME_ZSTD:
-        return zstandard.ZstdDecompressor().decompress(body)
-    raise BadEnvelope(f"unknown frame flag {flag}")
+    return zstandard.ZstdDecompressor().decompress(body, max_output_size=MAX_PLAINTEXT_BYTES)
 
 
 def _aad(header: bytes, vault_id: str, name: str) -> bytes:

@@ -10,10 +10,12 @@ against the signature its agent computed (docs/design.md, "Queue messages").
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Iterable, Mapping
 
 from shared import crypto, formats
 from shared.domain import JobStatus, PointState, Redundancy, chunk_blob_name
@@ -705,16 +707,25 @@ class Credentials:
 
 # A recovery point's manifest (decrypted on the agent only; docs/design.md, "Manifest")
 
-ENTRY_TYPES = ("file", "dir", "symlink")
+ENTRY_TYPES = ("file", "dir", "symlink", "hardlink", "fifo", "chardev", "blockdev")
+DEVICE_TYPES = ("chardev", "blockdev")
 MAX_MODE = 0o7777
 MAX_PATH = 64 * 1024
+MAX_OWNER_ID = 2 ** 32 - 1
+MAX_OWNER_NAME = 256
+MAX_DEVICE_NUMBER = 2 ** 32 - 1
+MAX_XATTR_NAME = 255
+MAX_XATTRS_BYTES = 1024 * 1024  # Linux caps one attribute's value at 64 KiB; a few dozen of them
 
 
 @dataclass(frozen=True)
 class ManifestEntry:
     """One line of a manifest: a file (with its extents: chunk id, offset in the chunk, length),
-    a directory or a symlink (with its target). `path` is relative, "/"-separated; a name that
-    was not UTF-8 on disk is kept with surrogate escapes."""
+    a directory, a symlink (with its target), a hard link (with the earlier path it links to),
+    a FIFO or a device (with its major and minor numbers). `path` is relative, "/"-separated;
+    a name that was not UTF-8 on disk is kept with surrogate escapes. Owner and extended
+    attributes are None and () in lines written before they were recorded, and in hard links
+    (the inode's are on its first path)."""
 
     path: str
     type: str
@@ -723,37 +734,99 @@ class ManifestEntry:
     size: int = 0
     extents: tuple[tuple[str, int, int], ...] = ()
     target: str | None = None
+    uid: int | None = None
+    gid: int | None = None
+    user: str | None = None
+    group: str | None = None
+    major: int | None = None
+    minor: int | None = None
+    xattrs: tuple[tuple[str, bytes], ...] = ()
+
+    _OWN_FIELDS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "file": ("size", "extents"), "dir": (), "symlink": ("target",), "fifo": (),
+        "chardev": ("major", "minor"), "blockdev": ("major", "minor")}
 
     @classmethod
     def from_doc(cls, doc: Any) -> "ManifestEntry":
         r = _Reader(doc, "manifest entry")
         path = r.str("path", max_len=MAX_PATH)
         r.where = f"manifest entry {path[:80]!r}"
+        _relative_path(path, r, "path")
         kind = r.str("type")
         if kind not in ENTRY_TYPES:
             raise MalformedMessage(f"{r.where}: field 'type' is {kind!r}, not one of {', '.join(ENTRY_TYPES)}")
         mode, mtime = r.int("mode", 0, MAX_MODE), r.int("mtime", -2 ** 63, 2 ** 63 - 1)  # ns since the epoch
-        if kind == "dir":
-            r.only("path", "type", "mode", "mtime")
-            return cls(path, kind, mode, mtime)
-        if kind == "symlink":
+        if kind == "hardlink":
             r.only("path", "type", "mode", "mtime", "target")
-            return cls(path, kind, mode, mtime, target=r.str("target", max_len=MAX_PATH))
-        r.only("path", "type", "mode", "mtime", "size", "extents")
+            target = r.str("target", max_len=MAX_PATH)
+            _relative_path(target, r, "target")
+            return cls(path, kind, mode, mtime, target=target)
+        r.only("path", "type", "mode", "mtime", "uid", "gid", "user", "group", "xattrs", *cls._OWN_FIELDS[kind])
+        metadata = {"uid": r.int("uid", 0, MAX_OWNER_ID, optional=True),
+                    "gid": r.int("gid", 0, MAX_OWNER_ID, optional=True),
+                    "user": r.str("user", optional=True, max_len=MAX_OWNER_NAME),
+                    "group": r.str("group", optional=True, max_len=MAX_OWNER_NAME), "xattrs": _xattrs(r)}
+        if kind == "symlink":
+            target = r.str("target", max_len=MAX_PATH)
+            if "\0" in target:
+                raise MalformedMessage(f"{r.where}: field 'target' holds a NUL character")
+            return cls(path, kind, mode, mtime, target=target, **metadata)
+        if kind in DEVICE_TYPES:
+            return cls(path, kind, mode, mtime, major=r.int("major", 0, MAX_DEVICE_NUMBER),
+                       minor=r.int("minor", 0, MAX_DEVICE_NUMBER), **metadata)
+        if kind != "file":
+            return cls(path, kind, mode, mtime, **metadata)
         extents = r.doc.get("extents", [])
         if not isinstance(extents, list):
             raise MalformedMessage(f"{r.where}: field 'extents' must be a list")
         return cls(path, kind, mode, mtime, size=r.int("size"),
-                   extents=tuple(_extent(e, r.where, i) for i, e in enumerate(extents)))
+                   extents=tuple(_extent(e, r.where, i) for i, e in enumerate(extents)), **metadata)
 
     def to_doc(self) -> dict[str, Any]:
+        """The line's fields in the order the agent writes them (docs/design.md, "Manifest lines"):
+        path, mode, mtime, type, the owner, the extended attributes, then the type's own."""
         doc: dict[str, Any] = {"path": self.path, "mode": self.mode, "mtime": self.mtime, "type": self.type}
+        if self.type == "hardlink":
+            doc["target"] = self.target
+            return doc
+        for name in ("uid", "gid", "user", "group"):
+            if getattr(self, name) is not None:
+                doc[name] = getattr(self, name)
+        if self.xattrs:
+            doc["xattrs"] = xattrs_doc(self.xattrs)
         if self.type == "symlink":
             doc["target"] = self.target
         elif self.type == "file":
             doc["size"] = self.size
             doc["extents"] = [list(e) for e in self.extents]
+        elif self.type in DEVICE_TYPES:
+            doc["major"], doc["minor"] = self.major, self.minor
         return doc
+
+
+def xattrs_doc(xattrs: Iterable[tuple[str, bytes]]) -> dict[str, str]:
+    """Extended attributes as a manifest line holds them: name → base64 value, sorted by name."""
+    return {name: base64.b64encode(value).decode("ascii") for name, value in sorted(xattrs)}
+
+
+def _xattrs(r: _Reader) -> tuple[tuple[str, bytes], ...]:
+    doc = r.obj("xattrs", optional=True, max_bytes=MAX_XATTRS_BYTES) or {}
+    out = []
+    for name, value in sorted(doc.items()):
+        if not 0 < len(name) <= MAX_XATTR_NAME or "\0" in name or not isinstance(value, str):
+            raise MalformedMessage(f"{r.where}: xattrs[{name[:80]!r}] is not a name and a base64 value")
+        try:
+            out.append((name, base64.b64decode(value, validate=True)))
+        except binascii.Error:
+            raise MalformedMessage(f"{r.where}: xattrs[{name[:80]!r}] is not base64") from None
+    return tuple(out)
+
+
+def _relative_path(path: str, r: _Reader, name: str) -> None:
+    """A path below the restore target: names joined by "/", none of them empty, "." or ".."."""
+    if "\0" in path or any(part in ("", ".", "..") for part in path.split("/")):
+        raise MalformedMessage(f"{r.where}: field {name!r} is not a relative path of names "
+                               f"(an empty, '.' or '..' part, or a NUL): {path[:80]!r}")
 
 
 def _extent(value: Any, where: str, i: int) -> tuple[str, int, int]:

@@ -1,12 +1,14 @@
 """Restore: ask the service for a restore job (a plan and a read-only SAS), read the
 encrypted manifest, then rebuild the tree, authenticating every chunk.
 
-Chunks are downloaded and decrypted ahead of the writer by a thread pool, in
-the order the manifest needs them. Chunks of zeros (the free space of disk
-images) become holes: the restored file is sparse, and reads the same. Each
-file is written to a temporary name and renamed into place only when all its
-bytes authenticated; a file whose chunk fails is named in the error and never
-left with wrong bytes.
+The manifest is checked whole before anything is written: its entries must come in walk
+order (WalkOrder). Chunks are downloaded and decrypted ahead of the writer by a thread pool,
+in the order the manifest needs them. Chunks of zeros (the free space of disk images) become
+holes: the restored file is sparse, and reads the same. Each file is written to a temporary
+name and renamed into place only when all its bytes authenticated and every extent lay inside
+its chunk; a file that fails is named and never left with wrong bytes, and the others are
+restored (PartialRestore). The writes themselves, which follow no link, are
+skyvault.restore_tree's.
 """
 from __future__ import annotations
 
@@ -25,14 +27,15 @@ from collections import OrderedDict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 from shared import crypto, formats
 from shared.domain import JobStatus, chunk_blob_name
 from shared.messages import (DAMAGE_MAX_REPORTS, MAX_TEXT, DamageOutcome, DamageReport, MalformedMessage,
                              ManifestEntry, ManifestRoot, RegionAccess)
 from shared.ports import BlobContainer, BlobNotFound, StorageError, TransientError
+from skyvault import exitcodes, restore_tree
+from skyvault.cache import path_key
 from skyvault.vaultclient import AgentError, AgentVault
 
 DOWNLOAD_WORKERS = 4
@@ -58,14 +61,27 @@ class RestoreReport:
     files: int = 0
     dirs: int = 0
     symlinks: int = 0
+    hardlinks: int = 0
+    specials: int = 0  # FIFOs and device nodes
     bytes_written: int = 0
     chunks_downloaded: int = 0
     seconds: float = 0.0
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # "path: reason" of each entry not restored
+    warnings: list[str] = field(default_factory=list)
     # Copies that failed authentication: (blob, region, why, MD5 of the bytes read), and what
     # the service said it did about each once reported.
     bad_copies: list[tuple[str, str, str, str]] = field(default_factory=list)
     damage_outcomes: list[DamageOutcome] = field(default_factory=list)
+
+
+class PartialRestore(RestoreFailed):
+    """The restore wrote what it could; the entries it could not are listed (and in `report`)."""
+
+    exit_code = exitcodes.PARTIAL
+
+    def __init__(self, report: RestoreReport):
+        super().__init__(f"{len(report.errors)} entries could not be restored:\n  " + "\n  ".join(report.errors))
+        self.report = report
 
 
 class _Prefetcher:
@@ -249,10 +265,13 @@ def _needed_chunks(entries: Iterator[ManifestEntry]) -> Iterator[str]:
 
 
 class Restore:
-    def __init__(self, vault: AgentVault, progress: Callable[[str], None] = lambda _: None):
+    def __init__(self, vault: AgentVault, progress: Callable[[str], None] = lambda _: None,
+                 owners: bool | None = None):
+        """`owners`: restore ownership (and so setuid bits and devices); by default when running as root."""
         if vault.keys is None:
             raise AgentError("restore needs the vault keys: give the passphrase")
         self.vault, self.keys, self.progress = vault, vault.keys, progress
+        self.owners = os.geteuid() == 0 if owners is None else owners
 
     def _job(self, point_id: str, source: str) -> tuple[Access, str]:
         """A new restore job of the point (over HTTP: it needs no queue, so it works while the
@@ -351,102 +370,214 @@ class Restore:
 
     def run(self, point_id: str, target: str, include: list[str] | None = None,
             source: str = "auto") -> RestoreReport:
+        """Restore the point, or its paths that match `include`, into `target`. Raises
+        PartialRestore, with the report, when some entries could not be restored."""
         started = time.monotonic()
         report = RestoreReport(point_id=point_id)
         reader, root = self.open_point(point_id, source)
-        target_dir = Path(target)
-        if target_dir.exists() and not target_dir.is_dir():
+        if os.path.exists(target) and not os.path.isdir(target):
             raise AgentError(f"restore target {target} exists and is not a directory")
-        target_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(prefix="skyvault-manifest-") as spool:
             self.spool_manifest(reader, root, spool)
             spool.flush()
+            manifest = _SpooledManifest(spool.name, point_id)
+            link_sources = manifest.check(include)
 
-            def entries() -> Iterator[ManifestEntry]:
-                # Its own file handle: the prefetcher and the writer read the manifest at their own pace.
-                with open(spool.name, "rb") as lines:
-                    for line in lines:
-                        try:
-                            entry = ManifestEntry.from_doc(formats.parse_manifest_line(line))
-                        except (ValueError, MalformedMessage) as e:
-                            raise RestoreFailed(f"the manifest of {point_id} holds a bad entry: {e}") from None
-                        if _selected(entry.path, include):
-                            yield entry
+            def selected(entry: ManifestEntry) -> bool:
+                return _selected(entry.path, include) or entry.path in link_sources
 
-            if include and next(entries(), None) is None:
-                raise AgentError(f"nothing in {point_id} matches {', '.join(include)}")
-            with ThreadPoolExecutor(DOWNLOAD_WORKERS, thread_name_prefix="download") as pool:
-                chunks = _Prefetcher(_needed_chunks(entries()), self._fetcher(reader), pool)
-                dirs = self._write_tree(target_dir, entries(), chunks, report)
-                report.chunks_downloaded = chunks.fetched
-        for dest, entry in reversed(dirs):  # after their contents, which change a directory's mtime
-            os.chmod(dest, entry.mode)
-            os.utime(dest, ns=(entry.mtime, entry.mtime))
+            def fail(path: str, reason: str) -> None:
+                report.errors.append(f"{path}: {reason}")
+                self.progress(f"error: {path}: {reason}")
+
+            def warn(text: str) -> None:
+                report.warnings.append(text)
+                self.progress(f"warning: {text}")
+
+            with restore_tree.Target(target, owners=self.owners, link_sources=link_sources, warn=warn,
+                                     fail=fail) as tree, \
+                    ThreadPoolExecutor(DOWNLOAD_WORKERS, thread_name_prefix="download") as pool:
+                prefetcher = _Prefetcher(_needed_chunks(manifest.entries(selected)), self._fetcher(reader), pool)
+                self._write_tree(tree, manifest.entries(selected), _SizedChunks(prefetcher), fail, warn, report)
+                report.chunks_downloaded = prefetcher.fetched
         report.seconds = time.monotonic() - started
         report.regions = reader.used
         report.bad_copies = reader.bad_copies
         self._report_bad_copies(report)
         if report.errors:
-            raise RestoreFailed(f"{len(report.errors)} files could not be restored:\n  " + "\n  ".join(report.errors))
+            raise PartialRestore(report)
         return report
 
-    def _write_tree(self, target_dir: Path, entries: Iterator[ManifestEntry], chunks: "_Prefetcher",
-                    report: RestoreReport) -> list[tuple[Path, ManifestEntry]]:
-        dirs: list[tuple[Path, ManifestEntry]] = []
+    def _write_tree(self, tree: restore_tree.Target, entries: Iterator[ManifestEntry], chunks: "_SizedChunks",
+                    fail: Callable[[str, str], None], warn: Callable[[str], None], report: RestoreReport) -> None:
+        """Each entry on its own: one that cannot be restored is reported and the others go on."""
         for entry in entries:
-            dest = _safe_join(target_dir, entry.path)
             kind = entry.type
-            if kind == "dir":
-                dest.mkdir(parents=True, exist_ok=True)
-                dirs.append((dest, entry))
-                report.dirs += 1
-            elif kind == "symlink":
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                if dest.is_symlink() or dest.exists():
-                    dest.unlink()
-                os.symlink(entry.target, dest)
-                os.utime(dest, ns=(entry.mtime, entry.mtime), follow_symlinks=False)
-                report.symlinks += 1
-            elif kind == "file":
-                try:
-                    report.bytes_written += self._write_file(dest, entry, chunks)
+            try:
+                if kind == "dir":
+                    tree.directory(entry)
+                    report.dirs += 1
+                elif kind == "file":
+                    report.bytes_written += self._write_file(tree, entry, chunks)
                     report.files += 1
-                except RestoreFailed as e:
-                    report.errors.append(f"{entry.path}: {e}")
-                    self.progress(f"error: {entry.path}: {e}")
-        return dirs
+                elif kind == "symlink":
+                    tree.symlink(entry)
+                    report.symlinks += 1
+                elif kind == "hardlink":
+                    tree.hard_link(entry)
+                    report.hardlinks += 1
+                else:
+                    tree.special(entry)
+                    report.specials += 1
+            except restore_tree.NotRestored as e:
+                warn(f"{entry.path}: {e}")
+            except (AgentError, OSError) as e:
+                fail(entry.path, _reason(e))
 
-    def _write_file(self, dest: Path, entry: ManifestEntry, chunks: "_Prefetcher") -> int:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".skyvault-", dir=dest.parent)
-        written = 0
-        failure: RestoreFailed | None = None
+    def _write_file(self, dest: restore_tree.Target, entry: ManifestEntry, chunks: "_SizedChunks") -> int:
+        """Write a file under a temporary name, renamed into place only once every byte authenticated;
+        every extent is taken from the prefetcher, even after a failure, to keep it in step."""
+        opened = False
         try:
-            with os.fdopen(fd, "wb") as out:
-                # Every extent is taken from the prefetcher, even after a failure, to keep it in step.
-                for cid, offset, length in entry.extents:
+            with dest.new_file(entry) as out:
+                opened = True
+                return _write_extents(out, entry, chunks)
+        finally:
+            if not opened:
+                for cid, _offset, _length in entry.extents:
                     try:
-                        data, zeros = chunks.get(cid)
-                    except RestoreFailed as e:
-                        failure = failure or e
-                        continue
-                    if zeros:
-                        out.seek(length, os.SEEK_CUR)  # a hole: the file is new, so it reads as zeros
-                    else:
-                        out.write(memoryview(data)[offset:offset + length])
-                    written += length
-                out.truncate()  # a file that ends in a hole gets its full size
-            if failure:
-                raise failure
-            if written != entry.size:
-                raise RestoreFailed(f"manifest extents give {written} bytes, the file had {entry.size}")
-            os.chmod(tmp, entry.mode)
-            os.utime(tmp, ns=(entry.mtime, entry.mtime))
-            os.replace(tmp, dest)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        return written
+                        chunks.get(cid)
+                    except RestoreFailed:
+                        pass
+
+
+def _write_extents(out: BinaryIO, entry: ManifestEntry, chunks: "_SizedChunks") -> int:
+    written = 0
+    failure: Exception | None = None
+    for cid, offset, length in entry.extents:
+        try:
+            data, zeros, size = chunks.get(cid)
+        except RestoreFailed as e:
+            failure = failure or e
+            continue
+        if offset + length > size:
+            failure = failure or RestoreFailed(f"extent [{cid}, {offset}, {length}] ends past the end of "
+                                               f"its chunk, of {size} bytes")
+            continue
+        if failure is None:
+            try:
+                if zeros:
+                    out.seek(length, os.SEEK_CUR)  # a hole: the file is new, so it reads as zeros
+                else:
+                    out.write(memoryview(data)[offset:offset + length])
+            except OSError as e:
+                failure = e
+        written += length
+    if failure:
+        raise failure
+    out.truncate()  # a file that ends in a hole gets its full size
+    if written != entry.size:
+        raise RestoreFailed(f"manifest extents give {written} bytes, the file had {entry.size}")
+    return written
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error)
+
+
+class _SizedChunks:
+    """The prefetcher's chunks with their plaintext sizes, against which extents are checked. A
+    chunk of zeros comes with its bytes the first time only (a hole needs none), so its size is
+    remembered then."""
+
+    def __init__(self, prefetcher: _Prefetcher):
+        self._prefetcher = prefetcher
+        self._zero_sizes: dict[str, int] = {}
+
+    def get(self, cid: str) -> tuple[bytes, bool, int]:
+        data, zeros = self._prefetcher.get(cid)
+        if not zeros:
+            return data, zeros, len(data)
+        if data:
+            self._zero_sizes[cid] = len(data)
+        return data, zeros, self._zero_sizes.get(cid, 0)
+
+
+class _SpooledManifest:
+    """The point's manifest lines in a local file, read as entries as often as needed."""
+
+    def __init__(self, name: str, point_id: str):
+        self.name, self.point_id = name, point_id
+
+    def _all(self) -> Iterator[ManifestEntry]:
+        # Its own file handle each time: the prefetcher and the writer read at their own pace.
+        with open(self.name, "rb") as lines:
+            for line in lines:
+                try:
+                    yield ManifestEntry.from_doc(formats.parse_manifest_line(line))
+                except (ValueError, MalformedMessage) as e:
+                    raise RestoreFailed(f"the manifest of {self.point_id} holds a bad entry: {e}") from None
+
+    def check(self, include: list[str] | None) -> set[str]:
+        """Refuse a manifest out of walk order, before anything is written; the first paths the
+        selected hard links link to, restored with them."""
+        order = WalkOrder(self.point_id)
+        link_sources: set[str] = set()
+        matched = False
+        for entry in self._all():
+            order.check(entry)
+            if _selected(entry.path, include):
+                matched = True
+                if entry.type == "hardlink":
+                    link_sources.add(entry.target)
+        if include and not matched:
+            raise AgentError(f"nothing in {self.point_id} matches {', '.join(include)}")
+        return link_sources
+
+    def entries(self, selected: Callable[[ManifestEntry], bool]) -> Iterator[ManifestEntry]:
+        return (entry for entry in self._all() if selected(entry))
+
+
+class WalkOrder:
+    """The order a walk gives a manifest's entries (docs/design.md, "Manifest lines"): each
+    path after the one before in walk order (byte order, a directory sorting as its name and
+    "/"), each path once, and each entry's directory an earlier entry, but for the backed-up
+    roots. The restore's open directories rely on it, and a hard link on its first path
+    coming before it. Memory: the directories the walk is in, and the few files a directory
+    of the same name could still follow."""
+
+    def __init__(self, point_id: str):
+        self.point_id = point_id
+        self._last: bytes | None = None
+        self._dirs: list[str] = []
+        self._files: list[bytes] = []  # keys of the paths whose name a later directory could repeat
+
+    def check(self, entry: ManifestEntry) -> None:
+        path, is_dir = entry.path, entry.type == "dir"
+        key = path_key(path) + (b"/" if is_dir else b"")
+        if self._last is not None and key <= self._last:
+            self._refuse(entry, "comes out of walk order, or twice")
+        self._last = key
+        # Between a file X and a directory X come only paths that start with X (X.txt, X-1/...).
+        self._files = [f for f in self._files if key <= f + b"/"]
+        if is_dir and key[:-1] in self._files:
+            self._refuse(entry, "is both a directory and another entry")
+        if not is_dir:
+            self._files.append(key)
+        while self._dirs and not path.startswith(self._dirs[-1] + "/"):
+            self._dirs.pop()
+        parent = path.rpartition("/")[0]
+        if parent and (not self._dirs or self._dirs[-1] != parent):
+            self._refuse(entry, f"comes without its directory {parent[:80]!r} before it")
+        if entry.type == "hardlink" and path_key(entry.target) >= path_key(path):
+            self._refuse(entry, f"links to {entry.target[:80]!r}, which does not come before it")
+        if is_dir:
+            self._dirs.append(path)
+
+    def _refuse(self, entry: ManifestEntry, what: str) -> None:
+        raise RestoreFailed(f"the manifest of {self.point_id} is refused: its entry {entry.path[:80]!r} {what}")
 
 
 def _selected(path: str, include: list[str] | None) -> bool:
@@ -462,10 +593,3 @@ def _selected(path: str, include: list[str] | None) -> bool:
         if pattern.startswith(path + "/"):
             return True
     return False
-
-
-def _safe_join(target: Path, rel: str) -> Path:
-    parts = rel.split("/")
-    if rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
-        raise RestoreFailed(f"manifest path {rel!r} would escape the restore target")
-    return target.joinpath(*parts)

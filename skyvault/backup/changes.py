@@ -3,15 +3,19 @@
 Every entry of the walk takes its place in the manifest. A regular file whose stat
 signature (size, mtime, ctime, inode) equals the one the cache recorded at the item's last
 backup is unchanged: it keeps its manifest line and extents from the cache and is not read.
-The others are concatenated, in walk order, into one stream (ConcatReader) that is chunked
-as a whole, so chunks span file boundaries and ten thousand small files make a handful of
-blobs.
+FIFOs, devices and hard links (a later path of a file already met) are recorded as they
+are and never read. The other files are concatenated, in walk order, into one stream
+(ConcatReader) that is chunked as a whole, so chunks span file boundaries and ten thousand
+small files make a handful of blobs.
 
 The cache's rows of the last backup are read in one scan beside the walk, in the byte
 order both follow (cache.PreviousFiles), rather than one query per file.
 """
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
@@ -47,6 +51,16 @@ class Changes:
             last_backup.finish()
 
 
+def _open_regular_file(path: str, flags: int) -> int:
+    """The walk saw a regular file here: anything else now (a FIFO, whose open would wait for a
+    writer; a device; a link) is not opened, or is closed at once, and never read."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK)  # no effect on a regular file's reads
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "no longer a regular file")
+    return fd
+
+
 class ConcatReader:
     """A readinto() stream over the files that must be read, pulled lazily from the walk. A file
     that cannot be opened or read is left out of the manifest, with a warning."""
@@ -66,7 +80,7 @@ class ConcatReader:
                 if entry is None:
                     return 0
                 try:
-                    self._file = open(entry.path, "rb", buffering=0)
+                    self._file = open(entry.path, "rb", buffering=0, opener=_open_regular_file)
                 except OSError as e:
                     self._warn(f"cannot read {entry.path}: {e.strerror or e}")
                     entry.failed = entry.complete = True

@@ -6,9 +6,9 @@ Words:
   extents are in file order and cover it (docs/design.md, "Manifest").
 - Open file: a file being read, or read but not yet covered by a chunk's end: the chunks
   cut from the stream still give it extents.
-- Complete: an entry whose line can be written: a directory or symlink at once, an
-  unchanged file with the cache's line, a read file once a chunk reaches its end, a file
-  that could not be read (left out, with its warning).
+- Complete: an entry whose line can be written: a directory, symlink, hard link, FIFO or
+  device at once, an unchanged file with the cache's line, a read file once a chunk
+  reaches its end, a file that could not be read (left out, with its warning).
 
 Entries leave in walk order, so one file still waiting for its chunk holds back those
 after it. A file read here gets a row in the local cache, for the next backup's change

@@ -2,19 +2,27 @@
 
 Words:
 - Entry: what the walk makes of one path's lstat: its manifest document (path, type,
-  mode, mtime; a file's size, a symlink's target) and, for a regular file, its stat
-  signature and the state the later stages keep on it until its manifest line is written.
+  mode, mtime, owner, extended attributes; a file's size, a symlink's target, a device's
+  numbers) and, for a regular file, its stat signature and the state the later stages keep
+  on it until its manifest line is written. FIFOs and devices are recorded, never opened.
+- Hard link: a later path of an inode (not a directory or symlink) whose first path this
+  walk already met: recorded as a link to that first path, which holds the inode's data.
 - Walk order: a directory before its entries, siblings sorted by the bytes of their names
   with a directory's name followed by "/"; so every path comes after the one before in
   byte order (docs/design.md, "Chunk ids and chunking").
 """
 from __future__ import annotations
 
+import errno
+import functools
+import grp
 import os
+import pwd
 import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
+from shared.messages import xattrs_doc
 from skyvault.cache import PreviousFile, path_key
 from skyvault.vaultclient import AgentError
 
@@ -73,6 +81,8 @@ class Walk:
 
     def __init__(self, report: BackupReport, warn: Callable[[str], None]):
         self.report, self.warn = report, warn
+        # The first path of each inode with several links, so its later paths become hard links.
+        self._first_paths: dict[tuple[int, int], str] = {}
 
     def entries(self, roots: list[Path]) -> Iterator[Entry]:
         """Depth first, a directory before its entries; with a stack of the paths still to visit
@@ -100,20 +110,83 @@ class Walk:
         except OSError as e:
             self.warn(f"{path} vanished or cannot be read: {e.strerror or e}")
             return None
+        kind = _KINDS.get(stat.S_IFMT(st.st_mode))
+        if kind is None:
+            self.warn(f"{path}: skipped (a socket, or a kind of file the manifest cannot hold)")
+            return None
         base = {"path": rel, "mode": stat.S_IMODE(st.st_mode), "mtime": st.st_mtime_ns}
-        if stat.S_ISDIR(st.st_mode):
+        if kind not in ("dir", "symlink") and st.st_nlink > 1:
+            first = self._first_paths.setdefault((st.st_dev, st.st_ino), rel)
+            if first != rel:
+                return Entry({**base, "type": "hardlink", "target": first})
+        doc = {**base, "type": kind, **self._owner(st)}
+        xattrs = self._xattrs(path)
+        if xattrs:
+            doc["xattrs"] = xattrs_doc(xattrs)
+        if kind == "dir":
             self.report.dirs += 1
-            return Entry({**base, "type": "dir"})
-        if stat.S_ISLNK(st.st_mode):
+        elif kind == "symlink":
             try:
-                target = os.readlink(path)
+                doc["target"] = os.readlink(path)
             except OSError as e:
                 self.warn(f"{path} vanished or cannot be read: {e.strerror or e}")
                 return None
             self.report.symlinks += 1
-            return Entry({**base, "type": "symlink", "target": target})
-        if stat.S_ISREG(st.st_mode):
-            signature = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
-            return Entry({**base, "type": "file", "size": st.st_size}, path, signature, complete=False)
-        self.warn(f"{path}: skipped (not a regular file, directory or symlink)")
+        elif kind == "file":
+            doc["size"] = st.st_size
+            # "2:" names the line format: a cache row of an older format has another signature,
+            # so that file is read once more and gets a line with its owner and attributes.
+            signature = f"2:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
+            return Entry(doc, path, signature, complete=False)
+        elif kind != "fifo":
+            doc["major"], doc["minor"] = os.major(st.st_rdev), os.minor(st.st_rdev)
+        return Entry(doc)
+
+    def _owner(self, st: os.stat_result) -> dict:
+        """uid and gid, and their names on this machine when it has them (a restore maps names
+        first, as tar does)."""
+        owner: dict = {"uid": st.st_uid, "gid": st.st_gid}
+        user, group = _user_name(st.st_uid), _group_name(st.st_gid)
+        if user is not None:
+            owner["user"] = user
+        if group is not None:
+            owner["group"] = group
+        return owner
+
+    def _xattrs(self, path: str) -> list[tuple[str, bytes]]:
+        """The extended attributes the agent can read (ACLs among them); one it cannot is warned of."""
+        try:
+            names = os.listxattr(path, follow_symlinks=False)
+        except OSError as e:
+            if e.errno not in _NO_XATTRS:
+                self.warn(f"{path}: extended attributes not backed up: {e.strerror or e}")
+            return []
+        found = []
+        for name in names:
+            try:
+                found.append((name, os.getxattr(path, name, follow_symlinks=False)))
+            except OSError as e:
+                if e.errno != errno.ENODATA:  # removed since the listing
+                    self.warn(f"{path}: extended attribute {name} not backed up: {e.strerror or e}")
+        return found
+
+
+_KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink", stat.S_IFIFO: "fifo",
+          stat.S_IFCHR: "chardev", stat.S_IFBLK: "blockdev"}
+_NO_XATTRS = (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM)
+
+
+@functools.lru_cache(maxsize=1024)
+def _user_name(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _group_name(gid: int) -> str | None:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
         return None

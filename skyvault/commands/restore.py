@@ -1,5 +1,6 @@
 """`skyvault restore POINT --target DIR`: a recovery point, or the paths of it that match
-`--include`, into a directory (skyvault.restore), from either region."""
+`--include`, into a directory (skyvault.restore), from either region. Exits PARTIAL when
+some entries could not be restored: the others are, and those are listed."""
 from __future__ import annotations
 
 import argparse
@@ -21,10 +22,22 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from skyvault.restore import Restore
+    from skyvault.restore import PartialRestore, Restore
 
-    report = Restore(common.agent(), progress=warn).run(args.point, args.target, args.include, source=args.source)
-    say(f"restored {report.point_id} from the {', then the '.join(report.regions)} region into {args.target}: "
-        f"{report.files} files, {report.dirs} directories, {report.symlinks} symlinks, "
-        f"{human(report.bytes_written)} from {report.chunks_downloaded} chunks in {report.seconds:.1f}s")
+    try:
+        report = Restore(common.agent(), progress=warn).run(args.point, args.target, args.include, source=args.source)
+    except PartialRestore as partial:
+        _summary(partial.report, args.target)
+        warn(f"skyvault: error: {partial}")
+        return exitcodes.PARTIAL
+    _summary(report, args.target)
     return exitcodes.OK
+
+
+def _summary(report, target: str) -> None:
+    say(f"restored {report.point_id} from the {', then the '.join(report.regions)} region into {target}: "
+        f"{report.files} files, {report.dirs} directories, {report.symlinks} symlinks, {report.hardlinks} hard "
+        f"links, {report.specials} FIFOs and devices, {human(report.bytes_written)} from "
+        f"{report.chunks_downloaded} chunks in {report.seconds:.1f}s")
+    if report.warnings:
+        say(f"  {len(report.warnings)} warnings (see above)")

@@ -1,11 +1,32 @@
-"""Fixtures of the tests that run the queue functions on fakes through tests/unit/pipeline.py:
+"""Fixtures of the unit tests: an agent on the in-process service (`vault`) and its local
+cache; and, for the tests that run the queue functions on fakes through tests/unit/pipeline.py,
 one clock, the raw services, the faults armed on their wrapper, and the host that delivers."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
+from skyvault.cache import Cache
+from tests import inprocess
 from tests.faults import Faults, faulty
+from tests.inprocess import InProcessVault, new_vault
 from tests.unit.pipeline import Clock, Host, memory_services
+
+PASSPHRASE = "fakes test passphrase"
+
+
+@pytest.fixture
+def vault(request):
+    services = inprocess.memory_services(re.sub(r"[^a-z0-9]+", "-", f"agent-{request.node.name}".lower()))
+    return InProcessVault(new_vault(services, "contoso", "fakes"), services, PASSPHRASE)
+
+
+@pytest.fixture
+def cache(tmp_path):
+    c = Cache(tmp_path / "cache.sqlite")
+    yield c
+    c.close()
 
 
 @pytest.fixture

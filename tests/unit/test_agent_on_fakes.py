@@ -9,36 +9,9 @@ import pytest
 
 from skyvault.backup import Backup
 from skyvault.chunker import new_chunker
-from skyvault.cache import Cache, PreviousFiles
+from skyvault.cache import PreviousFiles
 from skyvault.restore import Restore, RestoreFailed
 from skyvault.treedigest import differences, tree_digest
-from skyvault.vaultclient import AgentVault
-from tests.inprocess import InProcessTransport, memory_services, new_vault
-
-PASSPHRASE = "fakes test passphrase"
-
-
-class InProcessVault(AgentVault):
-    """An agent whose queue messages and API calls go straight to the function app's entry
-    points: the pipeline runs synchronously, on fakes."""
-
-    def __init__(self, creds, services):
-        super().__init__(creds, AgentVault.derive_keys(creds, PASSPHRASE), transport=InProcessTransport(services))
-        self.services = services
-
-
-@pytest.fixture
-def vault(request):
-    services = memory_services(f"agent-{request.node.name}")
-    return InProcessVault(new_vault(services, "contoso", "fakes"), services)
-
-
-@pytest.fixture
-def cache(tmp_path):
-    c = Cache(tmp_path / "cache.sqlite")
-    yield c
-    c.close()
-
 
 def make_tree(root):
     data = root / "data"

@@ -23,7 +23,8 @@ from skyvault.cache import Cache
 from skyvault.check import Check, parse_subset
 from skyvault.vaultclient import AgentError, AgentVault, ApiError
 from tests.inprocess import InProcessTransport, memory_services, new_vault
-from tests.unit.test_agent_on_fakes import InProcessVault
+from tests.inprocess import InProcessVault
+from tests.unit.conftest import PASSPHRASE
 from tests.unit.test_handlers import POINT, Agent, commit_text, ingest_text
 from tests.unit.test_replication import Outage
 
@@ -83,7 +84,7 @@ def replicate_all(services: Services, ticks: Ticks) -> None:
 def lrs(request):
     services = memory_services(f"check-{request.node.name}")
     services.index = DamageWatchingIndex()
-    return InProcessVault(new_vault(services, "contoso", "checked"), services)
+    return InProcessVault(new_vault(services, "contoso", "checked"), services, PASSPHRASE)
 
 
 @pytest.fixture
@@ -94,7 +95,7 @@ def ticks():
 @pytest.fixture
 def grs(request, ticks):
     services = grs_services(request.node.name, ticks)
-    return InProcessVault(new_vault(services, "contoso", "geo", "GRS"), services)
+    return InProcessVault(new_vault(services, "contoso", "geo", "GRS"), services, PASSPHRASE)
 
 
 @pytest.fixture

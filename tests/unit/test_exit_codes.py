@@ -1,5 +1,5 @@
 """Every exit code of skyvault.exitcodes, from `skyvault.cli.main` run for real: on a state
-folder of its own, and for backups on the in-process vault of test_agent_on_fakes (no
+folder of its own, and for backups on the in-process vault of tests/unit/conftest.py (no
 emulators); README.md's table lists exactly these codes."""
 from __future__ import annotations
 
@@ -15,11 +15,9 @@ import pytest
 from skyvault import cli, exitcodes
 from skyvault.backup import changes
 from skyvault.commands import common, points
-from tests.unit import test_agent_on_fakes as fakes
 from tests.unit import test_check as checks
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-vault = fakes.vault  # the in-process vault fixture, for the backups below
 grs, ticks = checks.grs, checks.ticks  # an in-process GRS vault whose paired region can stop
 
 
@@ -180,3 +178,30 @@ def test_the_readme_lists_exactly_these_codes():
     documented = {name: int(code) for code, name in re.findall(r"^\| (\d+) \| `(\w+)` \|", using_it, re.M)}
     defined = {name: value for name, value in vars(exitcodes).items() if name.isupper()}
     assert documented == defined
+
+
+def test_partial_when_a_restore_could_not_write_some_files(agent, state_folder, tmp_path, capsys):
+    """A chunk of one file fails authentication: that file is listed and left out, the other restored."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "bad.bin").write_bytes(os.urandom(3 << 20))  # chunks of its own, and one it shares at its end
+    (data / "good.bin").write_bytes(os.urandom(1 << 20))
+    assert cli.main(["backup", str(data), "--item", "laptop"]) == exitcodes.OK
+    point = re.search(r"recovery point (\S+) ", capsys.readouterr().out).group(1)
+    cache = common.cache()
+    chunks = {name: [e[0] for e in cache.previous_file(agent.vault_id, "laptop", f"data/{name}").extents]
+              for name in ("bad.bin", "good.bin")}
+    cache.close()
+    victim = chunks["bad.bin"][0]
+    assert victim not in chunks["good.bin"]
+    container = agent.services.primary.container(f"vault-{agent.vault_id}")
+    envelope = bytearray(container.read(f"chunks/{victim[:2]}/{victim}"))
+    envelope[-1] ^= 0xFF
+    container.put(f"chunks/{victim[:2]}/{victim}", bytes(envelope), overwrite=True)
+    target = tmp_path / "restored"
+    assert cli.main(["restore", point, "--target", str(target)]) == exitcodes.PARTIAL
+    output = capsys.readouterr()
+    assert "1 entries could not be restored" in output.err and "data/bad.bin" in output.err
+    assert "1 files" in output.out
+    assert [p.name for p in (target / "data").iterdir()] == ["good.bin"]
+    assert (target / "data" / "good.bin").read_bytes() == (data / "good.bin").read_bytes()

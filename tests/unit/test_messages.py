@@ -160,7 +160,13 @@ def test_credentials_are_checked():
 
 
 @pytest.mark.parametrize("doc, error", [
-    ({"path": "a", "type": "fifo", "mode": 0, "mtime": 0}, "'type' is 'fifo'"),
+    ({"path": "a", "type": "socket", "mode": 0, "mtime": 0}, "'type' is 'socket'"),
+    ({"path": "a/../b", "type": "dir", "mode": 0, "mtime": 0}, "'path' is not a relative path"),
+    ({"path": "/etc", "type": "dir", "mode": 0, "mtime": 0}, "'path' is not a relative path"),
+    ({"path": "a", "type": "hardlink", "mode": 0, "mtime": 0, "target": "../x"}, "'target' is not a relative"),
+    ({"path": "a", "type": "chardev", "mode": 0o600, "mtime": 0, "major": 1}, "'minor' is missing"),
+    ({"path": "a", "type": "fifo", "mode": 0o600, "mtime": 0, "xattrs": {"user.x": "not base64!"}},
+     r"xattrs\['user.x'\] is not base64"),
     ({"path": "a", "type": "file", "mode": 0o10000, "mtime": 0, "size": 0}, "'mode' is 4096"),
     ({"path": "a", "type": "file", "mode": 0o644, "mtime": 0, "size": 1, "extents": [["zz", 0, 1]]},
      r"extents\[0\] is not \[chunk id, offset, length\]"),

@@ -123,6 +123,19 @@ def _manifest_entries(keys: crypto.VaultKeys) -> list[tuple[str, dict, dict]]:
         ("file with extents in two chunks",
          {"path": "Documents/r\u00e9sum\u00e9.txt", "mode": 0o600, "mtime": 1764065703123456789,
           "type": "file", "size": 920, "extents": [[comp, 1000, 664], [incomp, 0, 256]]}, {}),
+        ("file with its owner and extended attributes",
+         {"path": "Documents/tagged.txt", "mode": 0o4750, "mtime": 1764065704000000000, "type": "file",
+          "uid": 1000, "gid": 100, "user": "ada", "group": "users",
+          "xattrs": {"system.posix_acl_access": "AgAAAAEABgD/////BAAEAP////8gAAQA/////w==",
+                     "user.origin": "AGJpbmFyef8="},
+          "size": 3, "extents": [[short, 0, 3]]}, {}),
+        ("hard link", {"path": "Documents/tagged.txt.link", "mode": 0o4750, "mtime": 1764065704000000000,
+                       "type": "hardlink", "target": "Documents/tagged.txt"}, {}),
+        ("character device, ids without names",
+         {"path": "Documents/znull", "mode": 0o666, "mtime": 1764065706000000000, "type": "chardev",
+          "uid": 0, "gid": 4242, "major": 1, "minor": 3}, {}),
+        ("fifo", {"path": "Documents/zpipe", "mode": 0o640, "mtime": 1764065705000000000, "type": "fifo",
+                  "uid": 1000, "gid": 100, "user": "ada", "group": "users"}, {}),
     ]
 
 
