@@ -302,7 +302,7 @@ class Restore:
         except crypto.WrongKeyOrTampered:
             raise RestoreFailed(f"cannot open the manifest of {point_id}: wrong passphrase, or the manifest "
                                 f"was tampered with") from None
-        except (ValueError, MalformedMessage) as e:
+        except (ValueError, MalformedMessage, crypto.BadEnvelope) as e:
             raise RestoreFailed(f"the manifest of {point_id} is not one this agent can read: {e}") from None
         if (root.vault_id, root.point_id) != (self.vault.vault_id, point_id):
             # The envelope authenticates the blob name the service chose, not the point asked for.

@@ -223,3 +223,12 @@ def test_restore_refuses_a_manifest_of_another_point(vault, cache, tmp_path, mon
                                             f"{new.point_id}: refused"):
         Restore(vault).run(new.point_id, str(tmp_path / "r"))
     assert not (tmp_path / "r" / "data").exists()
+
+
+def test_restore_refuses_a_manifest_root_that_is_not_an_envelope(vault, cache, tmp_path):
+    report = Backup(vault, cache, "laptop").run([str(make_tree(tmp_path))])
+    container = vault.services.primary.container(f"vault-{vault.vault_id}")
+    container.put(f"points/{report.point_id}/manifest", b"not an envelope at all" * 4, overwrite=True)
+    with pytest.raises(RestoreFailed, match=f"the manifest of {report.point_id} is not one this agent can read"):
+        Restore(vault).run(report.point_id, str(tmp_path / "r"))
+    assert not (tmp_path / "r").exists()
