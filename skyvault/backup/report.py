@@ -16,6 +16,8 @@ class BackupReport:
     files: int = 0
     dirs: int = 0
     symlinks: int = 0
+    hardlinks: int = 0  # later paths of an inode already backed up (not in the manifest root's stats)
+    specials: int = 0  # FIFOs and devices, recorded, never read (nor in the stats)
     bytes_total: int = 0
     files_read: int = 0
     bytes_read: int = 0

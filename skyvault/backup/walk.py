@@ -118,6 +118,7 @@ class Walk:
         if kind not in ("dir", "symlink") and st.st_nlink > 1:
             first = self._first_paths.setdefault((st.st_dev, st.st_ino), rel)
             if first != rel:
+                self.report.hardlinks += 1
                 return Entry({**base, "type": "hardlink", "target": first})
         doc = {**base, "type": kind, **self._owner(st)}
         xattrs = self._xattrs(path)
@@ -138,8 +139,10 @@ class Walk:
             # so that file is read once more and gets a line with its owner and attributes.
             signature = f"2:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
             return Entry(doc, path, signature, complete=False)
-        elif kind != "fifo":
-            doc["major"], doc["minor"] = os.major(st.st_rdev), os.minor(st.st_rdev)
+        else:
+            self.report.specials += 1
+            if kind != "fifo":
+                doc["major"], doc["minor"] = os.major(st.st_rdev), os.minor(st.st_rdev)
         return Entry(doc)
 
     def _owner(self, st: os.stat_result) -> dict:

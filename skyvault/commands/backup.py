@@ -33,7 +33,10 @@ def run(args: argparse.Namespace) -> int:
     say(f"recovery point {report.point_id} of item {report.item}: {report.state}"
         f"{' (' + report.reason + ')' if report.reason else ''}")
     say(f"  {report.files} files, {report.dirs} directories, {report.symlinks} symlinks, "
-        f"{human(report.bytes_total)}")
+        f"{report.hardlinks} hard links, {report.specials} FIFOs and devices, {human(report.bytes_total)}")
+    if report.chunks_adopted:
+        say(f"  {report.chunks_adopted} chunks were in the vault's storage already, not yet indexed: declared "
+            f"for the service to take as they are")
     say(f"  read {report.files_read} files ({human(report.bytes_read)}), {report.files_unchanged} unchanged "
         f"files not read")
     say(f"  chunks: {report.chunks_referenced} referenced, {report.chunks_uploaded} uploaded "

@@ -29,6 +29,7 @@ def test_hard_links_are_restored_as_links_to_one_inode(vault, cache, tmp_path):
     os.link(data / "a.txt", data / "sub" / "c.txt")
     report = Backup(vault, cache, "app").run([str(data)])
     assert report.files == 1 and report.bytes_total == 10, "the inode's data is backed up once"
+    assert report.hardlinks == 2
     restored = Restore(vault).run(report.point_id, str(tmp_path / "r"))
     assert restored.files == 1 and restored.hardlinks == 2
     paths = [tmp_path / "r" / "data" / p for p in ("a.txt", "b.txt", "sub/c.txt")]
@@ -51,6 +52,7 @@ def test_a_fifo_is_recorded_never_opened_and_restored(vault, cache, tmp_path):
     os.utime(data / "pipe", ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
     report = Backup(vault, cache, "app").run([str(data)])
     assert report.state == "committed" and report.warnings == [] and report.files_read == 0
+    assert report.specials == 1
     restored = Restore(vault).run(report.point_id, str(tmp_path / "r"))
     st = os.lstat(tmp_path / "r" / "data" / "pipe")
     assert restored.specials == 1 and stat.S_ISFIFO(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o640
