@@ -125,6 +125,26 @@ def test_scrub_heals_a_damaged_secondary_copy(grs, services, cache, tmp_path):
     assert services.secondary.container(container_name(grs.vault_id)).read(name) == good
 
 
+def test_a_chunk_corrupted_in_the_primary_is_restored_from_the_secondary_and_healed(grs, services, cache, tmp_path):
+    data = tree(tmp_path, "flipped", 2)
+    report = backup(grs, cache, data, "flipped")
+    wait_until(lambda: geo_protected(services, grs, report.point_id), what="geo-protection")
+    primary = services.primary.container(container_name(grs.vault_id))
+    cid = cache.previous_file(grs.vault_id, "flipped", "flipped/big.bin").extents[0][0]
+    name = f"chunks/{cid[:2]}/{cid}"
+    good = primary.read(name)
+    flipped = bytearray(good)
+    flipped[100] ^= 1  # one flipped byte in the primary's copy
+    primary.put(name, bytes(flipped), overwrite=True)
+    said = []
+    restored = Restore(grs, progress=said.append).run(report.point_id, str(tmp_path / "r"))
+    assert differences(tree_digest(data), tree_digest(tmp_path / "r" / "flipped")) == []
+    assert [(blob, region) for blob, region, *_ in restored.bad_copies] == [(name, "primary")]
+    assert any("the primary region's copy is bad" in s for s in said)
+    assert [(o.chunk_id, o.outcome) for o in restored.damage_outcomes] == [(cid, "healed")]
+    assert primary.read(name) == good, "the service copied the secondary's good copy over the bad one"
+
+
 def test_redundancy_is_fixed_by_the_first_backup(stack, services, cache, tmp_path):
     vault = make_vault("switch", "LRS", tmp_path)
     assert cli.main(["vault", "set-redundancy", "switch", "--tenant", "contoso", "--redundancy", "GRS"]) == 0
