@@ -26,6 +26,13 @@ test: setup
 clean:
 	rm -rf $(VENV) node_modules .skyvault
 
-.PHONY: bench
-bench: setup
+# The peers the benchmark compares with: Debian's packages, pinned to the versions the README reports.
+BENCH_PACKAGES := restic=0.14.0-1+b5 borgbackup=1.2.4-1
+
+.PHONY: bench bench-tools
+bench-tools:
+	@command -v restic >/dev/null && command -v borg >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BENCH_PACKAGES))
+
+bench: setup bench-tools
 	$(PY) -m bench.run
