@@ -76,3 +76,19 @@ class InProcessVault(AgentVault):
         super().__init__(creds, AgentVault.derive_keys(creds, passphrase), clock=services.clock,
                          transport=InProcessTransport(services))
         self.services = services
+
+
+def record_reads(vault: AgentVault) -> list[str]:
+    """The blob names `vault` reads from now on through the containers of its read SAS (restore
+    jobs), in order."""
+    reads: list[str] = []
+    opened = vault.read_container
+
+    def recording(url: str) -> BlobContainer:
+        container = opened(url)
+        read = container.read
+        container.read = lambda name, *a, **k: reads.append(name) or read(name, *a, **k)
+        return container
+
+    vault.read_container = recording
+    return reads

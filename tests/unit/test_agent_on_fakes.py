@@ -12,6 +12,7 @@ from skyvault.chunker import new_chunker
 from skyvault.cache import PreviousFiles
 from skyvault.restore import Restore, RestoreFailed
 from skyvault.treedigest import differences, tree_digest
+from tests.inprocess import record_reads
 
 def make_tree(root):
     data = root / "data"
@@ -79,7 +80,7 @@ def test_zero_chunks_are_restored_as_holes(vault, cache, tmp_path):
     assert restored.stat().st_blocks * 512 <= len(image) - sum(zero_chunks) + 2 * 4096 * len(zero_chunks)
 
 
-def test_a_chunk_of_zeros_is_fetched_once_however_far_apart_it_recurs(vault, cache, tmp_path, monkeypatch):
+def test_a_chunk_of_zeros_is_fetched_once_however_far_apart_it_recurs(vault, cache, tmp_path):
     data = tmp_path / "disk"
     data.mkdir()
     image = b"".join([os.urandom(1 << 20), bytes(17 << 20), os.urandom(12 << 20), bytes(17 << 20)])
@@ -93,16 +94,7 @@ def test_a_chunk_of_zeros_is_fetched_once_however_far_apart_it_recurs(vault, cac
         position += length
     zero_id = max(set(zero_ids), key=zero_ids.count)
     assert zero_ids.count(zero_id) >= 2, "the same chunk of zeros in both zero runs, a dozen chunks apart"
-    reads = []
-    opened = vault.read_container
-
-    def counting(url):
-        container = opened(url)
-        read = container.read
-        container.read = lambda name, *a, **k: reads.append(name) or read(name, *a, **k)
-        return container
-
-    monkeypatch.setattr(vault, "read_container", counting)
+    reads = record_reads(vault)
     Restore(vault).run(point, str(tmp_path / "r"))
     assert (tmp_path / "r" / "disk" / "disk.img").read_bytes() == image
     assert reads.count(f"chunks/{zero_id[:2]}/{zero_id}") == 1

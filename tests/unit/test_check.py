@@ -22,8 +22,7 @@ from skyvault.backup import Backup
 from skyvault.cache import Cache
 from skyvault.check import Check, parse_subset
 from skyvault.vaultclient import AgentError, AgentVault, ApiError
-from tests.inprocess import InProcessTransport, memory_services, new_vault
-from tests.inprocess import InProcessVault
+from tests.inprocess import InProcessTransport, InProcessVault, memory_services, new_vault, record_reads
 from tests.unit.conftest import PASSPHRASE
 from tests.unit.test_handlers import POINT, Agent, commit_text, ingest_text
 from tests.unit.test_replication import Outage
@@ -295,16 +294,7 @@ def test_subset_reads_about_the_share_asked_a_new_sample_each_run(request):
         ingest_text(services, agent.message(type="chunks", chunks=declared[start:start + 200]))
     assert commit_text(services, agent.point(POINT, [d["id"] for d in declared])).state == "committed"
     vault = AgentVault(agent.creds, keys, transport=InProcessTransport(services))
-    reads = []
-    opened = vault.read_container
-
-    def counting(url):
-        opened_container = opened(url)
-        read = opened_container.read
-        opened_container.read = lambda name, *a, **k: reads.append(name) or read(name, *a, **k)
-        return opened_container
-
-    vault.read_container = counting
+    reads = record_reads(vault)
     samples = []
     for seed in (1, 2):
         reads.clear()
