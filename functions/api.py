@@ -75,6 +75,8 @@ _ACTIONS: list[tuple[str, re.Pattern, Action]] = [
          svc, vault, RestoreRequest.from_doc(call.json()))).to_doc()),
     ("GET", re.compile(r"status\Z"),
      lambda svc, vault, call, _: agent_api.vault_status(svc, vault).to_doc()),
+    ("GET", re.compile(r"chunks/epoch\Z"),
+     lambda svc, vault, call, _: agent_api.chunk_epoch(vault).to_doc()),
     ("POST", re.compile(r"chunks/check\Z"),
      lambda svc, vault, call, _: check.check_chunks(svc, vault, ChunkCheckRequest.from_doc(call.json())).to_doc()),
     ("POST", re.compile(r"chunks/damage\Z"),
@@ -143,6 +145,11 @@ def create_restore(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route=VAULT_ROUTE + "/status", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def vault_status(req: func.HttpRequest) -> func.HttpResponse:
+    return _serve(req)
+
+
+@bp.route(route=VAULT_ROUTE + "/chunks/epoch", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def chunk_epoch(req: func.HttpRequest) -> func.HttpResponse:
     return _serve(req)
 
 

@@ -1040,3 +1040,21 @@ class DamageAnswer:
     def from_doc(cls, doc: Any) -> "DamageAnswer":
         r = _Reader(doc, "damage answer")
         return cls(tuple(DamageOutcome.from_doc(o) for o in r.list("outcomes", DAMAGE_MAX_REPORTS)))
+
+
+@dataclass(frozen=True)
+class EpochAnswer:
+    """GET chunks/epoch: the vault's chunk epoch, which rises when a verified chunk stops being
+    usable; an agent whose cache knew another epoch forgets what it knew (docs/design.md,
+    "Chunk lifecycle")."""
+
+    chunk_epoch: int
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"chunkEpoch": self.chunk_epoch}
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> "EpochAnswer":
+        r = _Reader(doc, "chunk epoch answer")
+        r.only("chunkEpoch")
+        return cls(r.int("chunkEpoch"))

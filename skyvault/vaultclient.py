@@ -227,6 +227,9 @@ class AgentVault:
 
         return self._call("POST", "credentials", checked)
 
+    def chunk_epoch(self) -> int:
+        return self._call("GET", "chunks/epoch", messages.EpochAnswer.from_doc).chunk_epoch
+
     def status(self) -> messages.VaultStatus:
         return self._call("GET", "status", messages.VaultStatus.from_doc)
 

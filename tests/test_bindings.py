@@ -49,6 +49,7 @@ def test_every_function_is_registered_with_its_trigger():
         "commit_point": (f"{vault}/commits", ("POST",)),
         "create_restore": (f"{vault}/restores", ("POST",)),
         "vault_status": (f"{vault}/status", ("GET",)),
+        "chunk_epoch": (f"{vault}/chunks/epoch", ("GET",)),
         "check_chunks": (f"{vault}/chunks/check", ("POST",)),
         "report_damage": (f"{vault}/chunks/damage", ("POST",)),
     }

@@ -8,7 +8,7 @@ from __future__ import annotations
 from shared import formats
 from shared.domain import ChunkState, Job, PointState, RecoveryPoint, Vault
 from shared.errors import Forbidden, Invalid, NotFound
-from shared.messages import (Credentials, CommitRequest, JobView, LookupAnswer, LookupRequest, PointView,
+from shared.messages import (Credentials, CommitRequest, EpochAnswer, JobView, LookupAnswer, LookupRequest, PointView,
                              RestorePlan, VaultStatus)
 from shared.service.commit import commit_point
 from shared.service.context import Services
@@ -75,6 +75,11 @@ def job_status(services: Services, vault: Vault, job_id: str) -> JobView:
 
 def renew_credentials(services: Services, vault: Vault) -> Credentials:
     return agent_credentials(services, vault)
+
+
+def chunk_epoch(vault: Vault) -> EpochAnswer:
+    """What a backup asks first: the authenticated vault's record answers it, no other read."""
+    return EpochAnswer(vault.chunk_epoch)
 
 
 def vault_status(services: Services, vault: Vault) -> VaultStatus:

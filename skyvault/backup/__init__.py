@@ -70,7 +70,7 @@ class Backup:
         now = self.vault.clock()
         report = self.report = BackupReport(point_id=new_point_id(now), item=self.item)
         vault_id, run_id = self.vault.vault_id, self.run_id
-        if self.cache.check_epoch(vault_id, self.vault.status().chunk_epoch):
+        if self.cache.check_epoch(vault_id, self.vault.chunk_epoch()):
             self.progress("the vault found damaged chunks since this machine's last backup: "
                           "every file is read again, and what the vault lacks uploaded again")
         # The point the item's last backup made (if this cache saw it): the service checks only
