@@ -3,7 +3,7 @@ parsed strictly from their JSON document, and `apply_policy`, the pure function 
 which recovery points of one item a policy keeps and why (docs/design.md, "Retention policies").
 
 Words:
-- point: one recovery point of an item, as (point id, created_at, an aware UTC datetime).
+- point: one recovery point of an item, as (point id, created_at: an aware datetime).
 - zone: the policy's IANA time zone (UTC unless it names one); days, weeks, months and years
   are calendar periods there, so a DST change moves day boundaries with the wall clock.
 - period: one calendar day, ISO week (Monday to Sunday), month or year in the zone.
@@ -14,7 +14,9 @@ Words:
 - reason: why a point is kept, "daily 3 of 30": the rule, and which of its periods holds it.
 
 apply_policy is deterministic: ties between points of the same second go by point id, and the
-answer is sorted newest first. Errors are MalformedMessage (an Invalid) naming the field.
+answer is sorted newest first. A policy document that breaks a rule is refused with a
+MalformedMessage (an Invalid) naming the field; points apply_policy cannot decide on (one given
+twice, a naive time, one created after `now`) are a ValueError, the caller's mistake.
 """
 from __future__ import annotations
 
