@@ -136,6 +136,16 @@ def test_daily_points_are_local_days_across_the_spring_dst_change():
     assert sorted(in_utc) == ["2026-03-28T23:30:00+00:00", "2026-03-29T22:00:00+00:00"]
 
 
+def test_the_repeated_hour_of_the_autumn_dst_change_is_one_local_day():
+    # Berlin, 25 October 2026: 00:30 UTC is 02:30 CEST and 01:30 UTC is 02:30 CET, the same wall time.
+    times = [at(2026, 10, 24, 21, 30), at(2026, 10, 25, 0, 30), at(2026, 10, 25, 1, 30), at(2026, 10, 25, 23, 30)]
+    kept = decide(times, {"daily": {"days": 3}}, at(2026, 10, 26, 0), zone="Europe/Berlin")
+    # 23:30 UTC on the 25th is 00:30 CET on the 26th; 21:30 UTC on the 24th is 23:30 CEST the 24th.
+    assert kept == {"2026-10-25T23:30:00+00:00": ["daily 1 of 3", "latest"],
+                    "2026-10-25T01:30:00+00:00": ["daily 2 of 3"],
+                    "2026-10-24T21:30:00+00:00": ["daily 3 of 3"]}
+
+
 def test_iso_week_1_across_the_year_boundary():
     # 2026 has 53 ISO weeks: 28 Dec 2026 to 3 Jan 2027 is 2026-W53; 2027-W01 starts on 4 January.
     times = [at(2026, 12, 20, 2), at(2026, 12, 27, 2), at(2027, 1, 3, 2), at(2027, 1, 5, 2)]
