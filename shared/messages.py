@@ -2,7 +2,8 @@
 queue messages, the service's own queue messages, the HTTP API's requests and answers, the
 agent credentials document and the entries of a manifest.
 
-Parsing and validation live here and only here. `parse_*` and `from_doc` check the schema
+Parsing and validation live here and only here, through shared/jsonfields.py's FieldReader
+(shared with the retention policies' parser). `parse_*` and `from_doc` check the schema
 version, every field's type and bounds (ids against patterns anchored at both ends) and refuse
 fields a message does not have; each error is a MalformedMessage naming the field. `to_doc`
 gives the JSON document back, field for field, so that a parsed signed message verifies
@@ -20,79 +21,13 @@ from typing import Any, ClassVar, Iterable, Mapping
 from shared import crypto, formats
 from shared.domain import JobStatus, PointState, Redundancy, chunk_blob_name
 from shared.formats import B64_MD5, HEX_ID, NAME_ID, POINT_ID, SIGNATURE, MalformedMessage
+from shared.jsonfields import MAX_COUNT, MAX_STATS_BYTES, MAX_TEXT, FieldReader
 
 MAX_CHUNK_ENVELOPE = 9 * 1024 * 1024  # an 8 MiB chunk stored raw, with its framing and envelope
 MIN_CHUNK_ENVELOPE = crypto.HEADER_BYTES + crypto.TAG_BYTES + 1  # a header, a flag byte and a tag
 REPLACEMENT_BLOB = re.compile(r"chunks/[0-9a-f]{2}/[0-9a-f]{64}\.[0-9a-f]{16}\Z")
-MAX_COUNT = 2 ** 53  # JSON's exact integers: more chunks or bytes than any point holds
-MAX_STATS_BYTES = 4096
-MAX_TEXT = 1024  # free-text fields: reasons, times, URLs
 BLOB_NAME = re.compile(r"(chunks/[0-9a-f]{2}/[0-9a-f]{64}|points/[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}/(manifest|refs))\Z")
 CREDENTIALS_KIND = "skyvault-agent-credentials"
-
-
-class _Reader:
-    """Typed access to one JSON object's fields; `where` names the object in errors."""
-
-    def __init__(self, doc: Any, where: str):
-        if not isinstance(doc, dict):
-            raise MalformedMessage(f"{where} is not a JSON object")
-        self.doc, self.where = doc, where
-
-    def _fail(self, name: str, what: str) -> MalformedMessage:
-        return MalformedMessage(f"{self.where}: field {name!r} {what}")
-
-    def _get(self, name: str, kind: type | tuple[type, ...], optional: bool):
-        if name not in self.doc or (optional and self.doc[name] is None):
-            if optional:
-                return None
-            raise self._fail(name, "is missing")
-        value = self.doc[name]
-        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-            raise self._fail(name, f"must be of type {names}, not {type(value).__name__}")
-        return value
-
-    def str(self, name: str, pattern: re.Pattern | None = None, *, optional: bool = False,
-            max_len: int = MAX_TEXT) -> str | None:
-        value = self._get(name, str, optional)
-        if value is None:
-            return None
-        if len(value) > max_len:
-            raise self._fail(name, f"is longer than {max_len} characters")
-        if pattern is not None and not pattern.match(value):
-            raise self._fail(name, f"has a bad format: {value[:80]!r}")
-        return value
-
-    def int(self, name: str, lo: int = 0, hi: int = MAX_COUNT, *, optional: bool = False) -> int | None:
-        value = self._get(name, int, optional)
-        if value is not None and not lo <= value <= hi:
-            raise self._fail(name, f"is {value}, outside {lo}..{hi}")
-        return value
-
-    def bool(self, name: str) -> bool:
-        return self._get(name, bool, False)
-
-    def list(self, name: str, max_len: int, *, min_len: int = 0) -> list:
-        value = self._get(name, list, False)
-        if not min_len <= len(value) <= max_len:
-            raise self._fail(name, f"holds {len(value)} entries, not {min_len} to {max_len}")
-        return value
-
-    def obj(self, name: str, *, optional: bool = False, max_bytes: int = MAX_STATS_BYTES) -> dict | None:
-        value = self._get(name, dict, optional)
-        if value is not None and len(json.dumps(value)) > max_bytes:
-            raise self._fail(name, f"is over {max_bytes} bytes")
-        return value
-
-    def version(self, name: str, expected: int) -> None:
-        if self.doc.get(name) != expected:
-            raise MalformedMessage(f"{self.where}: unsupported schema version {self.doc.get(name)!r}")
-
-    def only(self, *names: str) -> None:
-        extra = sorted(set(self.doc) - set(names))
-        if extra:
-            raise MalformedMessage(f"{self.where}: unknown field {extra[0]!r}")
 
 
 def _json_object(text: str | bytes, what: str, max_bytes: int) -> Any:
@@ -131,7 +66,7 @@ class ChunkDeclaration:
 
     @classmethod
     def from_doc(cls, doc: Any, where: str = "chunk entry") -> "ChunkDeclaration":
-        r = _Reader(doc, where)
+        r = FieldReader(doc, where)
         r.only("id", "size", "md5", "blob")
         cid = r.str("id", HEX_ID)
         size = r.int("size", MIN_CHUNK_ENVELOPE, MAX_CHUNK_ENVELOPE, optional=True)
@@ -185,7 +120,7 @@ class SignedMessage:
             raise formats.BadSignature(f"message {self.id}: signature does not match vault {self.vault_id}")
 
 
-def _common(r: _Reader) -> dict[str, str]:
+def _common(r: FieldReader) -> dict[str, str]:
     r.version("v", formats.SCHEMA_VERSION)
     return {"id": r.str("id", NAME_ID), "tenant_id": r.str("tenantId", NAME_ID),
             "vault_id": r.str("vaultId", NAME_ID), "sig": r.str("sig", SIGNATURE)}
@@ -205,7 +140,7 @@ class ChunksMessage(SignedMessage):
         return {"chunks": [c.to_doc() for c in self.chunks]}
 
     @classmethod
-    def _parse(cls, r: _Reader) -> "ChunksMessage":
+    def _parse(cls, r: FieldReader) -> "ChunksMessage":
         r.only(*_COMMON_FIELDS, "chunks")
         entries = r.list("chunks", formats.CHUNKS_PER_MESSAGE, min_len=1)
         return cls(**_common(r), chunks=tuple(ChunkDeclaration.from_doc(e, f"{r.where}: chunks[{i}]")
@@ -233,7 +168,7 @@ class CommitMessage(SignedMessage):
                            "stats": dict(self.stats), "parentPointId": self.parent_point_id})
 
     @classmethod
-    def _parse(cls, r: _Reader) -> "CommitMessage":
+    def _parse(cls, r: FieldReader) -> "CommitMessage":
         r.only(*_COMMON_FIELDS, "pointId", "item", "createdAt", "chunkCount", "manifestChunks", "stats",
                "parentPointId")
         return cls(**_common(r), point_id=r.str("pointId", POINT_ID), item=r.str("item", NAME_ID),
@@ -253,7 +188,7 @@ class RestoreMessage(SignedMessage):
         return {"pointId": self.point_id}
 
     @classmethod
-    def _parse(cls, r: _Reader) -> "RestoreMessage":
+    def _parse(cls, r: FieldReader) -> "RestoreMessage":
         r.only(*_COMMON_FIELDS, "pointId")
         return cls(**_common(r), point_id=r.str("pointId", POINT_ID))
 
@@ -263,7 +198,7 @@ AGENT_MESSAGES: dict[str, type[SignedMessage]] = {m.TYPE: m for m in (ChunksMess
 
 def signed_message_from_doc(doc: Any, expected: type[SignedMessage] | None = None,
                             where: str = "message") -> SignedMessage:
-    r = _Reader(doc, where)
+    r = FieldReader(doc, where)
     r.version("v", formats.SCHEMA_VERSION)
     kind = r.str("type", max_len=32)
     cls = AGENT_MESSAGES.get(kind)
@@ -310,7 +245,7 @@ class ReplicateMessage:
 
     @classmethod
     def parse(cls, text: str | bytes) -> "ReplicateMessage":
-        r = _Reader(_json_object(text, "replicate message", formats.MAX_MESSAGE_BYTES), "replicate message")
+        r = FieldReader(_json_object(text, "replicate message", formats.MAX_MESSAGE_BYTES), "replicate message")
         r.version("v", 1)
         r.only("v", "tenantId", "vaultId", "blobs", "pointId", "attempt")
         blobs = tuple(r.list("blobs", formats.CHUNKS_PER_MESSAGE))
@@ -344,9 +279,9 @@ class Redelivery:
         """The delivery `text` is: a Redelivery, or a first delivery (attempt 0) of itself."""
         if cls.KEY not in text[:40]:
             return cls(text, 0, "")
-        r = _Reader(_json_object(text, "redelivered message", 2 * formats.MAX_MESSAGE_BYTES), "redelivered message")
+        r = FieldReader(_json_object(text, "redelivered message", 2 * formats.MAX_MESSAGE_BYTES), "redelivered message")
         r.only(cls.KEY, "message")
-        meta = _Reader(r.obj(cls.KEY), cls.KEY)
+        meta = FieldReader(r.obj(cls.KEY), cls.KEY)
         return cls(message=r.str("message", max_len=formats.MAX_MESSAGE_BYTES), attempt=meta.int("attempt", 0, 10_000),
                    reason=meta.str("reason"))
 
@@ -368,8 +303,8 @@ class Poisoned:
 
     @classmethod
     def parse(cls, text: str | bytes) -> "Poisoned":
-        r = _Reader(_json_object(text, "poison message", 2 * formats.MAX_MESSAGE_BYTES), "poison message")
-        meta = _Reader(r.obj("poisoned"), "poisoned")
+        r = FieldReader(_json_object(text, "poison message", 2 * formats.MAX_MESSAGE_BYTES), "poison message")
+        meta = FieldReader(r.obj("poisoned"), "poisoned")
         return cls(queue=meta.str("queue", NAME_ID), reason=meta.str("reason"), attempts=meta.int("attempts"),
                    at=meta.str("at"), message=r.str("message", max_len=formats.MAX_MESSAGE_BYTES))
 
@@ -392,7 +327,7 @@ class LookupRequest:
 
     @classmethod
     def from_doc(cls, doc: Any) -> "LookupRequest":
-        r = _Reader(doc, "look-up request")
+        r = FieldReader(doc, "look-up request")
         r.only("ids")
         ids = r.list("ids", formats.LOOKUP_MAX_IDS)
         for i, cid in enumerate(ids):
@@ -415,7 +350,7 @@ class CommitRequest:
 
     @classmethod
     def from_doc(cls, doc: Any) -> "CommitRequest":
-        r = _Reader(doc, "commit request")
+        r = FieldReader(doc, "commit request")
         r.only("commit", "chunks")
         if r.doc.get("commit") is None:
             raise MalformedMessage("commit request: the request holds no 'commit' message")
@@ -438,7 +373,7 @@ class RestoreRequest:
 
     @classmethod
     def from_doc(cls, doc: Any) -> "RestoreRequest":
-        r = _Reader(doc, "restore request")
+        r = FieldReader(doc, "restore request")
         r.only("jobId", "pointId")
         return cls(job_id=r.str("jobId", NAME_ID), point_id=r.str("pointId", POINT_ID))
 
@@ -454,7 +389,7 @@ class KeyCheckRequest:
 
     @classmethod
     def from_doc(cls, doc: Any) -> "KeyCheckRequest":
-        r = _Reader(doc, "key check request")
+        r = FieldReader(doc, "key check request")
         r.only("keyCheck")
         return cls(r.str("keyCheck", HEX_ID))
 
@@ -474,7 +409,7 @@ class LookupAnswer:
 
     @classmethod
     def from_doc(cls, doc: Any) -> "LookupAnswer":
-        r = _Reader(doc, "look-up answer")
+        r = FieldReader(doc, "look-up answer")
         return cls(tuple(r.list("verified", formats.LOOKUP_MAX_IDS)), tuple(r.list("rejected", formats.LOOKUP_MAX_IDS)))
 
 
@@ -490,7 +425,7 @@ class KeyCheckAnswer:
 
     @classmethod
     def from_doc(cls, doc: Any) -> "KeyCheckAnswer":
-        return cls(_Reader(doc, "key check answer").str("status", re.compile(r"(recorded|match)\Z")))
+        return cls(FieldReader(doc, "key check answer").str("status", re.compile(r"(recorded|match)\Z")))
 
 
 _POINT_FIELDS = (("id", "id"), ("vault_id", "vaultId"), ("item", "item"), ("state", "state"),
@@ -524,7 +459,7 @@ class PointView:
 
     @classmethod
     def from_doc(cls, doc: Any) -> "PointView":
-        r = _Reader(doc, "recovery point")
+        r = FieldReader(doc, "recovery point")
         state = r.str("state")
         if state not in set(PointState):
             raise MalformedMessage(f"recovery point: field 'state' is {state!r}")
@@ -549,7 +484,7 @@ class RegionAccess:
 
     @classmethod
     def from_doc(cls, doc: Any) -> "RegionAccess":
-        r = _Reader(doc, "restore region")
+        r = FieldReader(doc, "restore region")
         return cls(r.str("region", re.compile(r"(primary|secondary)\Z")), r.str("containerUrl", max_len=4096),
                    r.bool("complete"))
 
@@ -566,7 +501,7 @@ class RestorePlan:
 
     @classmethod
     def from_doc(cls, doc: Any) -> "RestorePlan":
-        r = _Reader(doc, "restore plan")
+        r = FieldReader(doc, "restore plan")
         return cls(tuple(RegionAccess.from_doc(d) for d in r.list("regions", 2)), r.str("manifestBlob", BLOB_NAME),
                    r.str("expiresAt"))
 
@@ -588,7 +523,7 @@ class JobView:
 
     @classmethod
     def from_doc(cls, doc: Any) -> "JobView":
-        r = _Reader(doc, "restore job")
+        r = FieldReader(doc, "restore job")
         status = r.str("status")
         if status not in set(JobStatus):
             raise MalformedMessage(f"restore job: field 'status' is {status!r}")
@@ -614,7 +549,7 @@ class ReplicationStatus:
 
     @classmethod
     def from_doc(cls, doc: Any) -> "ReplicationStatus":
-        r = _Reader(doc, "replication status")
+        r = FieldReader(doc, "replication status")
         lag = r._get("lagSeconds", (int, float), True)
         return cls(r.str("redundancy"), lag, r.str("oldestUnreplicatedChunk", HEX_ID, optional=True),
                    r.int("pointsNotGeoProtected", optional=True))
@@ -637,7 +572,7 @@ class VaultStatus:
 
     @classmethod
     def from_doc(cls, doc: Any) -> "VaultStatus":
-        r = _Reader(doc, "vault status")
+        r = FieldReader(doc, "vault status")
         return cls(r.str("vaultId", NAME_ID), r.str("name", NAME_ID), r.str("tenantId", NAME_ID),
                    r.str("redundancy"), r.str("firstBackupAt", optional=True),
                    ReplicationStatus.from_doc(r.obj("replication")), r.int("chunkEpoch"))
@@ -684,7 +619,7 @@ class Credentials:
     def from_doc(cls, doc: Any, where: str = "credentials") -> "Credentials":
         if not isinstance(doc, dict) or doc.get("kind") != CREDENTIALS_KIND:
             raise MalformedMessage(f"{where} is not a Skyvault vault credentials file")
-        r = _Reader(doc, where)
+        r = FieldReader(doc, where)
         r.version("version", cls.VERSION)
         missing = [k for k in ("tenantId", "vaultId", "kdf", "signingKey", "apiUrl", "blobContainerUrl",
                                "queueUrls") if k not in doc]
@@ -748,7 +683,7 @@ class ManifestEntry:
 
     @classmethod
     def from_doc(cls, doc: Any) -> "ManifestEntry":
-        r = _Reader(doc, "manifest entry")
+        r = FieldReader(doc, "manifest entry")
         path = r.str("path", max_len=MAX_PATH)
         r.where = f"manifest entry {path[:80]!r}"
         _relative_path(path, r, "path")
@@ -809,7 +744,7 @@ def xattrs_doc(xattrs: Iterable[tuple[str, bytes]]) -> dict[str, str]:
     return {name: base64.b64encode(value).decode("ascii") for name, value in sorted(xattrs)}
 
 
-def _xattrs(r: _Reader) -> tuple[tuple[str, bytes], ...]:
+def _xattrs(r: FieldReader) -> tuple[tuple[str, bytes], ...]:
     doc = r.obj("xattrs", optional=True, max_bytes=MAX_XATTRS_BYTES) or {}
     out = []
     for name, value in sorted(doc.items()):
@@ -822,7 +757,7 @@ def _xattrs(r: _Reader) -> tuple[tuple[str, bytes], ...]:
     return tuple(out)
 
 
-def _relative_path(path: str, r: _Reader, name: str) -> None:
+def _relative_path(path: str, r: FieldReader, name: str) -> None:
     """A path below the restore target: names joined by "/", none of them empty, "." or ".."."""
     if "\0" in path or any(part in ("", ".", "..") for part in path.split("/")):
         raise MalformedMessage(f"{r.where}: field {name!r} is not a relative path of names "
@@ -854,7 +789,7 @@ class ManifestRoot:
 
     @classmethod
     def from_doc(cls, doc: Any) -> "ManifestRoot":
-        r = _Reader(doc, "manifest root")
+        r = FieldReader(doc, "manifest root")
         r.version("version", cls.VERSION)
         chunks = r.list("manifestChunks", MAX_COUNT)
         for i, cid in enumerate(chunks):
@@ -878,20 +813,13 @@ DAMAGE_MAX_REPORTS = 16  # reports per POST chunks/damage: each may read a chunk
 REGION = re.compile(r"(primary|secondary)\Z")
 
 
-def _chunk_ids(r: _Reader, name: str, max_len: int) -> tuple[str, ...]:
+def _chunk_ids(r: FieldReader, name: str, max_len: int) -> tuple[str, ...]:
     ids = r.list(name, max_len, min_len=1)
     for i, cid in enumerate(ids):
         if not (isinstance(cid, str) and HEX_ID.match(cid)):
             raise MalformedMessage(f"{r.where}: field {name!r} must hold hex chunk ids; {name}[{i}] is "
                                    f"{str(cid)[:80]!r}")
     return tuple(ids)
-
-
-def _one_of(r: _Reader, name: str, choices: tuple[str, ...], *, optional: bool = False) -> str | None:
-    value = r.str(name, optional=optional, max_len=32)
-    if value is not None and value not in choices:
-        raise MalformedMessage(f"{r.where}: field {name!r} is {value!r}, not one of {', '.join(choices)}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -902,7 +830,7 @@ class ChunkCheckRequest:
 
     @classmethod
     def from_doc(cls, doc: Any) -> "ChunkCheckRequest":
-        r = _Reader(doc, "check request")
+        r = FieldReader(doc, "check request")
         r.only("ids")
         return cls(_chunk_ids(r, "ids", CHECK_MAX_IDS))
 
@@ -931,9 +859,9 @@ class ChunkProblem:
 
     @classmethod
     def from_doc(cls, doc: Any) -> "ChunkProblem":
-        r = _Reader(doc, "chunk problem")
+        r = FieldReader(doc, "chunk problem")
         r.only("id", "region", "kind", "detail")
-        return cls(r.str("id", HEX_ID), r.str("region", REGION, optional=True), _one_of(r, "kind", cls.KINDS),
+        return cls(r.str("id", HEX_ID), r.str("region", REGION, optional=True), r.one_of("kind", cls.KINDS),
                    r.str("detail"))
 
     def describe(self) -> str:
@@ -956,7 +884,7 @@ class ChunkCheckAnswer:
 
     @classmethod
     def from_doc(cls, doc: Any) -> "ChunkCheckAnswer":
-        r = _Reader(doc, "check answer")
+        r = FieldReader(doc, "check answer")
         problems = r.list("problems", 2 * CHECK_MAX_IDS)  # one in the index, or one per region
         unavailable = r.list("unavailable", 2)
         for region in unavailable:
@@ -982,7 +910,7 @@ class DamageReport:
 
     @classmethod
     def from_doc(cls, doc: Any, where: str = "damage report") -> "DamageReport":
-        r = _Reader(doc, where)
+        r = FieldReader(doc, where)
         r.only("id", "region", "problem", "md5")
         return cls(r.str("id", HEX_ID), r.str("region", REGION), r.str("problem"), r.str("md5", B64_MD5, optional=True))
 
@@ -995,7 +923,7 @@ class DamageRequest:
 
     @classmethod
     def from_doc(cls, doc: Any) -> "DamageRequest":
-        r = _Reader(doc, "damage request")
+        r = FieldReader(doc, "damage request")
         r.only("reports")
         entries = r.list("reports", DAMAGE_MAX_REPORTS, min_len=1)
         return cls(tuple(DamageReport.from_doc(e, f"damage request: reports[{i}]") for i, e in enumerate(entries)))
@@ -1023,9 +951,9 @@ class DamageOutcome:
 
     @classmethod
     def from_doc(cls, doc: Any) -> "DamageOutcome":
-        r = _Reader(doc, "damage outcome")
+        r = FieldReader(doc, "damage outcome")
         r.only("id", "region", "outcome", "detail")
-        return cls(r.str("id", HEX_ID), r.str("region", REGION), _one_of(r, "outcome", cls.OUTCOMES),
+        return cls(r.str("id", HEX_ID), r.str("region", REGION), r.one_of("outcome", cls.OUTCOMES),
                    r.str("detail"))
 
 
@@ -1038,7 +966,7 @@ class DamageAnswer:
 
     @classmethod
     def from_doc(cls, doc: Any) -> "DamageAnswer":
-        r = _Reader(doc, "damage answer")
+        r = FieldReader(doc, "damage answer")
         return cls(tuple(DamageOutcome.from_doc(o) for o in r.list("outcomes", DAMAGE_MAX_REPORTS)))
 
 
@@ -1055,6 +983,6 @@ class EpochAnswer:
 
     @classmethod
     def from_doc(cls, doc: Any) -> "EpochAnswer":
-        r = _Reader(doc, "chunk epoch answer")
+        r = FieldReader(doc, "chunk epoch answer")
         r.only("chunkEpoch")
         return cls(r.int("chunkEpoch"))

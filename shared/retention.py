@@ -15,7 +15,8 @@ Words:
 
 apply_policy is deterministic: ties between points of the same second go by point id, and the
 answer is sorted newest first. A policy document that breaks a rule is refused with a
-MalformedMessage (an Invalid) naming the field; points apply_policy cannot decide on (one given
+MalformedMessage (an Invalid) naming the field by its dotted path, read with the messages'
+FieldReader (shared/jsonfields.py); points apply_policy cannot decide on (one given
 twice, a naive time, one created after `now`) are a ValueError, the caller's mistake.
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable, Iterable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from shared.formats import MalformedMessage
+from shared.jsonfields import FieldReader
 
 POLICY_VERSION = 1
 MAX_POINTS = 9999  # Azure Backup: recovery points per protected item
@@ -40,45 +41,6 @@ ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*\Z")
 LAST = "last"
 
 
-def _fail(where: str, what: str) -> MalformedMessage:
-    return MalformedMessage(f"policy: field {where!r} {what}" if where else f"policy {what}")
-
-
-def _object(doc: Any, where: str, allowed: Iterable[str]) -> dict:
-    if not isinstance(doc, dict):
-        raise _fail(where, "must be a JSON object")
-    extra = sorted(set(doc) - set(allowed))
-    if extra:
-        raise _fail(f"{where}.{extra[0]}" if where else extra[0], "is not a field of a policy")
-    return doc
-
-
-def _field(doc: dict, name: str, where: str, kind: type, *, optional: bool = False):
-    path = f"{where}.{name}" if where else name
-    if name not in doc:
-        if optional:
-            return None, path
-        raise _fail(path, "is missing")
-    value = doc[name]
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise _fail(path, f"must be of type {kind.__name__}, not {type(value).__name__}")
-    return value, path
-
-
-def _count(doc: dict, name: str, where: str, hi: int) -> int:
-    value, path = _field(doc, name, where, int)
-    if not 1 <= value <= hi:
-        raise _fail(path, f"is {value}, outside 1..{hi}")
-    return value
-
-
-def _weekday(doc: dict, name: str, where: str) -> str:
-    value, path = _field(doc, name, where, str)
-    if value not in WEEKDAYS:
-        raise _fail(path, f"is {value[:20]!r}, not one of {', '.join(WEEKDAYS)}")
-    return value
-
-
 @dataclass(frozen=True)
 class Schedule:
     """When the agent backs up: every day, or on `weekdays`, at each of `times` ("HH:MM" in the
@@ -89,32 +51,26 @@ class Schedule:
     weekdays: tuple[str, ...] = ()
 
     @classmethod
-    def from_doc(cls, doc: Any, where: str = "schedule") -> "Schedule":
-        doc = _object(doc, where, ("frequency", "times", "weekdays"))
-        frequency, path = _field(doc, "frequency", where, str)
-        if frequency not in ("daily", "weekly"):
-            raise _fail(path, f"is {frequency[:20]!r}, not 'daily' or 'weekly'")
-        times, path = _field(doc, "times", where, list)
-        if not 1 <= len(times) <= MAX_TIMES_PER_DAY:
-            raise _fail(path, f"holds {len(times)} times, not 1 to {MAX_TIMES_PER_DAY}")
+    def from_fields(cls, r: FieldReader) -> "Schedule":
+        r.only("frequency", "times", "weekdays")
+        frequency = r.one_of("frequency", ("daily", "weekly"))
+        times = r.list("times", MAX_TIMES_PER_DAY, min_len=1)
         for i, t in enumerate(times):
             if not isinstance(t, str) or not TIME_OF_DAY.match(t):
-                raise _fail(f"{path}[{i}]", f"is {str(t)[:20]!r}, not a time of day HH:MM")
+                raise r.fail(f"times[{i}]", f"is {str(t)[:20]!r}, not a time of day HH:MM")
         if times != sorted(set(times)):
-            raise _fail(path, "must be ascending, each time once")
-        weekdays, wpath = _field(doc, "weekdays", where, list, optional=True)
+            raise r.fail("times", "must be ascending, each time once")
         if frequency == "daily":
-            if weekdays is not None:
-                raise _fail(wpath, "is only for a weekly schedule")
+            if r.has("weekdays"):
+                raise r.fail("weekdays", "is only for a weekly schedule")
             weekdays = []
         else:
-            if not weekdays:
-                raise _fail(wpath, "must name at least one weekday for a weekly schedule")
+            weekdays = r.list("weekdays", len(WEEKDAYS), min_len=1)
             for i, d in enumerate(weekdays):
                 if d not in WEEKDAYS:
-                    raise _fail(f"{wpath}[{i}]", f"is {str(d)[:20]!r}, not one of {', '.join(WEEKDAYS)}")
+                    raise r.fail(f"weekdays[{i}]", f"is {str(d)[:20]!r}, not one of {', '.join(WEEKDAYS)}")
             if weekdays != sorted(set(weekdays), key=WEEKDAYS.index):
-                raise _fail(wpath, "must be in week order (Monday first), each day once")
+                raise r.fail("weekdays", "must be in week order (Monday first), each day once")
         return cls(frequency=frequency, times=tuple(times), weekdays=tuple(weekdays))
 
     def to_doc(self) -> dict[str, Any]:
@@ -135,19 +91,16 @@ class DaySelector:
     weekday: str | None = None
 
     @classmethod
-    def from_doc(cls, doc: Any, where: str) -> "DaySelector":
-        doc = _object(doc, where, ("day", "week", "weekday"))
-        if "day" in doc:
-            if "week" in doc or "weekday" in doc:
-                raise _fail(where, "names either a 'day' or a 'week' and 'weekday', not both")
-            day = doc["day"]
+    def from_fields(cls, r: FieldReader) -> "DaySelector":
+        r.only("day", "week", "weekday")
+        if r.has("day"):
+            if r.has("week") or r.has("weekday"):
+                raise r.fail_object("names either a 'day' or a 'week' and 'weekday', not both")
+            day = r.doc["day"]
             if day != LAST and (not isinstance(day, int) or isinstance(day, bool) or not 1 <= day <= 31):
-                raise _fail(f"{where}.day", f"is {str(day)[:20]!r}, not 1..31 or 'last'")
+                raise r.fail("day", f"is {str(day)[:20]!r}, not 1..31 or 'last'")
             return cls(day=day)
-        week, path = _field(doc, "week", where, str)
-        if week not in WEEKS_OF_MONTH:
-            raise _fail(path, f"is {week[:20]!r}, not one of {', '.join(WEEKS_OF_MONTH)}")
-        return cls(week=week, weekday=_weekday(doc, "weekday", where))
+        return cls(week=r.one_of("week", WEEKS_OF_MONTH), weekday=r.one_of("weekday", WEEKDAYS))
 
     def to_doc(self) -> dict[str, Any]:
         return {"day": self.day} if self.day is not None else {"week": self.week, "weekday": self.weekday}
@@ -206,29 +159,29 @@ class Retention:
     yearly: YearlyRule | None = None
 
     @classmethod
-    def from_doc(cls, doc: Any, where: str = "retention") -> "Retention":
-        doc = _object(doc, where, ("daily", "weekly", "monthly", "yearly"))
+    def from_fields(cls, r: FieldReader) -> "Retention":
+        r.only("daily", "weekly", "monthly", "yearly")
         rules: dict[str, Any] = {}
-        if "daily" in doc:
-            d = _object(doc["daily"], f"{where}.daily", ("days",))
-            rules["daily"] = DailyRule(days=_count(d, "days", f"{where}.daily", MAX_DAYS))
-        if "weekly" in doc:
-            w = _object(doc["weekly"], f"{where}.weekly", ("weekday", "weeks"))
-            rules["weekly"] = WeeklyRule(weekday=_weekday(w, "weekday", f"{where}.weekly"),
-                                         weeks=_count(w, "weeks", f"{where}.weekly", MAX_WEEKS))
-        if "monthly" in doc:
-            m = _object(doc["monthly"], f"{where}.monthly", ("on", "months"))
-            rules["monthly"] = MonthlyRule(on=DaySelector.from_doc(_field(m, "on", f"{where}.monthly", dict)[0],
-                                                                   f"{where}.monthly.on"),
-                                           months=_count(m, "months", f"{where}.monthly", MAX_MONTHS))
-        if "yearly" in doc:
-            y = _object(doc["yearly"], f"{where}.yearly", ("month", "on", "years"))
-            rules["yearly"] = YearlyRule(month=_count(y, "month", f"{where}.yearly", 12),
-                                         on=DaySelector.from_doc(_field(y, "on", f"{where}.yearly", dict)[0],
-                                                                 f"{where}.yearly.on"),
-                                         years=_count(y, "years", f"{where}.yearly", MAX_YEARS))
+        if r.has("daily"):
+            d = r.nested("daily")
+            d.only("days")
+            rules["daily"] = DailyRule(days=d.int("days", 1, MAX_DAYS))
+        if r.has("weekly"):
+            w = r.nested("weekly")
+            w.only("weekday", "weeks")
+            rules["weekly"] = WeeklyRule(weekday=w.one_of("weekday", WEEKDAYS), weeks=w.int("weeks", 1, MAX_WEEKS))
+        if r.has("monthly"):
+            m = r.nested("monthly")
+            m.only("on", "months")
+            rules["monthly"] = MonthlyRule(on=DaySelector.from_fields(m.nested("on")),
+                                           months=m.int("months", 1, MAX_MONTHS))
+        if r.has("yearly"):
+            y = r.nested("yearly")
+            y.only("month", "on", "years")
+            rules["yearly"] = YearlyRule(month=y.int("month", 1, 12), on=DaySelector.from_fields(y.nested("on")),
+                                         years=y.int("years", 1, MAX_YEARS))
         if not rules:
-            raise _fail(where, "must hold at least one of daily, weekly, monthly, yearly")
+            raise r.fail_object("must hold at least one of daily, weekly, monthly, yearly")
         return cls(**rules)
 
     def to_doc(self) -> dict[str, Any]:
@@ -258,20 +211,17 @@ class Policy:
 
     @classmethod
     def from_doc(cls, doc: Any) -> "Policy":
-        doc = _object(doc, "", ("v", "timeZone", "schedule", "retention"))
-        if doc.get("v") != POLICY_VERSION:
-            raise _fail("v", f"is {doc.get('v')!r}, not the supported version {POLICY_VERSION}")
-        zone_name, path = _field(doc, "timeZone", "", str, optional=True)
-        zone_name = "UTC" if zone_name is None else zone_name
+        r = FieldReader(doc, "policy")
+        r.only("v", "timeZone", "schedule", "retention")
+        r.version("v", POLICY_VERSION)
+        zone_name = r.str("timeZone", ZONE_NAME) if r.has("timeZone") else "UTC"
         try:
-            if not ZONE_NAME.match(zone_name):
-                raise ValueError(zone_name)
             ZoneInfo(zone_name)
         except (ValueError, ZoneInfoNotFoundError):
-            raise _fail(path, f"is {zone_name[:40]!r}, not an IANA time zone") from None
-        schedule = Schedule.from_doc(_field(doc, "schedule", "", dict)[0])
-        retention = Retention.from_doc(_field(doc, "retention", "", dict)[0])
-        _check_against_schedule(schedule, retention)
+            raise r.fail("timeZone", f"is {zone_name[:40]!r}, not an IANA time zone") from None
+        schedule = Schedule.from_fields(r.nested("schedule"))
+        retention = Retention.from_fields(r.nested("retention"))
+        _check_against_schedule(r, schedule, retention)
         return cls(schedule=schedule, retention=retention, time_zone=zone_name)
 
     def to_doc(self) -> dict[str, Any]:
@@ -279,22 +229,22 @@ class Policy:
                 "retention": self.retention.to_doc()}
 
 
-def _check_against_schedule(schedule: Schedule, retention: Retention) -> None:
+def _check_against_schedule(r: FieldReader, schedule: Schedule, retention: Retention) -> None:
     """As Azure Backup does: a rule may only keep points that the schedule makes."""
     if schedule.frequency == "daily":
         return
     days = set(schedule.weekdays)
     if retention.daily:
-        raise _fail("retention.daily", "needs a daily schedule")
+        raise r.fail("retention.daily", "needs a daily schedule")
     if retention.weekly and retention.weekly.weekday not in days:
-        raise _fail("retention.weekly.weekday", f"{retention.weekly.weekday!r} is not a scheduled weekday")
+        raise r.fail("retention.weekly.weekday", f"{retention.weekly.weekday!r} is not a scheduled weekday")
     for name, rule in (("monthly", retention.monthly), ("yearly", retention.yearly)):
         if rule is None:
             continue
         if rule.on.day is not None:
-            raise _fail(f"retention.{name}.on.day", "needs a daily schedule; a weekly one keeps by week and weekday")
+            raise r.fail(f"retention.{name}.on.day", "needs a daily schedule; a weekly one keeps by week and weekday")
         if rule.on.weekday not in days:
-            raise _fail(f"retention.{name}.on.weekday", f"{rule.on.weekday!r} is not a scheduled weekday")
+            raise r.fail(f"retention.{name}.on.weekday", f"{rule.on.weekday!r} is not a scheduled weekday")
 
 
 @dataclass(frozen=True)

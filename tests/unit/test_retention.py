@@ -239,7 +239,7 @@ def _with(path: str, value):
 
 
 @pytest.mark.parametrize("path, value, message", [
-    ("v", 2, "'v'"),
+    ("v", 2, "policy: unsupported schema version 2"),
     ("timeZone", "Mars/Olympus", "'timeZone'"),
     ("timeZone", "../etc/passwd", "'timeZone'"),
     ("schedule.times", ["02:00", "10:00", "14:00", "18:00"], "'schedule.times' holds 4"),
@@ -247,6 +247,8 @@ def _with(path: str, value):
     ("schedule.times", ["24:00"], r"'schedule.times\[0\]'"),
     ("schedule.frequency", "hourly", "'schedule.frequency'"),
     ("schedule.weekdays", ["monday"], "'schedule.weekdays' is only for a weekly"),
+    ("schedule.weekdays", None, "'schedule.weekdays' is only for a weekly"),  # null is not absent
+    ("timeZone", None, "'timeZone' must be of type str, not NoneType"),
     ("retention.daily.days", 0, r"'retention.daily.days' is 0, outside 1..9999"),
     ("retention.daily.days", 10000, "outside 1..9999"),
     ("retention.daily.days", True, "'retention.daily.days' must be of type int"),
@@ -254,12 +256,12 @@ def _with(path: str, value):
     ("retention.weekly.weekday", "Sunday", "'retention.weekly.weekday'"),
     ("retention.monthly.months", 1189, "outside 1..1188"),
     ("retention.monthly.on", {"day": 32}, "'retention.monthly.on.day'"),
-    ("retention.monthly.on", {"day": 1, "week": "last"}, "not both"),
+    ("retention.monthly.on", {"day": 1, "week": "last"}, "'retention.monthly.on' names either .* not both"),
     ("retention.monthly.on", {"week": "fifth", "weekday": "monday"}, "'retention.monthly.on.week'"),
     ("retention.yearly.years", 100, "outside 1..99"),
     ("retention.yearly.month", 13, "'retention.yearly.month' is 13, outside 1..12"),
-    ("retention.yearly.extra", 1, "'retention.yearly.extra' is not a field"),
-    ("retention.daily", None, "'retention.daily' must be a JSON object"),
+    ("retention.yearly.extra", 1, "unknown field 'retention.yearly.extra'"),
+    ("retention.daily", None, "'retention.daily' must be of type dict, not NoneType"),
     ("retention", {}, "'retention' must hold at least one"),
     ("schedule", KeyError, "'schedule' is missing"),
 ])
@@ -269,7 +271,7 @@ def test_bad_policies_are_refused_naming_the_field(path, value, message):
 
 
 def test_a_policy_that_is_not_an_object_is_refused():
-    with pytest.raises(MalformedMessage, match="policy must be a JSON object"):
+    with pytest.raises(MalformedMessage, match="policy is not a JSON object"):
         Policy.from_doc([FULL])
 
 
