@@ -8,6 +8,7 @@ Words:
   committed only once every chunk it references is verified.
 - Job: a restore the service prepared (a plan and a short-lived read-only SAS).
 - Usage event: a metered fact (stored bytes, a protected instance) for billing.
+- Item record: which of its vault's named backup policies an item follows.
 
 Plain dataclasses, no I/O. `to_doc`/`from_doc` give the JSON documents the
 index stores; `etag` is the index's concurrency token, never stored by us.
@@ -122,6 +123,8 @@ class Vault(_Doc):
     # Raised before any verified chunk of the vault stops being usable (the scrub finds it damaged;
     # a purge deletes it): a commit may check a point against a parent only within one epoch.
     chunk_epoch: int = 0
+    # The vault's named backup policies: name -> policy document (shared/retention.Policy.to_doc).
+    policies: dict[str, Any] = field(default_factory=dict)
     etag: str | None = None
 
 
@@ -193,4 +196,12 @@ class UsageEvent(_Doc):
     quantity: int
     at: str
     point_id: str | None = None
+    etag: str | None = None
+
+
+@dataclass
+class ItemRecord(_Doc):
+    id: str  # the item's name, as agents back it up
+    vault_id: str
+    policy: str  # the name of one of the vault's policies
     etag: str | None = None

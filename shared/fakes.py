@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from typing import Callable, Iterable, Iterator, TypeVar
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from shared.domain import ChunkRecord, ChunkState, Job, PointState, RecoveryPoint, UsageEvent, Vault
+from shared.domain import ChunkRecord, ChunkState, ItemRecord, Job, PointState, RecoveryPoint, UsageEvent, Vault
 from shared.ports import (
     BlobAccount,
     BlobAlreadyExists,
@@ -386,6 +386,17 @@ class MemoryIndex(Index):
 
     def replace_vault(self, vault: Vault) -> Vault:
         return self._replace("vaults", vault.tenant_id, vault)
+
+    def get_item(self, vault_id: str, item: str) -> ItemRecord | None:
+        return self._get("items", ItemRecord, vault_id, item)
+
+    def put_item(self, record: ItemRecord) -> ItemRecord:
+        if record.etag is None:
+            return self._create("items", record.vault_id, record)
+        return self._replace("items", record.vault_id, record)
+
+    def list_items(self, vault_id: str) -> list[ItemRecord]:
+        return sorted(self._partition("items", ItemRecord, vault_id), key=lambda r: r.id)
 
     def add_chunk(self, chunk: ChunkRecord) -> bool:
         try:

@@ -175,6 +175,15 @@ class CountingIndex(Index):
     def replace_vault(self, vault):
         return self._write().replace_vault(vault)
 
+    def get_item(self, vault_id, item):
+        return self._query().get_item(vault_id, item)
+
+    def put_item(self, record):
+        return self._write().put_item(record)
+
+    def list_items(self, vault_id):
+        return self._query().list_items(vault_id)
+
     def add_chunk(self, chunk):
         return self._write().add_chunk(chunk)
 

@@ -5,7 +5,7 @@ Words:
   one region). Blobs are written once; `put` without overwrite is create-only.
 - BlobAccount: one region's storage account; hands out containers and SAS URLs.
 - Queue: one storage queue carrying text (JSON) messages.
-- Index: the service's metadata (vaults, chunks, recovery points, jobs,
+- Index: the service's metadata (vaults, items, chunks, recovery points, jobs,
   usage) kept in Cosmos DB.
 
 Errors: `BlobNotFound`, `BlobAlreadyExists`, `Conflict` and `PreconditionFailed`
@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Iterable, Iterator
 
 from shared.errors import Retryable
-from shared.domain import ChunkRecord, Job, RecoveryPoint, UsageEvent, Vault
+from shared.domain import ChunkRecord, ItemRecord, Job, RecoveryPoint, UsageEvent, Vault
 
 
 class StorageError(Exception):
@@ -194,6 +194,20 @@ class Index(ABC):
     @abstractmethod
     def replace_vault(self, vault: Vault) -> Vault:
         """Replace if vault.etag still matches; raises PreconditionFailed."""
+
+    # items (partition /vaultId)
+    @abstractmethod
+    def get_item(self, vault_id: str, item: str) -> ItemRecord | None:
+        pass
+
+    @abstractmethod
+    def put_item(self, record: ItemRecord) -> ItemRecord:
+        """Create the record if record.etag is None (Conflict if it exists), else replace it if
+        the etag still matches (PreconditionFailed otherwise, or if it no longer exists)."""
+
+    @abstractmethod
+    def list_items(self, vault_id: str) -> list[ItemRecord]:
+        """The vault's item records, by item name."""
 
     # chunks (hierarchical partition /vaultId,/shard)
     @abstractmethod

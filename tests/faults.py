@@ -189,6 +189,15 @@ class FaultyIndex(Index):
     def replace_vault(self, vault):
         return self._write("replace_vault", vault)
 
+    def get_item(self, vault_id, item):
+        return self._read("get_item", vault_id, item)
+
+    def put_item(self, record):
+        return self._write("put_item", record)
+
+    def list_items(self, vault_id):
+        return self._read("list_items", vault_id)
+
     def add_chunk(self, chunk):
         return self._write("add_chunk", chunk)
 

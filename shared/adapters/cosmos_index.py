@@ -36,7 +36,7 @@ from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey
 from azure.cosmos.exceptions import CosmosHttpResponseError
 
 from shared.adapters.http_pool import pooled_transport
-from shared.domain import ChunkRecord, ChunkState, Job, PointState, RecoveryPoint, UsageEvent, Vault
+from shared.domain import ChunkRecord, ChunkState, ItemRecord, Job, PointState, RecoveryPoint, UsageEvent, Vault
 from shared.ports import (
     Conflict,
     Index,
@@ -70,7 +70,7 @@ CHUNK_QUERY_BATCH = 500
 _CLIENT_OPTIONS = dict(retry_total=3, connection_timeout=5)
 _TRANSIENT_STATUS = {408, 429, 449}
 
-T = TypeVar("T", Vault, ChunkRecord, RecoveryPoint, Job, UsageEvent)
+T = TypeVar("T", Vault, ItemRecord, ChunkRecord, RecoveryPoint, Job, UsageEvent)
 
 
 @functools.lru_cache(maxsize=None)
@@ -191,6 +191,20 @@ class CosmosIndex(Index):
 
     def replace_vault(self, vault: Vault) -> Vault:
         return self._replace(VAULTS, vault)
+
+    # items
+
+    def get_item(self, vault_id: str, item: str) -> ItemRecord | None:
+        return self._find(ITEMS, ItemRecord, "vaultId", vault_id, item)
+
+    def put_item(self, record: ItemRecord) -> ItemRecord:
+        if record.etag is None:
+            return self._create(ITEMS, record)
+        return self._replace(ITEMS, record)
+
+    def list_items(self, vault_id: str) -> list[ItemRecord]:
+        docs = self._query(ITEMS, "SELECT * FROM c WHERE c.vaultId = @v ORDER BY c.id", vault_id, v=vault_id)
+        return [ItemRecord.from_doc(doc) for doc in docs]
 
     # chunks
 

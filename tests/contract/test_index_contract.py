@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 
 from shared.adapters.cosmos_index import CHUNKS, POINTS, CosmosIndex
-from shared.domain import ChunkRecord, Job, RecoveryPoint, UsageEvent, Vault
+from shared.domain import ChunkRecord, ItemRecord, Job, RecoveryPoint, UsageEvent, Vault
 from shared.ports import Conflict, PreconditionFailed, TransientError
 from skyvault.stack.emulators import COSMOS_DEV_KEY
 
@@ -303,6 +303,43 @@ def test_usage_events_are_idempotent(index):
     assert index.add_usage_event(later) is True
     assert [without_etag(e) for e in index.list_usage_events("v1")] == [event, later]
     assert index.list_usage_events("nobody") == []
+
+
+def test_items_create_get_and_list_by_name(index):
+    created = index.put_item(ItemRecord(id="host1-srv", vault_id="v1", policy="daily"))
+    index.put_item(ItemRecord(id="host1-home", vault_id="v1", policy="weekly"))
+    index.put_item(ItemRecord(id="host1-home", vault_id="v2", policy="other"))
+    assert created.etag
+    assert without_etag(created) == ItemRecord(id="host1-srv", vault_id="v1", policy="daily")
+    assert index.get_item("v1", "host1-srv") == created
+    assert index.get_item("v1", "missing") is None
+    assert index.get_item("v3", "host1-srv") is None
+    assert [(r.id, r.policy) for r in index.list_items("v1")] == [("host1-home", "weekly"), ("host1-srv", "daily")]
+    assert index.list_items("nobody") == []
+
+
+def test_put_item_creates_once_then_replaces_by_etag(index):
+    read = index.put_item(ItemRecord(id="laptop", vault_id="v1", policy="daily"))
+    with pytest.raises(Conflict):
+        index.put_item(ItemRecord(id="laptop", vault_id="v1", policy="weekly"))
+    updated = index.put_item(replace(read, policy="weekly"))
+    assert updated.etag != read.etag
+    assert index.get_item("v1", "laptop") == updated
+
+    with pytest.raises(PreconditionFailed):
+        index.put_item(replace(read, policy="lost update"))
+    with pytest.raises(PreconditionFailed):
+        index.put_item(replace(read, id="never-created"))
+    assert index.get_item("v1", "laptop").policy == "weekly"
+    assert index.get_item("v1", "never-created") is None
+
+
+def test_vault_policies_round_trip(index):
+    policies = {"daily": {"v": 1, "schedule": {"frequency": "daily", "times": ["21:00"]}}}
+    read = index.create_vault(a_vault())
+    assert read.policies == {}
+    index.replace_vault(replace(read, policies=policies))
+    assert index.get_vault("t1", "v1").policies == policies
 
 
 def test_records_read_back_are_independent_copies(index):
