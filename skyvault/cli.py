@@ -1,4 +1,5 @@
-"""The `skyvault` command: the agent's commands, the operator's vault command and the local stack.
+"""The `skyvault` command: the agent's commands, the operator's vault, policy and retention
+commands, and the local stack.
 
 Each command is a module of skyvault.commands; this one assembles their parsers, runs the
 one asked for and maps the errors it raises to a message and an exit code (skyvault.exitcodes).
@@ -19,7 +20,7 @@ import sys
 
 from shared import crypto
 from skyvault import exitcodes, home
-from skyvault.commands import backup, check, points, register, restore, stack, status, vault
+from skyvault.commands import backup, check, points, policy, register, restore, retention, stack, status, vault
 from skyvault.commands.common import warn
 from skyvault.vaultclient import AgentError
 
@@ -30,7 +31,7 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
 MMAP_THRESHOLD_BYTES = 256 * 1024
 RESTORE_HEAP_BYTES = 64 << 20
 # In the order `skyvault --help` lists them.
-COMMANDS = (stack, vault, register, backup, points, restore, check, status)
+COMMANDS = (stack, vault, policy, retention, register, backup, points, restore, check, status)
 
 
 def parser() -> argparse.ArgumentParser:

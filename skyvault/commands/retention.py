@@ -1,0 +1,47 @@
+"""`skyvault retention plan`: the operator's dry run of retention. For each item of a vault (or
+one), what its policy keeps of its committed points now, and why, and what it would expire.
+It only reads: nothing is deleted."""
+from __future__ import annotations
+
+import argparse
+
+from skyvault import exitcodes, home
+from skyvault.commands.common import say
+from skyvault.vaultclient import AgentError
+
+
+def add_parser(subparsers) -> None:
+    retention = subparsers.add_parser("retention", help="operator: what retention would keep and expire")
+    sub = retention.add_subparsers(dest="retention_command", required=True)
+    plan = sub.add_parser("plan", help="each point: keep (and why) or expire; deletes nothing")
+    plan.add_argument("--vault", required=True, help="vault name or id")
+    plan.add_argument("--tenant", required=True)
+    plan.add_argument("--item", help="only this item")
+    plan.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from shared import bootstrap
+    from shared.errors import ServiceError
+    from shared.service import policies, vaults
+
+    services = bootstrap.build_services(home.stack_state()["settings"])
+    now = services.clock()
+    try:
+        vault = vaults.find_vault(services, args.tenant, args.vault)
+        plans = policies.retention_plan(services, vault, args.item, now)
+    except ServiceError as e:
+        raise AgentError(str(e)) from None
+    expiring = 0
+    for plan in plans:
+        how = "assigned" if plan.assigned else "no assignment: the default"
+        say(f"item {plan.item}: policy {plan.policy_name} ({how})")
+        rows = [(k.created_at, k.point_id, f"keep    ({', '.join(k.reasons)})") for k in plan.decision.keep]
+        rows += [(created_at, point_id, "expire") for point_id, created_at in plan.decision.expire]
+        for created_at, point_id, verdict in sorted(rows, key=lambda r: (r[0], r[1]), reverse=True):
+            say(f"  {point_id}  {created_at.isoformat()}  {verdict}")
+        if not rows:
+            say("  (no committed points)")
+        expiring += len(plan.decision.expire)
+    say(f"plan at {now.isoformat()}: {expiring} point(s) would expire; nothing was deleted")
+    return exitcodes.OK
