@@ -3,12 +3,14 @@ on the in-memory index."""
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from shared.domain import RecoveryPoint
+from shared.domain import ItemRecord, RecoveryPoint
 from shared.errors import Invalid, NotFound, Refused
+from shared.fakes import MemoryIndex
 from shared.service import policies, vaults
 from tests import inprocess
 
@@ -117,6 +119,38 @@ def test_assign_records_the_item_and_reassigns_it(services, vault):
     assert policies.assign_policy(services, vault, "laptop", "weekly") == first  # idempotent
     policies.assign_policy(services, vault, "laptop", "default")
     assert [(r.id, r.policy) for r in services.index.list_items(vault.id)] == [("laptop", "default")]
+
+
+class RacingIndex(MemoryIndex):
+    """An index where another operator assigns `item` to `policy` just before our first put."""
+
+    def __init__(self, item: str, policy: str):
+        super().__init__()
+        self.race = (item, policy)
+
+    def put_item(self, record):
+        if self.race:
+            item, policy = self.race
+            self.race = None
+            current = self.get_item(record.vault_id, item)
+            super().put_item(ItemRecord(id=item, vault_id=record.vault_id, policy=policy) if current is None
+                             else replace(current, policy=policy))
+        return super().put_item(record)
+
+
+@pytest.mark.parametrize("assigned_before", [False, True])
+def test_assign_that_loses_a_race_reads_again_and_lands(services, vault, assigned_before):
+    policies.create_policy(services, vault, "weekly", WEEKLY)
+    vault = reread(services, vault)
+    racing = RacingIndex("laptop", "default")
+    racing.create_vault(replace(vault, etag=None))
+    services.index = racing
+    if assigned_before:
+        racing.race = None
+        policies.assign_policy(services, vault, "laptop", "default")
+        racing.race = ("laptop", "other")
+    assert policies.assign_policy(services, vault, "laptop", "weekly").policy == "weekly"
+    assert [(r.id, r.policy) for r in racing.list_items(vault.id)] == [("laptop", "weekly")]
 
 
 def test_assign_of_an_unknown_policy_or_a_bad_item_is_refused_and_records_nothing(services, vault):
