@@ -25,7 +25,8 @@ from shared.service.context import UPDATE_ATTEMPTS, Services, update_vault
 
 MAX_POLICIES = 50
 DEFAULT_POLICY_NAME = "default"
-# As Azure Backup's MARS agent proposes for files and folders: one backup a day, each kept 30 days.
+# One backup a day, each kept 30 days: the MARS agent's own example policy for files and folders
+# (New-OBRetentionPolicy -RetentionDays 30); 21:00 UTC is our choice, after the working day.
 DEFAULT_POLICY = Policy.from_doc({"v": 1, "timeZone": "UTC",
                                   "schedule": {"frequency": "daily", "times": ["21:00"]},
                                   "retention": {"daily": {"days": 30}}})
