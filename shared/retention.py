@@ -12,12 +12,16 @@ Words:
 - selector: the day a monthly or yearly rule keeps: a day of the month (1..31, or "last") or a
   week of the month and a weekday ("last Saturday").
 - reason: why a point is kept, "daily 3 of 30": the rule, and which of its periods holds it.
+- run: one scheduled backup time, a day's `times` entry on a scheduled day, read in the zone.
+- missed run: the latest run at least MISSED_GRACE ago that no committed point of the item
+  was created at or after: the backup due then never made a point.
 
 apply_policy is deterministic: ties between points of the same second go by point id, and the
 answer is sorted newest first. A policy document that breaks a rule is refused with a
 MalformedMessage (an Invalid) naming the field by its dotted path, read with the messages'
 FieldReader (shared/jsonfields.py); points apply_policy cannot decide on (one given
 twice, a naive time, one created after `now`) are a ValueError, the caller's mistake.
+`last_scheduled_run` and `missed_run` are pure too (a naive time is a ValueError).
 """
 from __future__ import annotations
 
@@ -39,6 +43,9 @@ WEEKS_OF_MONTH = ("first", "second", "third", "fourth", "last")
 TIME_OF_DAY = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]\Z")
 ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*\Z")
 LAST = "last"
+# A run takes time: the agent commits its point when the backup ends, so a run is only missed
+# once this long has passed since its scheduled time without a point.
+MISSED_GRACE = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -375,3 +382,44 @@ def apply_policy(points: Iterable[tuple[str, datetime]], policy: Policy, now: da
         else:
             expire.append((point_id, created_at))
     return RetentionDecision(keep=tuple(keep), expire=tuple(expire))
+
+
+def _aware(label: str, value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError(f"{label} must be an aware datetime")
+    return value
+
+
+def last_scheduled_run(policy: Policy, now: datetime) -> datetime:
+    """The latest run of `policy`'s schedule at or before `now`, in UTC (a local time in a DST
+    fold or gap would compare unequal to every other zone's time, PEP 495).
+
+    A run's wall-clock time is read on each local day, so it stays at the same local time across
+    a DST change. A time the clock skips (02:30 when it jumps from 02:00 to 03:00) runs at the
+    instant it would have shown, an hour late on the new clock; a time it shows twice (when it
+    falls back) runs at the first of them.
+    """
+    zone = policy.zone
+    today = _aware("last_scheduled_run: now", now).astimezone(zone).date()
+    times = [datetime.strptime(t, "%H:%M").time() for t in reversed(policy.schedule.times)]
+    # Eight local days back always hold a run: a weekly schedule has at least one weekday.
+    for back in range(8):
+        day = today - timedelta(days=back)
+        if policy.schedule.frequency == "weekly" and WEEKDAYS[day.weekday()] not in policy.schedule.weekdays:
+            continue
+        for t in times:
+            # In UTC: two times of one zone compare by wall clock, wrong across a DST change.
+            run = datetime.combine(day, t, tzinfo=zone).astimezone(timezone.utc)
+            if run <= now.astimezone(timezone.utc):
+                return run
+    raise AssertionError("a schedule runs at least once a week")
+
+
+def missed_run(policy: Policy, last_point_at: datetime | None, now: datetime,
+               grace: timedelta = MISSED_GRACE) -> datetime | None:
+    """The run an item missed at `now`, or None: the latest run at least `grace` before `now`,
+    if the item's newest committed point (None: it has none yet) was created before it."""
+    due = last_scheduled_run(policy, _aware("missed_run: now", now) - grace)
+    if last_point_at is not None and _aware("missed_run: last_point_at", last_point_at).astimezone(timezone.utc) >= due:
+        return None
+    return due

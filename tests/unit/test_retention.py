@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.formats import MalformedMessage
-from shared.retention import MAX_POINTS, Policy, apply_policy
+from shared.retention import MAX_POINTS, Policy, apply_policy, last_scheduled_run, missed_run
 from tests.retention.generate import FIXTURES, point_id
 
 UTC = timezone.utc
@@ -329,3 +329,92 @@ def test_a_longer_retention_never_expires_more(quarters, n, more, zone):
     shorter = apply_policy(points, policy(_retention(n), zone=zone), now)
     longer = apply_policy(points, policy(_retention(n + more), zone=zone), now)
     assert {pid for pid, _ in longer.expire} <= {pid for pid, _ in shorter.expire}
+
+
+# Scheduled runs and missed backups (last_scheduled_run, missed_run)
+
+def scheduled(schedule: dict, zone: str | None = None) -> Policy:
+    retention = {"daily": {"days": 7}} if schedule["frequency"] == "daily" else \
+        {"weekly": {"weekday": schedule["weekdays"][0], "weeks": 4}}
+    return policy(retention, zone=zone, schedule=schedule)
+
+
+THRICE = {"frequency": "daily", "times": ["06:00", "12:00", "18:00"]}
+WEEKENDS = {"frequency": "weekly", "times": ["22:00"], "weekdays": ["saturday", "sunday"]}
+
+
+@pytest.mark.parametrize("now, run", [
+    (at(2026, 12, 2, 12, 0), at(2026, 12, 2, 12, 0)),  # a run's own time is at or before now
+    (at(2026, 12, 2, 11, 59), at(2026, 12, 2, 6, 0)),
+    (at(2026, 12, 2, 23, 0), at(2026, 12, 2, 18, 0)),
+    (at(2026, 12, 2, 5, 59), at(2026, 12, 1, 18, 0)),  # before the day's first: yesterday's last
+])
+def test_the_last_run_of_a_daily_schedule_at_three_times(now, run):
+    assert last_scheduled_run(scheduled(THRICE), now) == run
+
+
+@pytest.mark.parametrize("now, run", [
+    (at(2026, 12, 7, 9, 0), at(2026, 12, 6, 22, 0)),    # Monday: Sunday's run, across the week boundary
+    (at(2026, 12, 11, 23, 0), at(2026, 12, 6, 22, 0)),  # Friday: still last Sunday's
+    (at(2026, 12, 12, 21, 59), at(2026, 12, 6, 22, 0)),  # Saturday before its run
+    (at(2026, 12, 12, 22, 0), at(2026, 12, 12, 22, 0)),
+    (at(2026, 12, 13, 21, 0), at(2026, 12, 12, 22, 0)),  # Sunday before its run: Saturday's
+])
+def test_the_last_run_of_a_weekly_schedule(now, run):
+    assert last_scheduled_run(scheduled(WEEKENDS), now) == run
+
+
+def test_a_weekly_schedule_on_one_day_looks_back_a_whole_week():
+    mondays = scheduled({"frequency": "weekly", "times": ["08:00"], "weekdays": ["monday"]})
+    assert last_scheduled_run(mondays, at(2026, 12, 7, 7, 59)) == at(2026, 11, 30, 8, 0)
+
+
+def test_runs_keep_their_local_time_across_dst():
+    berlin = scheduled({"frequency": "daily", "times": ["21:00"]}, zone="Europe/Berlin")
+    # 21:00 Berlin is 20:00 UTC in winter, 19:00 UTC in summer (the clock moved on 29 March 2026).
+    assert last_scheduled_run(berlin, at(2026, 3, 28, 20, 30)) == at(2026, 3, 28, 20, 0)
+    assert last_scheduled_run(berlin, at(2026, 3, 29, 19, 30)) == at(2026, 3, 29, 19, 0)
+    assert last_scheduled_run(berlin, at(2026, 3, 29, 18, 59)) == at(2026, 3, 28, 20, 0)
+
+
+def test_a_time_the_clock_skips_runs_at_the_instant_it_would_have_shown():
+    berlin = scheduled({"frequency": "daily", "times": ["02:30"]}, zone="Europe/Berlin")
+    # On 29 March 2026 Berlin's clock jumps from 02:00 to 03:00 (01:00 UTC): 02:30 CET is 01:30 UTC.
+    assert last_scheduled_run(berlin, at(2026, 3, 29, 1, 29)) == at(2026, 3, 28, 1, 30)
+    assert last_scheduled_run(berlin, at(2026, 3, 29, 1, 30)) == at(2026, 3, 29, 1, 30)
+
+
+def test_a_time_the_clock_shows_twice_runs_at_the_first():
+    berlin = scheduled({"frequency": "daily", "times": ["02:30"]}, zone="Europe/Berlin")
+    # On 25 October 2026 Berlin falls back from 03:00 CEST to 02:00 CET: 02:30 CEST is 00:30 UTC.
+    now_in_berlin = at(2026, 10, 25, 1, 45).astimezone(berlin.zone)  # 02:45 CET, the second 02:xx
+    assert last_scheduled_run(berlin, now_in_berlin) == at(2026, 10, 25, 0, 30)
+
+
+def test_missed_after_the_grace_when_no_point_came_since_the_run():
+    daily_21 = scheduled({"frequency": "daily", "times": ["21:00"]})
+    yesterday, today = at(2026, 12, 1, 21, 5), at(2026, 12, 2, 21, 0)
+    # The run of 21:00 may still be going until 22:00: yesterday's run is the one due, and it made a point.
+    assert missed_run(daily_21, yesterday, at(2026, 12, 2, 21, 59)) is None
+    assert missed_run(daily_21, yesterday, at(2026, 12, 2, 22, 0)) == today
+    assert missed_run(daily_21, at(2026, 12, 2, 21, 0), at(2026, 12, 2, 22, 0)) is None
+    assert missed_run(daily_21, yesterday, at(2026, 12, 2, 21, 30), grace=timedelta(minutes=10)) == today
+
+
+def test_a_weekly_item_is_not_missed_between_its_days():
+    weekends = scheduled(WEEKENDS)
+    sunday_point = at(2026, 12, 6, 22, 40)
+    assert missed_run(weekends, sunday_point, at(2026, 12, 12, 22, 59)) is None
+    assert missed_run(weekends, sunday_point, at(2026, 12, 12, 23, 0)) == at(2026, 12, 12, 22, 0)
+
+
+def test_an_item_with_no_point_yet_missed_the_last_run():
+    assert missed_run(scheduled(THRICE), None, at(2026, 12, 2, 13, 0)) == at(2026, 12, 2, 12, 0)
+    assert missed_run(scheduled(THRICE), None, at(2026, 12, 2, 12, 59)) == at(2026, 12, 2, 6, 0)
+
+
+def test_naive_times_are_refused():
+    with pytest.raises(ValueError, match="now must be an aware"):
+        last_scheduled_run(scheduled(THRICE), datetime(2026, 12, 2, 12, 0))
+    with pytest.raises(ValueError, match="last_point_at must be an aware"):
+        missed_run(scheduled(THRICE), datetime(2026, 12, 2, 12, 0), at(2026, 12, 2, 12, 0))
