@@ -564,18 +564,23 @@ class VaultStatus:
     first_backup_at: str | None
     replication: ReplicationStatus
     chunk_epoch: int  # rises when a verified chunk stops being usable: agents forget what they knew
+    # The vault's items by name, at most STATUS_MAX_ITEMS; items_left_off counts the others.
+    items: tuple["ItemStatus", ...] = ()
+    items_left_off: int = 0
 
     def to_doc(self) -> dict[str, Any]:
         return {"vaultId": self.vault_id, "name": self.name, "tenantId": self.tenant_id,
                 "redundancy": self.redundancy, "firstBackupAt": self.first_backup_at,
-                "replication": self.replication.to_doc(), "chunkEpoch": self.chunk_epoch}
+                "replication": self.replication.to_doc(), "chunkEpoch": self.chunk_epoch,
+                "items": [i.to_doc() for i in self.items], "itemsLeftOff": self.items_left_off}
 
     @classmethod
     def from_doc(cls, doc: Any) -> "VaultStatus":
         r = FieldReader(doc, "vault status")
         return cls(r.str("vaultId", NAME_ID), r.str("name", NAME_ID), r.str("tenantId", NAME_ID),
                    r.str("redundancy"), r.str("firstBackupAt", optional=True),
-                   ReplicationStatus.from_doc(r.obj("replication")), r.int("chunkEpoch"))
+                   ReplicationStatus.from_doc(r.obj("replication")), r.int("chunkEpoch"),
+                   tuple(ItemStatus.from_doc(i) for i in r.list("items", STATUS_MAX_ITEMS)), r.int("itemsLeftOff"))
 
 
 @dataclass(frozen=True)
@@ -986,3 +991,36 @@ class EpochAnswer:
         r = FieldReader(doc, "chunk epoch answer")
         r.only("chunkEpoch")
         return cls(r.int("chunkEpoch"))
+
+
+STATUS_MAX_ITEMS = 1000  # items a vault status lists, by name; it counts the rest
+
+
+@dataclass(frozen=True)
+class ItemStatus:
+    """One item in the vault status: its policy, its newest committed point's creation time
+    (None: none yet), and `missed_run`, the scheduled run it missed (None: not missed;
+    shared/retention.py, missed_run)."""
+
+    item: str
+    policy: str
+    last_point_at: str | None
+    missed_run: str | None
+
+    @property
+    def missed(self) -> bool:
+        return self.missed_run is not None
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"item": self.item, "policy": self.policy, "lastPointAt": self.last_point_at,
+                "missed": self.missed, "missedRun": self.missed_run}
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> "ItemStatus":
+        r = FieldReader(doc, "item status")
+        r.only("item", "policy", "lastPointAt", "missed", "missedRun")
+        item = cls(r.str("item", NAME_ID), r.str("policy", NAME_ID), r.str("lastPointAt", optional=True),
+                   r.str("missedRun", optional=True))
+        if r.bool("missed") != item.missed:
+            raise r.fail("missed", "disagrees with field 'missedRun'")
+        return item

@@ -1,18 +1,23 @@
 """The HTTP API's use cases for agents: authentication of signed requests, the dedup look-up,
-recovery points and their commit, restore jobs, key check, credential renewal and vault status.
+recovery points and their commit, restore jobs, key check, credential renewal and vault status
+(with each item's missed backup, if any).
 
 Every request is signed with the vault's signing key (formats.sign_request); `authenticate`
 gives the vault a request's signature proves, and every other handler takes that vault."""
 from __future__ import annotations
 
+from datetime import datetime
+
 from shared import formats
 from shared.domain import ChunkState, Job, PointState, RecoveryPoint, Vault
 from shared.errors import Forbidden, Invalid, NotFound
-from shared.messages import (Credentials, CommitRequest, EpochAnswer, JobView, LookupAnswer, LookupRequest, PointView,
-                             RestorePlan, VaultStatus)
+from shared.messages import (STATUS_MAX_ITEMS, Credentials, CommitRequest, EpochAnswer, ItemStatus, JobView, LookupAnswer,
+                             LookupRequest, PointView, RestorePlan, VaultStatus)
+from shared.retention import missed_run
 from shared.service.commit import commit_point
 from shared.service.context import Services
 from shared.service.ingest import ChunkNotUploaded, ingest_chunks
+from shared.service.policies import DEFAULT_POLICY_NAME, policies_of
 from shared.service.replication import replication_status
 from shared.service.vaults import agent_credentials, vault_for
 
@@ -82,7 +87,33 @@ def chunk_epoch(vault: Vault) -> EpochAnswer:
     return EpochAnswer(vault.chunk_epoch)
 
 
+def item_statuses(services: Services, vault: Vault) -> tuple[list[ItemStatus], int]:
+    """Each item of the vault (those with points or an assignment), by name: its policy, its
+    newest committed point, and the run it missed at the services' clock; the first
+    STATUS_MAX_ITEMS, and how many were left off."""
+    now = services.clock()
+    policies = policies_of(vault)
+    assigned = {r.id: r.policy for r in services.index.list_items(vault.id)}
+    newest: dict[str, datetime | None] = dict.fromkeys(assigned)
+    for point in services.index.list_points(vault.id):
+        last = newest.setdefault(point.item)
+        if point.state == PointState.COMMITTED:
+            created_at = datetime.fromisoformat(point.created_at)
+            newest[point.item] = created_at if last is None else max(last, created_at)
+    names = sorted(newest)
+    items = []
+    for name in names[:STATUS_MAX_ITEMS]:
+        policy_name = assigned.get(name, DEFAULT_POLICY_NAME)
+        # created_at is the agent's clock: a point from a clock running fast counts as made now.
+        last = newest[name] and min(newest[name], now)
+        missed = missed_run(policies[policy_name], last, now)
+        items.append(ItemStatus(item=name, policy=policy_name, last_point_at=last and last.isoformat(),
+                                missed_run=missed and missed.isoformat()))
+    return items, len(names) - len(items)
+
+
 def vault_status(services: Services, vault: Vault) -> VaultStatus:
+    items, left_off = item_statuses(services, vault)
     return VaultStatus(vault_id=vault.id, name=vault.name, tenant_id=vault.tenant_id, redundancy=vault.redundancy,
                        first_backup_at=vault.first_backup_at, replication=replication_status(services, vault),
-                       chunk_epoch=vault.chunk_epoch)
+                       chunk_epoch=vault.chunk_epoch, items=tuple(items), items_left_off=left_off)
