@@ -1,4 +1,5 @@
-"""`skyvault status`: this machine's vault: its redundancy and, for GRS, its replication lag."""
+"""`skyvault status`: this machine's vault: its redundancy, for GRS its replication lag, and its
+items: each one's policy and newest point, and the scheduled backups they missed, listed first."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +12,7 @@ from skyvault.vaultclient import AgentVault
 
 
 def add_parser(subparsers) -> None:
-    status = subparsers.add_parser("status", help="this machine's vault: redundancy and replication lag")
+    status = subparsers.add_parser("status", help="this machine's vault: redundancy, replication lag and missed backups")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=run)
 
@@ -27,4 +28,16 @@ def run(args: argparse.Namespace) -> int:
     if status.redundancy == Redundancy.GRS:
         say(f"  replication lag: {replication.lag_seconds:.1f}s; recovery points not yet geo-protected: "
             f"{replication.points_not_geo_protected}")
+    missed = [i for i in status.items if i.missed]
+    for item in missed:
+        say(f"  MISSED BACKUP: item {item.item} (policy {item.policy}) has no point since its run of "
+            f"{item.missed_run}; last point: {item.last_point_at or 'none yet'}")
+    if status.items:
+        say(f"  items: {len(status.items)}, {len(missed)} missed a backup")
+    for item in status.items:
+        say(f"    {item.item}: policy {item.policy}, last point {item.last_point_at or 'none yet'}"
+            f"{', MISSED ' + item.missed_run if item.missed else ''}")
+    if status.items_left_off:
+        say(f"  ... and {status.items_left_off} more items not listed (a status lists the first "
+            f"{len(status.items)} by name)")
     return exitcodes.OK
