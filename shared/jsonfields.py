@@ -98,8 +98,9 @@ class FieldReader:
         """The reader of the object in field `name`, whose errors name its fields by full path."""
         return FieldReader(self._get(name, dict, False), self.where, self._path_of(name))
 
-    def version(self, name: str, expected: int) -> None:
-        if self.doc.get(name) != expected:
+    def version(self, name: str, *accepted: int) -> None:
+        """Refuse a document whose schema version `name` is not one of `accepted`."""
+        if self.doc.get(name) not in accepted or isinstance(self.doc.get(name), bool):
             raise MalformedMessage(f"{self.where}: unsupported schema version {self.doc.get(name)!r}")
 
     def only(self, *names: str) -> None:

@@ -790,12 +790,16 @@ class ManifestRoot:
     manifest_chunks: tuple[str, ...]
     stats: Mapping[str, Any] = field(default_factory=dict)
 
-    VERSION: ClassVar[int] = 1
+    # 2: the manifest's lines may hold hard links, FIFOs, devices, owners and extended attributes
+    # (docs/design.md, "Manifest lines"). A version 1 manifest holds none of them and reads as
+    # before; an agent that knows only version 1 refuses a version 2 manifest by its version.
+    VERSION: ClassVar[int] = 2
+    READS: ClassVar[tuple[int, ...]] = (1, 2)
 
     @classmethod
     def from_doc(cls, doc: Any) -> "ManifestRoot":
         r = FieldReader(doc, "manifest root")
-        r.version("version", cls.VERSION)
+        r.version("version", *cls.READS)
         chunks = r.list("manifestChunks", MAX_COUNT)
         for i, cid in enumerate(chunks):
             if not (isinstance(cid, str) and HEX_ID.match(cid)):

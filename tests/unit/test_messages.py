@@ -183,3 +183,15 @@ def test_manifest_entries_round_trip_what_the_backup_writes():
                 {"path": "d/l", "mode": 0o777, "mtime": 1, "type": "symlink", "target": "../x"},
                 {"path": "d/f", "mode": 0o644, "mtime": 1, "type": "file", "size": 3, "extents": [[CID, 5, 3]]}):
         assert messages.ManifestEntry.from_doc(doc).to_doc() == doc
+
+
+def test_a_manifest_root_of_either_version_reads_and_another_is_refused():
+    """Version 2 roots may list hard links, FIFOs, devices, owners and attributes; points written
+    as version 1 before must keep restoring."""
+    root = {"vaultId": "v1", "pointId": "20261125T101500Z-1a2b3c4d", "item": "laptop", "createdAt": "x",
+            "sources": ["/home"], "manifestChunks": ["ab" * 32], "stats": {}}
+    assert messages.ManifestRoot.from_doc({"version": 2, **root}).to_doc() == {"version": 2, **root}
+    assert messages.ManifestRoot.from_doc({"version": 1, **root}).point_id == root["pointId"]
+    for version in (3, True, None):
+        with pytest.raises(MalformedMessage, match=f"manifest root: unsupported schema version {version!r}"):
+            messages.ManifestRoot.from_doc({"version": version, **root})

@@ -169,6 +169,8 @@ def test_manifest_root_envelope_reads():
     plaintext = crypto.unframe(framed)
     assert plaintext.hex() == root["plaintext_hex"]
     assert json.loads(plaintext) == root["root"]
+    assert root["root"]["version"] == messages.ManifestRoot.VERSION
+    assert messages.ManifestRoot.from_doc(root["root"]).point_id == root["root"]["pointId"]
     assert root["root"]["manifestChunks"] == [MANIFEST["stream"]["chunk_id"]]
 
 

@@ -24,6 +24,7 @@ import pyfastcdc
 
 from shared import crypto, formats
 from shared.domain import chunk_blob_name
+from shared.messages import ManifestRoot
 from skyvault.chunker import CDC_PARAMS, new_chunker
 
 HERE = Path(__file__).resolve().parent
@@ -173,7 +174,7 @@ def _envelope_doc(keys: crypto.VaultKeys, manifest_chunk: str) -> dict:
                        "frame_flag": framed[0], "framed_hex": framed.hex(),
                        **_spec_fields(keys.chunk_key, cid, envelope), "envelope_hex": envelope.hex()})
     blob = formats.manifest_blob(POINT_ID)
-    root = {"version": 1, "vaultId": VAULT_ID, "pointId": POINT_ID, "item": "laptop-42",
+    root = {"version": ManifestRoot.VERSION, "vaultId": VAULT_ID, "pointId": POINT_ID, "item": "laptop-42",
             "createdAt": CREATED_AT, "sources": ["/home/ada/Documents"], "manifestChunks": [manifest_chunk],
             "stats": _stats()}
     plaintext = json.dumps(root).encode()  # as skyvault.backup writes it
