@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 from contextlib import contextmanager
 from typing import Any, Iterable, TypeVar
+from urllib.parse import urlparse
 
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError
@@ -69,16 +70,23 @@ CHUNK_QUERY_BATCH = 500
 
 _CLIENT_OPTIONS = dict(retry_total=3, connection_timeout=5)
 _TRANSIENT_STATUS = {408, 429, 449}
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 T = TypeVar("T", Vault, ItemRecord, ChunkRecord, RecoveryPoint, Job, UsageEvent)
 
 
 @functools.lru_cache(maxsize=None)
 def _client(endpoint: str, key: str) -> CosmosClient:
-    # connection_verify=False and no endpoint discovery: the emulator runs
-    # without TLS while its account metadata advertises https endpoints.
-    return CosmosClient(endpoint, key, connection_verify=False, enable_endpoint_discovery=False,
+    # The local emulator runs without TLS on the loopback interface while its account metadata
+    # advertises https endpoints: for it alone, no certificate check and no endpoint discovery.
+    # Any other endpoint is real Cosmos DB: TLS verified, and its regions discovered.
+    return CosmosClient(endpoint, key, **tls_options(endpoint),
                         transport=pooled_transport(_CLIENT_OPTIONS["connection_timeout"]), **_CLIENT_OPTIONS)
+
+
+def tls_options(endpoint: str) -> dict[str, bool]:
+    emulator = urlparse(endpoint).hostname in LOOPBACK_HOSTS
+    return {"connection_verify": not emulator, "enable_endpoint_discovery": not emulator}
 
 
 @contextmanager

@@ -30,3 +30,11 @@ def test_session_ignores_the_environment_unless_it_names_a_proxy_or_ca_bundle(cl
 def test_session_trusts_an_environment_that_configures_http(clean_environment, name):
     clean_environment.setenv(name, "http://proxy.example:3128" if "PROXY" in name.upper() else "/etc/ssl/ca.pem")
     assert http_pool.pooled_transport(5).session.trust_env is True
+
+
+def test_only_the_loopback_emulator_goes_without_tls_verification():
+    from shared.adapters.cosmos_index import tls_options
+    off = {"connection_verify": False, "enable_endpoint_discovery": False}
+    assert tls_options("http://127.0.0.1:8081/") == tls_options("http://localhost:8081/") == off
+    assert tls_options("https://skyvault.documents.azure.com:443/") == {
+        "connection_verify": True, "enable_endpoint_discovery": True}
