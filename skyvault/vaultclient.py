@@ -154,10 +154,6 @@ class AgentVault:
         return messages.sign(type(draft), self._signing_key,
                              **{f.name: getattr(draft, f.name) for f in dataclasses.fields(draft) if f.name != "sig"})
 
-    def signed_message(self, body: dict[str, Any]) -> str:
-        """The JSON text of sign(body)."""
-        return self.sign(body).to_json()
-
     def send(self, queue: str, body: dict[str, Any]) -> str:
         self.ensure_fresh()
         message = self.sign(body)
