@@ -51,6 +51,30 @@ class JobKind(StrEnum):
 class UsageKind(StrEnum):
     STORED_BYTES = "stored_bytes"
     PROTECTED_INSTANCE = "protected_instance"
+    POINT_PURGED = "point_purged"  # a purged point's own blobs (manifest root, reference list) freed
+    CHUNK_PURGED = "chunk_purged"  # a garbage-collected chunk's bytes freed (in every region it was in)
+
+
+class SoftDelete(StrEnum):
+    """A vault's soft delete, as Azure Backup's: deleted points stay restorable (undelete) for
+    `soft_delete_days` before they are purged, unless it is disabled."""
+    DISABLED = "disabled"
+    ENABLED = "enabled"
+    ALWAYS_ON = "always-on"  # cannot be disabled any more
+
+
+class Immutability(StrEnum):
+    """Enabled or locked: no point is deleted before its retention ends and no change shortens
+    retention; locked cannot be disabled any more."""
+    DISABLED = "disabled"
+    ENABLED = "enabled"
+    LOCKED = "locked"
+
+
+class Protection(StrEnum):
+    """An item's protection: stopped, it takes no new backups and its points stay as they are."""
+    PROTECTED = "protected"
+    STOPPED = "stopped"
 
 
 REDUNDANCIES = tuple(r.value for r in Redundancy)
@@ -125,6 +149,13 @@ class Vault(_Doc):
     chunk_epoch: int = 0
     # The vault's named backup policies: name -> policy document (shared/retention.Policy.to_doc).
     policies: dict[str, Any] = field(default_factory=dict)
+    soft_delete: str = SoftDelete.ENABLED  # a SoftDelete
+    soft_delete_days: int = 14  # 14-180: how long a deleted point stays restorable
+    immutability: str = Immutability.DISABLED  # an Immutability
+    # Multi-user authorization: the guard a second operator owns (shared/service/protection.py).
+    guard: dict[str, Any] | None = None
+    # Garbage collection's progress on this vault (shared/service/gc.py), so a stopped run resumes.
+    gc: dict[str, Any] = field(default_factory=dict)
     etag: str | None = None
 
 
@@ -204,4 +235,6 @@ class ItemRecord(_Doc):
     id: str  # the item's name, as agents back it up
     vault_id: str
     policy: str  # the name of one of the vault's policies
+    protection: str = Protection.PROTECTED  # a Protection
+    protection_changed_at: str | None = None
     etag: str | None = None
