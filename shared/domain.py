@@ -29,6 +29,10 @@ class ChunkState(StrEnum):
     VERIFIED = "verified"  # its blob matches its declaration: usable by commits
     REJECTED = "rejected"  # its blob contradicts its declaration
     DAMAGED = "damaged"  # no good copy in any region (found by the scrub or an agent's damage report)
+    # Garbage collection (docs/design.md, "Garbage collection"): no point references it any more.
+    # A look-up, an adoption or a commit that names it again makes it verified again.
+    CONDEMNED = "condemned"
+    DELETING = "deleting"  # being deleted in every region: nothing may use it or make it live again
     # Rejected and damaged chunks can be stored again: an agent uploads a replacement blob,
     # which ingest verifies and promotes (docs/design.md, "Chunk lifecycle").
 
@@ -42,10 +46,15 @@ class PointState(StrEnum):
 class JobStatus(StrEnum):
     READY = "ready"
     FAILED = "failed"
+    RUNNING = "running"  # a backup run the agent has started and not ended
+    DONE = "done"  # a backup run whose point committed or failed
 
 
 class JobKind(StrEnum):
     RESTORE = "restore"
+    # A backup in progress, from its start (POST runs) to its point's commit; garbage collection
+    # deletes no chunk such a run may still reference (docs/design.md, "Garbage collection").
+    BACKUP = "backup"
 
 
 class UsageKind(StrEnum):
@@ -156,6 +165,9 @@ class Vault(_Doc):
     guard: dict[str, Any] | None = None
     # Garbage collection's progress on this vault (shared/service/gc.py), so a stopped run resumes.
     gc: dict[str, Any] = field(default_factory=dict)
+    # Raised before garbage collection deletes chunks: an agent that saw another value forgets the
+    # chunks it knew, as a chunk it knew may be gone (its files' extents stay: their point lives).
+    gc_epoch: int = 0
     etag: str | None = None
 
 
@@ -203,7 +215,17 @@ class RecoveryPoint(_Doc):
     received_at: str | None = None
     checked_at: str | None = None  # when a commit or the sweep last examined the point
     follow_ups_at: str | None = None  # committed: when its follow-ups were all done
+    # Soft delete: when the point was deleted (expired by its policy, or by an operator), why,
+    # and from when it is purged (its blobs and record deleted; its chunks then free for GC).
+    deleted_at: str | None = None
+    deleted_reason: str | None = None
+    purge_after: str | None = None
     etag: str | None = None
+
+    @property
+    def live(self) -> bool:
+        """Committed and not deleted: restorable without an undelete."""
+        return self.state == PointState.COMMITTED and self.deleted_at is None
 
 
 @dataclass

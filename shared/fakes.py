@@ -360,6 +360,14 @@ class MemoryIndex(Index):
             doc = table[(partition, record.id)] = self._stored(record)
             return type(record).from_doc(copy.deepcopy(doc))
 
+    def _delete(self, container: str, partition: str, record_id: str, etag: str | None = None) -> None:
+        with self._lock:
+            table = self._table(container)
+            current = table.get((partition, record_id))
+            if current is not None and etag is not None and current["_etag"] != etag:
+                raise PreconditionFailed(f"delete {container}/{record_id}")
+            table.pop((partition, record_id), None)
+
     def _get(self, container: str, record_type: type[R], partition: str, record_id: str) -> R | None:
         with self._lock:
             doc = self._table(container).get((partition, record_id))
@@ -416,6 +424,9 @@ class MemoryIndex(Index):
     def replace_chunk(self, chunk: ChunkRecord) -> ChunkRecord:
         return self._replace("chunks", chunk.vault_id, chunk)
 
+    def delete_chunk(self, chunk: ChunkRecord) -> None:
+        self._delete("chunks", chunk.vault_id, chunk.id, chunk.etag)
+
     def oldest_unreplicated_chunk(self, vault_id: str) -> ChunkRecord | None:
         waiting = [c for c in self._partition("chunks", ChunkRecord, vault_id)
                    if c.state == ChunkState.VERIFIED and c.replicated_at is None]
@@ -436,6 +447,9 @@ class MemoryIndex(Index):
     def replace_point(self, point: RecoveryPoint) -> RecoveryPoint:
         return self._replace("recoveryPoints", point.vault_id, point)
 
+    def delete_point(self, vault_id: str, point_id: str) -> None:
+        self._delete("recoveryPoints", vault_id, point_id)
+
     def list_points(self, vault_id: str, item: str | None = None) -> list[RecoveryPoint]:
         points = [p for p in self._partition("recoveryPoints", RecoveryPoint, vault_id)
                   if item is None or p.item == item]
@@ -455,6 +469,13 @@ class MemoryIndex(Index):
 
     def get_job(self, vault_id: str, job_id: str) -> Job | None:
         return self._get("jobs", Job, vault_id, job_id)
+
+    def replace_job(self, job: Job) -> Job:
+        return self._replace("jobs", job.vault_id, job)
+
+    def list_jobs(self, vault_id: str, kind: str, status: str) -> list[Job]:
+        jobs = [j for j in self._partition("jobs", Job, vault_id) if j.kind == kind and j.status == status]
+        return sorted(jobs, key=lambda j: (j.created_at, j.id))
 
     def add_usage_event(self, event: UsageEvent) -> bool:
         try:

@@ -223,6 +223,11 @@ class Index(ABC):
         """Replace if chunk.etag still matches; raises PreconditionFailed."""
 
     @abstractmethod
+    def delete_chunk(self, chunk: ChunkRecord) -> None:
+        """Delete the record if chunk.etag still matches (PreconditionFailed otherwise); does
+        nothing if it is absent."""
+
+    @abstractmethod
     def oldest_unreplicated_chunk(self, vault_id: str) -> ChunkRecord | None:
         """The verified chunk with no replicated_at and the oldest recorded_at, if any."""
 
@@ -244,6 +249,10 @@ class Index(ABC):
         """Replace if point.etag still matches; raises PreconditionFailed."""
 
     @abstractmethod
+    def delete_point(self, vault_id: str, point_id: str) -> None:
+        """Delete the point's record; does nothing if it is absent."""
+
+    @abstractmethod
     def list_points(self, vault_id: str, item: str | None = None) -> list[RecoveryPoint]:
         """Newest first."""
 
@@ -261,6 +270,14 @@ class Index(ABC):
     @abstractmethod
     def get_job(self, vault_id: str, job_id: str) -> Job | None:
         pass
+
+    @abstractmethod
+    def replace_job(self, job: Job) -> Job:
+        """Replace if job.etag still matches; raises PreconditionFailed."""
+
+    @abstractmethod
+    def list_jobs(self, vault_id: str, kind: str, status: str) -> list[Job]:
+        """The vault's jobs of one kind and status, oldest first (`created_at`)."""
 
     # usage events (partition /vaultId)
     @abstractmethod

@@ -34,10 +34,10 @@ from urllib.parse import urlparse
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError
 from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey
-from azure.cosmos.exceptions import CosmosHttpResponseError
+from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
 
 from shared.adapters.http_pool import pooled_transport
-from shared.domain import ChunkRecord, ChunkState, ItemRecord, Job, PointState, RecoveryPoint, UsageEvent, Vault
+from shared.domain import ChunkRecord, ChunkState, ItemRecord, Job, PointState, RecoveryPoint, UsageEvent, Vault, shard_of
 from shared.ports import (
     Conflict,
     Index,
@@ -149,6 +149,15 @@ class CosmosIndex(Index):
                 raise
         return type(record).from_doc(doc)
 
+    def _delete(self, container: str, record_id: str, partition_key: Any, etag: str | None = None) -> None:
+        """Delete one document (ETag-checked when `etag` is given); a missing one is not an error."""
+        conditions = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
+        with _cosmos_errors(f"delete {container}/{record_id}"):
+            try:
+                self._container(container).delete_item(record_id, partition_key=partition_key, **conditions)
+            except CosmosResourceNotFoundError:
+                pass
+
     def _query(self, container: str, query: str, partition_key: Any, **parameters: Any) -> list[dict]:
         with _cosmos_errors(f"query {container} in partition {partition_key}"):
             return list(self._container(container).query_items(
@@ -240,6 +249,11 @@ class CosmosIndex(Index):
     def replace_chunk(self, chunk: ChunkRecord) -> ChunkRecord:
         return self._replace(CHUNKS, chunk)
 
+    def delete_chunk(self, chunk: ChunkRecord) -> None:
+        if chunk.etag is None:
+            raise ValueError(f"deleting {CHUNKS}/{chunk.id} needs the etag it was read with")
+        self._delete(CHUNKS, chunk.id, [chunk.vault_id, shard_of(chunk.id)], chunk.etag)
+
     def oldest_unreplicated_chunk(self, vault_id: str) -> ChunkRecord | None:
         # Records written before replicatedAt existed lack the field: NOT IS_DEFINED.
         # `c.replicatedAt = null` and IS_NULL alone both skip them.
@@ -270,6 +284,9 @@ class CosmosIndex(Index):
 
     def replace_point(self, point: RecoveryPoint) -> RecoveryPoint:
         return self._replace(POINTS, point)
+
+    def delete_point(self, vault_id: str, point_id: str) -> None:
+        self._delete(POINTS, point_id, vault_id)
 
     def list_points(self, vault_id: str, item: str | None = None) -> list[RecoveryPoint]:
         if item is None:
@@ -303,6 +320,14 @@ class CosmosIndex(Index):
 
     def get_job(self, vault_id: str, job_id: str) -> Job | None:
         return self._find(JOBS, Job, "vaultId", vault_id, job_id)
+
+    def replace_job(self, job: Job) -> Job:
+        return self._replace(JOBS, job)
+
+    def list_jobs(self, vault_id: str, kind: str, status: str) -> list[Job]:
+        docs = self._query(JOBS, "SELECT * FROM c WHERE c.vaultId = @v AND c.kind = @kind AND c.status = @status"
+                           " ORDER BY c.createdAt", vault_id, v=vault_id, kind=kind, status=status)
+        return sorted((Job.from_doc(doc) for doc in docs), key=lambda j: (j.created_at, j.id))
 
     # usage events
 

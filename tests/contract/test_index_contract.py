@@ -369,3 +369,44 @@ def test_unreachable_cosmos_is_a_transient_error_and_fails_fast(closed_port):
     with pytest.raises(TransientError):
         index.add_chunk(a_chunk(chunk_id(1)))
     assert time.monotonic() - started < 10
+
+
+def test_delete_chunk_checks_the_etag_and_ignores_an_absent_record(index):
+    cid = chunk_id(7)
+    index.add_chunk(a_chunk(cid))
+    read = index.get_chunks("v1", [cid])[cid]
+    changed = index.replace_chunk(replace(read, state="condemned"))
+    with pytest.raises(PreconditionFailed):
+        index.delete_chunk(read)
+    assert index.get_chunks("v1", [cid])[cid].state == "condemned"
+    index.delete_chunk(changed)
+    assert index.get_chunks("v1", [cid]) == {}
+    index.delete_chunk(changed)  # already gone: nothing to do
+
+
+def test_delete_point_removes_only_that_point(index):
+    index.create_point(a_point("p1", at_minute(1)))
+    index.create_point(a_point("p2", at_minute(2)))
+    index.delete_point("v1", "p1")
+    index.delete_point("v1", "p1")
+    index.delete_point("v1", "never-was")
+    assert [p.id for p in index.list_points("v1")] == ["p2"]
+    assert index.get_point("v1", "p1") is None
+
+
+def test_jobs_replace_and_list_by_kind_and_status(index):
+    def a_job(job_id, kind, status, created_at, vault_id="v1"):
+        return Job(id=job_id, vault_id=vault_id, kind=kind, point_id=job_id, status=status, created_at=created_at)
+
+    index.create_job(a_job("r2", "backup", "running", at_minute(2)))
+    index.create_job(a_job("r1", "backup", "running", at_minute(1)))
+    index.create_job(a_job("x1", "restore", "ready", at_minute(1)))
+    index.create_job(a_job("r3", "backup", "running", at_minute(3), vault_id="v2"))
+    read = index.get_job("v1", "r2")
+    done = index.replace_job(replace(read, status="done", plan={"endedAt": at_minute(4)}))
+    with pytest.raises(PreconditionFailed):
+        index.replace_job(replace(read, status="failed"))
+    assert [j.id for j in index.list_jobs("v1", "backup", "running")] == ["r1"]
+    assert [j.id for j in index.list_jobs("v1", "backup", "done")] == ["r2"]
+    assert done.plan == {"endedAt": at_minute(4)}
+    assert index.list_jobs("v1", "restore", "running") == []
