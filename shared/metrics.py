@@ -194,6 +194,9 @@ class CountingIndex(Index):
     def replace_chunk(self, chunk):
         return self._write().replace_chunk(chunk)
 
+    def delete_chunk(self, chunk):
+        return self._write().delete_chunk(chunk)
+
     def oldest_unreplicated_chunk(self, vault_id):
         return self._query().oldest_unreplicated_chunk(vault_id)
 
@@ -208,6 +211,15 @@ class CountingIndex(Index):
 
     def replace_point(self, point):
         return self._write().replace_point(point)
+
+    def delete_point(self, vault_id, point_id):
+        return self._write().delete_point(vault_id, point_id)
+
+    def replace_job(self, job):
+        return self._write().replace_job(job)
+
+    def list_jobs(self, vault_id, kind, status):
+        return self._query().list_jobs(vault_id, kind, status)
 
     def list_points(self, vault_id, item=None):
         return self._query().list_points(vault_id, item)

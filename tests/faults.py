@@ -207,6 +207,9 @@ class FaultyIndex(Index):
     def replace_chunk(self, chunk):
         return self._write("replace_chunk", chunk)
 
+    def delete_chunk(self, chunk):
+        return self._write("delete_chunk", chunk)
+
     def oldest_unreplicated_chunk(self, vault_id):
         return self._read("oldest_unreplicated_chunk", vault_id)
 
@@ -222,8 +225,17 @@ class FaultyIndex(Index):
     def replace_point(self, point):
         return self._write("replace_point", point)
 
+    def delete_point(self, vault_id, point_id):
+        return self._write("delete_point", vault_id, point_id)
+
     def list_points(self, vault_id, item=None):
         return self._read("list_points", vault_id, item)
+
+    def replace_job(self, job):
+        return self._write("replace_job", job)
+
+    def list_jobs(self, vault_id, kind, status):
+        return self._read("list_jobs", vault_id, kind, status)
 
     def stale_points(self, vault_id, checked_before, limit):
         return self._read("stale_points", vault_id, checked_before, limit)
