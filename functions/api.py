@@ -20,9 +20,9 @@ import azure.functions as func
 from shared.bootstrap import services
 from shared.domain import Vault
 from shared.errors import Forbidden, Invalid, NotFound, Refused, ServiceError
-from shared.messages import (ChunkCheckRequest, CommitRequest, DamageRequest, ErrorAnswer, KeyCheckRequest,
+from shared.messages import (ChunkCheckRequest, CommitRequest, DamageRequest, ErrorAnswer, KeyCheckRequest, RunRequest,
                              LookupRequest, RestoreRequest, parse_request_body)
-from shared.service import agent_api, check, damage, restore, vaults
+from shared.service import agent_api, check, damage, restore, runs, vaults
 from shared.service.context import Services
 
 bp = func.Blueprint()
@@ -75,6 +75,10 @@ _ACTIONS: list[tuple[str, re.Pattern, Action]] = [
          svc, vault, RestoreRequest.from_doc(call.json()))).to_doc()),
     ("GET", re.compile(r"status\Z"),
      lambda svc, vault, call, _: agent_api.vault_status(svc, vault).to_doc()),
+    ("POST", re.compile(r"runs\Z"),
+     lambda svc, vault, call, _: runs.start_run(svc, vault, RunRequest.from_doc(call.json())).to_doc()),
+    ("POST", re.compile(r"runs/(?P<run>[^/]+)\Z"),
+     lambda svc, vault, call, m: runs.heartbeat(svc, vault, m["run"]).to_doc()),
     ("GET", re.compile(r"chunks/epoch\Z"),
      lambda svc, vault, call, _: agent_api.chunk_epoch(vault).to_doc()),
     ("POST", re.compile(r"chunks/check\Z"),
@@ -145,6 +149,16 @@ def create_restore(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route=VAULT_ROUTE + "/status", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def vault_status(req: func.HttpRequest) -> func.HttpResponse:
+    return _serve(req)
+
+
+@bp.route(route=VAULT_ROUTE + "/runs", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def start_run(req: func.HttpRequest) -> func.HttpResponse:
+    return _serve(req)
+
+
+@bp.route(route=VAULT_ROUTE + "/runs/{run}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def run_heartbeat(req: func.HttpRequest) -> func.HttpResponse:
     return _serve(req)
 
 

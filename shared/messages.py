@@ -16,6 +16,7 @@ import binascii
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, ClassVar, Iterable, Mapping
 
 from shared import crypto, formats
@@ -395,6 +396,31 @@ class KeyCheckRequest:
 
     def to_doc(self) -> dict[str, Any]:
         return {"keyCheck": self.key_check}
+
+
+# How often a running backup tells the service it goes on (POST runs/{run}); the service takes a
+# run silent for much longer (shared/service/runs.RUN_TIMEOUT) for dead.
+RUN_HEARTBEAT = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """POST runs: a backup starts. `run_id` is the recovery point it will commit; `parent_point_id`
+    the point whose files' extents the agent's cache will reuse."""
+
+    run_id: str
+    item: str
+    parent_point_id: str | None = None
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> "RunRequest":
+        r = FieldReader(doc, "run request")
+        r.only("runId", "item", "parentPointId")
+        return cls(run_id=r.str("runId", POINT_ID), item=r.str("item", NAME_ID),
+                   parent_point_id=r.str("parentPointId", POINT_ID, optional=True))
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"runId": self.run_id, "item": self.item, "parentPointId": self.parent_point_id}
 
 
 # The HTTP API: answers (the agent parses them with the same classes)
@@ -995,6 +1021,27 @@ class EpochAnswer:
         r = FieldReader(doc, "chunk epoch answer")
         r.only("chunkEpoch")
         return cls(r.int("chunkEpoch"))
+
+
+@dataclass(frozen=True)
+class RunAnswer:
+    """POST runs and POST runs/{run}: the vault's epochs, and whether the parent the run named is
+    a live point (committed, not deleted): when it is not, the agent reads every file again
+    instead of reusing the parent's extents, whose chunks may be collected (docs/design.md,
+    "Garbage collection")."""
+
+    chunk_epoch: int
+    gc_epoch: int
+    parent_live: bool
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"chunkEpoch": self.chunk_epoch, "gcEpoch": self.gc_epoch, "parentLive": self.parent_live}
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> "RunAnswer":
+        r = FieldReader(doc, "run answer")
+        r.only("chunkEpoch", "gcEpoch", "parentLive")
+        return cls(r.int("chunkEpoch"), r.int("gcEpoch"), r.bool("parentLive"))
 
 
 STATUS_MAX_ITEMS = 1000  # items a vault status lists, by name; it counts the rest

@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS refs (run TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KE
 CREATE TABLE IF NOT EXISTS sent (run TEXT NOT NULL, vault TEXT NOT NULL, id TEXT NOT NULL,
     PRIMARY KEY (run, id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS epochs (vault TEXT NOT NULL PRIMARY KEY, epoch INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS gc_epochs (vault TEXT NOT NULL PRIMARY KEY, epoch INTEGER NOT NULL);
 """
 # 2: `known` holds only chunks the service confirmed. Older agents added every chunk they
 # uploaded, which a crashed run never declared: their rows are dropped once.
@@ -144,6 +145,32 @@ class Cache:
             self._db.execute("INSERT OR REPLACE INTO epochs VALUES (?, ?)", (vault, epoch))
             self._db.execute("COMMIT")
             return row is not None
+
+    def check_gc_epoch(self, vault: str, epoch: int) -> bool:
+        """Record the vault's GC epoch; when it differs from the one recorded, forget the vault's
+        known chunks first (garbage collection may have deleted some), but not the files: their
+        extents are those of the item's last point, which the service answers live or not
+        (`forget_files`). True if anything was forgotten."""
+        with self._lock:
+            row = self._db.execute("SELECT epoch FROM gc_epochs WHERE vault=?", (vault,)).fetchone()
+            if row is not None and row[0] == epoch:
+                return False
+            self._db.execute("BEGIN")
+            if row is not None:
+                self._db.execute("DELETE FROM known WHERE vault=?", (vault,))
+            self._db.execute("INSERT OR REPLACE INTO gc_epochs VALUES (?, ?)", (vault, epoch))
+            self._db.execute("COMMIT")
+            return row is not None
+
+    def forget_files(self, vault: str, item: str) -> None:
+        """Forget the files of the item's last backup (its point was deleted): the next backup
+        reads every file."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM files WHERE vault=? AND item=?", (vault, item))
+            self._db.execute("DELETE FROM current WHERE vault=? AND item=?", (vault, item))
+            self._db.execute("COMMIT")
+            self._current.pop((vault, item), None)
 
     # the files of each item's last backup
     def last_run(self, vault: str, item: str) -> str:

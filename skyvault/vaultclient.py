@@ -226,6 +226,14 @@ class AgentVault:
     def chunk_epoch(self) -> int:
         return self._call("GET", "chunks/epoch", messages.EpochAnswer.from_doc).chunk_epoch
 
+    def start_run(self, run_id: str, item: str, parent_point_id: str | None) -> messages.RunAnswer:
+        """Tell the service this backup runs (garbage collection then keeps what it may use)."""
+        return self._call("POST", "runs", messages.RunAnswer.from_doc,
+                          messages.RunRequest(run_id, item, parent_point_id).to_doc())
+
+    def heartbeat(self, run_id: str) -> messages.RunAnswer:
+        return self._call("POST", f"runs/{run_id}", messages.RunAnswer.from_doc, {})
+
     def status(self) -> messages.VaultStatus:
         return self._call("GET", "status", messages.VaultStatus.from_doc)
 

@@ -50,6 +50,8 @@ def test_every_function_is_registered_with_its_trigger():
         "create_restore": (f"{vault}/restores", ("POST",)),
         "vault_status": (f"{vault}/status", ("GET",)),
         "chunk_epoch": (f"{vault}/chunks/epoch", ("GET",)),
+        "start_run": (f"{vault}/runs", ("POST",)),
+        "run_heartbeat": (f"{vault}/runs/{{run}}", ("POST",)),
         "check_chunks": (f"{vault}/chunks/check", ("POST",)),
         "report_damage": (f"{vault}/chunks/damage", ("POST",)),
     }

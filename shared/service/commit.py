@@ -24,6 +24,7 @@ from shared.ports import BlobContainer, BlobNotFound, Conflict, PreconditionFail
 from shared.service.context import (COMMIT_QUEUE, REPLICATE_QUEUE, Services, enqueue, iso_time, set_once,
                                     update_point)
 from shared.service.ingest import adopt_chunk
+from shared.service.runs import end_run
 from shared.service.vaults import authorized_vault, mark_first_backup
 
 REFS_QUERY_BATCH = 500
@@ -203,6 +204,7 @@ def finish_point(services: Services, vault: Vault, point: RecoveryPoint, state: 
     except PreconditionFailed:
         # Another invocation finished it first; theirs stands.
         return services.index.get_point(vault.id, point.id)
+    end_run(services, vault.id, point.id, state)
     return follow_up(services, vault, point) if state == PointState.COMMITTED else point
 
 

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import secrets
 import tempfile
+import threading
 import time
 from datetime import datetime, timezone
 from typing import Callable
 
 from shared import formats
 from shared.domain import PointState
+from shared.messages import RUN_HEARTBEAT
 from skyvault.backup import walk
 from skyvault.backup.changes import Changes, ConcatReader
 from skyvault.backup.committer import Committer
@@ -36,7 +38,43 @@ from skyvault.backup.report import BackupReport
 from skyvault.backup.uploader import Uploader
 from skyvault.cache import Cache
 from skyvault.chunker import new_chunker
-from skyvault.vaultclient import AgentError, AgentVault
+from skyvault.vaultclient import AgentError, AgentVault, ApiError
+
+
+class Heartbeat:
+    """Tells the service every RUN_HEARTBEAT that the run goes on, from a thread of its own, so
+    that garbage collection keeps what the run may reference (docs/design.md, "Garbage
+    collection"). A refusal (the service took the run for dead) is kept, and `check` raises it
+    before the commit; a service that does not answer is asked again at the next beat."""
+
+    def __init__(self, vault: AgentVault, run_id: str, every_s: float = RUN_HEARTBEAT.total_seconds()):
+        self.vault, self.run_id, self.every_s = vault, run_id, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="skyvault-heartbeat", daemon=True)
+        self.refused: str | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                self.vault.heartbeat(self.run_id)
+            except ApiError as e:
+                if e.status in (400, 404):
+                    self.refused = str(e)
+                    return
+            except AgentError:
+                pass  # the service did not answer: the next beat asks again
+
+    def check(self) -> None:
+        if self.refused:
+            raise AgentError(f"the service ended this backup run: {self.refused}")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
 
 
 def new_point_id(now: datetime) -> str:
@@ -70,16 +108,25 @@ class Backup:
         now = self.vault.clock()
         report = self.report = BackupReport(point_id=new_point_id(now), item=self.item)
         vault_id, run_id = self.vault.vault_id, self.run_id
-        if self.cache.check_epoch(vault_id, self.vault.chunk_epoch()):
-            self.progress("the vault found damaged chunks since this machine's last backup: "
-                          "every file is read again, and what the vault lacks uploaded again")
         # The point the item's last backup made (if this cache saw it): the service checks only
         # the chunks this point adds to it.
         parent = self.cache.last_run(vault_id, self.item)
+        run = self.vault.start_run(run_id, self.item, parent or None)
+        if self.cache.check_epoch(vault_id, run.chunk_epoch):
+            self.progress("the vault found damaged chunks since this machine's last backup: "
+                          "every file is read again, and what the vault lacks uploaded again")
+            parent = ""
+        self.cache.check_gc_epoch(vault_id, run.gc_epoch)
+        if parent and not run.parent_live:
+            self.progress(f"this item's last point {parent} was deleted: every file is read again")
+            self.cache.forget_files(vault_id, self.item)
+            parent = ""
+        heartbeat = Heartbeat(self.vault, run_id)
         roots = walk.roots(paths)
         uploader = Uploader(self.vault, self.container, self.cache, run_id, report)
         committer = Committer(self.vault, self.container, self.cache, self.item, run_id, report, uploader)
         try:
+            heartbeat.start()
             with tempfile.TemporaryFile(prefix="skyvault-manifest-") as file:
                 manifest = ManifestWriter(file, self.cache, vault_id, self.item, run_id, report)
                 changes = Changes(walk.Walk(report, self.warn), manifest, self.cache, vault_id, self.item,
@@ -92,11 +139,13 @@ class Backup:
                 manifest_ids: list[str] = []
                 uploader.chunk_stream(new_chunker().cut_stream(lines), lambda cid, _o, _l: manifest_ids.append(cid))
                 uploader.drain()
+            heartbeat.check()
             committer.commit(now, roots, manifest_ids, parent, wait)
         except BaseException:
             self.cache.drop_run(vault_id, self.item, run_id)
             raise
         finally:
+            heartbeat.stop()
             uploader.close()
             self.cache.drop_refs(run_id)
         # The file cache moves to this backup only once its point stands: after a failed point
