@@ -182,6 +182,7 @@ class ChunkRecord(_Doc):
     reason: str | None = None  # why a chunk was rejected or is damaged
     replicated_at: str | None = None  # GRS: when the paired region's copy was made
     generation: int = 0  # how many times a replacement was promoted over its blob
+    condemned_at: str | None = None  # garbage collection found no point referencing it
     etag: str | None = None
 
     def _doc_extra(self) -> dict[str, Any]:
@@ -220,6 +221,7 @@ class RecoveryPoint(_Doc):
     deleted_at: str | None = None
     deleted_reason: str | None = None
     purge_after: str | None = None
+    purging_at: str | None = None  # its purge began: no undelete, and GC no longer reads its list
     etag: str | None = None
 
     @property

@@ -6,6 +6,7 @@ Every request is signed with the vault's signing key (formats.sign_request); `au
 gives the vault a request's signature proves, and every other handler takes that vault."""
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 
 from shared import formats
@@ -14,6 +15,7 @@ from shared.errors import Forbidden, Invalid, NotFound
 from shared.messages import (STATUS_MAX_ITEMS, Credentials, CommitRequest, EpochAnswer, ItemStatus, JobView, LookupAnswer,
                              LookupRequest, PointView, RestorePlan, VaultStatus)
 from shared.retention import missed_run
+from shared.service import gc
 from shared.service.commit import commit_point
 from shared.service.context import Services
 from shared.service.ingest import ChunkNotUploaded, ingest_chunks
@@ -32,8 +34,13 @@ def authenticate(services: Services, tenant_id: str, vault_id: str, method: str,
 
 def lookup_chunks(services: Services, vault: Vault, request: LookupRequest) -> LookupAnswer:
     """Which of the given chunk ids the vault holds verified (for dedup), and which it
-    rejected (so an agent waiting for its chunks stops waiting for those)."""
+    rejected (so an agent waiting for its chunks stops waiting for those). A condemned chunk
+    asked about is made verified again; one being garbage-collected is answered rejected, so the
+    agent uploads a replacement of it."""
     found = services.index.get_chunks(vault.id, request.ids)
+    for cid, record in found.items():
+        if record.state == ChunkState.CONDEMNED:  # asked for again: live again (docs/design.md, "Garbage collection")
+            found[cid] = gc.revive(services, record) or dataclasses.replace(record, state=ChunkState.DELETING)
     return LookupAnswer(verified=tuple(sorted(cid for cid, r in found.items() if r.state == ChunkState.VERIFIED)),
                         rejected=tuple(sorted(cid for cid, r in found.items() if r.state != ChunkState.VERIFIED)))
 

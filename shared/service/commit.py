@@ -23,6 +23,7 @@ from shared.messages import CommitMessage, ReplicateMessage
 from shared.ports import BlobContainer, BlobNotFound, Conflict, PreconditionFailed
 from shared.service.context import (COMMIT_QUEUE, REPLICATE_QUEUE, Services, enqueue, iso_time, set_once,
                                     update_point)
+from shared.service.gc import revive
 from shared.service.ingest import adopt_chunk
 from shared.service.runs import end_run
 from shared.service.vaults import authorized_vault, mark_first_backup
@@ -100,6 +101,8 @@ def check_point(services: Services, vault: Vault, point: RecoveryPoint,
             absent.append(cid)
         elif record is None:
             missing += 1
+        elif record.state == ChunkState.CONDEMNED and (revived := revive(services, record)) is not None:
+            stored += revived.size  # referenced again: live again (docs/design.md, "Garbage collection")
         elif record.state != ChunkState.VERIFIED:
             unusable.append(record)
         else:

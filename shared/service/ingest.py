@@ -138,7 +138,10 @@ def promote_replacement(services: Services, vault: Vault, container: BlobContain
     replacement or a verified record. A replacement that fails verification changes nothing
     but its own deletion."""
     current = services.index.get_chunks(vault.id, [entry.id]).get(entry.id)
-    if current is not None and current.state == ChunkState.VERIFIED:
+    if current is not None and current.state == ChunkState.DELETING:
+        # Garbage collection is deleting the chunk's blob: promoting now could be undone by it.
+        raise Retryable(f"chunk {entry.id} is being garbage-collected: its replacement is promoted once it is gone")
+    if current is not None and current.state in (ChunkState.VERIFIED, ChunkState.CONDEMNED):
         container.delete(entry.blob)  # someone else's copy stands already
         return None
     now = iso_time(services.clock())

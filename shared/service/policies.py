@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from shared import formats
-from shared.domain import ItemRecord, PointState, Vault
+from shared.domain import ItemRecord, Vault
 from shared.errors import Invalid, NotFound, Refused, Retryable
 from shared.ports import Conflict, PreconditionFailed
 from shared.retention import Policy, RetentionDecision, apply_policy
@@ -148,7 +148,7 @@ def retention_plan(services: Services, vault: Vault, item: str | None, now: date
     committed: dict[str, list[tuple[str, datetime]]] = {name: [] for name in records}
     for point in points:
         entries = committed.setdefault(point.item, [])
-        if point.state == PointState.COMMITTED:
+        if point.live:
             # created_at is the agent's clock: a point from a clock running fast counts as made now.
             entries.append((point.id, min(datetime.fromisoformat(point.created_at), now)))
     plans = []

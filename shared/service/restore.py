@@ -35,6 +35,10 @@ def create_restore_job(services: Services, vault: Vault, request: RestoreRequest
         job.status = JobStatus.FAILED
         job.reason = (f"recovery point {request.point_id} is {'unknown' if point is None else point.state}, "
                       f"not committed")
+    elif point.deleted_at is not None:
+        job.status = JobStatus.FAILED
+        job.reason = (f"recovery point {request.point_id} was deleted at {point.deleted_at} ({point.deleted_reason}); "
+                      f"an operator can undelete it until {point.purge_after}")
     else:
         expiry = now + RESTORE_SAS_TTL
         container = container_name(vault.id)

@@ -14,7 +14,7 @@ Words:
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from shared.domain import Job, JobKind, JobStatus, Protection, Vault
 from shared.errors import Forbidden, Invalid, NotFound

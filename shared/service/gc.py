@@ -1,0 +1,353 @@
+"""Garbage collection: delete the chunks no recovery point references, in every region, in
+phases over time, without ever blocking a backup or deleting what one is about to reference.
+
+Words:
+- reference set: the union of the reference lists of every point that is not being purged and
+  did not fail (committed, soft-deleted or pending). Streamed: each list is sorted, fixed-width
+  (65 bytes an id), read a page at a time and merged; nothing holds the whole set. If any list
+  of a committed point cannot be read, or is not sorted, the pass deletes and condemns nothing.
+- condemn: a verified chunk outside the reference set, recorded more than MIN_AGE ago and
+  before every live backup run started, becomes `condemned` (with `condemned_at`). It stays
+  whole; a look-up, a commit or the pass itself that finds it referenced makes it verified
+  again (`revive`, ETag-checked).
+- announcement: after a pass that condemned chunks, the vault's `gc_epoch` rises and the time
+  is recorded (`gc.announcements`). An agent starting a backup after it forgets the chunks its
+  cache knew (a look-up tells it the truth, and revives what it names).
+- delete: a condemned chunk is deleted once an announcement made after its condemnation is
+  older than the start of every live backup run: every run that could have learned it verified
+  before it was condemned, or from a cache made before the announcement, has committed, failed
+  or died (runs.RUN_TIMEOUT). The record becomes `deleting` (ETag-checked: a revival wins the
+  race or loses it cleanly), its blob is deleted in the paired region then the primary, a usage
+  event records the bytes, and the record is deleted. A crash leaves `deleting`; the next pass
+  finishes it.
+- orphan: a blob under `chunks/` without a record (a crashed run's undeclared upload; a copy
+  the paired region kept), or a replacement blob `{id}.{nonce}` left behind: deleted once older
+  than ORPHAN_AGE and older than the start of every live run.
+
+Resumable: the pass goes shard by shard (the first two hex digits) and records the last shard it
+finished in `vault.gc["cursor"]`; a pass out of time stops after a shard and the next run
+resumes there. The safety argument is in docs/design.md, "Garbage collection".
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Iterator
+
+from shared import formats
+from shared.domain import (ChunkRecord, ChunkState, PointState, RecoveryPoint, UsageEvent, UsageKind, Vault,
+                           chunk_blob_name, container_name)
+from shared.ports import BlobContainer, BlobNotFound, PreconditionFailed
+from shared.service.context import Services, iso_time, update_chunk, update_vault
+from shared.service.runs import live_runs
+
+log = logging.getLogger("skyvault.gc")
+
+MIN_AGE = timedelta(hours=1)  # a chunk younger than this is never condemned
+ORPHAN_AGE = timedelta(hours=24)  # an unindexed blob younger than this is never deleted
+REF_LINE = 65  # a reference list's line: 64 hex digits and "\n"
+# Memory for the reference lists' pages, shared by all lists of a pass; a page is at least
+# MIN_PAGE_LINES ids.
+REFS_MEMORY = 64 << 20
+MIN_PAGE_LINES, MAX_PAGE_LINES = 64, 16384
+RECORDS_PAGE = 1000
+ANNOUNCEMENTS_KEPT = 30
+SHARDS = [f"{n:02x}" for n in range(256)]
+
+
+class Unreadable(Exception):
+    """A reference list GC must read cannot be read: the pass deletes nothing."""
+
+
+@dataclass
+class GcReport:
+    condemned: int = 0
+    revived: int = 0
+    deleted: int = 0
+    bytes_freed: int = 0
+    orphans_deleted: int = 0
+    waiting: int = 0  # condemned chunks not yet deletable (a run that started before may use them)
+    finished: bool = False  # the pass reached the last shard
+    skipped: str | None = None  # why the pass did nothing
+    shards: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "shards"}
+
+
+class RefsReader:
+    """The ids of one sorted reference list, from `start` (the first id >= it), a page of ranged
+    reads at a time. Raises Unreadable on a bad id or an id not above the one before."""
+
+    def __init__(self, container: BlobContainer, point: RecoveryPoint, page_lines: int):
+        self.container, self.point, self.page_lines = container, point, page_lines
+        self.size = container.properties(point.refs_blob).size
+        if self.size % REF_LINE:
+            raise Unreadable(f"reference list of point {point.id} is {self.size} bytes, not whole lines")
+        self.lines = self.size // REF_LINE
+
+    def _line(self, n: int) -> str:
+        return self.container.read(self.point.refs_blob, n * REF_LINE, REF_LINE)[:64].decode("ascii", "replace")
+
+    def ids(self, start: str) -> Iterator[str]:
+        """The ids from the first >= `start` (found by bisection, one read a step) to the end."""
+        lo, hi = 0, self.lines
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._line(mid) < start:
+                lo = mid + 1
+            else:
+                hi = mid
+        previous = ""
+        for first in range(lo, self.lines, self.page_lines):
+            count = min(self.page_lines, self.lines - first)
+            data = self.container.read(self.point.refs_blob, first * REF_LINE, count * REF_LINE)
+            for k in range(count):
+                line = data[k * REF_LINE:(k + 1) * REF_LINE]
+                cid = line[:64].decode("ascii", "replace")
+                if line[64:] != b"\n" or not formats.HEX_ID.match(cid) or cid <= previous:
+                    raise Unreadable(f"reference list of point {self.point.id} is not sorted 64-hex-digit ids "
+                                     f"at line {first + k + 1}")
+                previous = cid
+                yield cid
+
+
+class ReferenceStream:
+    """The reference set, as one sorted stream of distinct ids, consumed shard by shard."""
+
+    def __init__(self, readers: list[RefsReader], start: str):
+        self._merged = heapq.merge(*(r.ids(start) for r in readers))
+        self._next: str | None = None
+        self._last = ""
+        self._advance()
+
+    def _advance(self) -> None:
+        for cid in self._merged:
+            if cid != self._last:
+                self._next = self._last = cid
+                return
+        self._next = None
+
+    def shard(self, shard: str) -> Iterator[str]:
+        """The referenced ids starting with `shard` (shards asked in increasing order)."""
+        while self._next is not None and self._next[:2] < shard:
+            self._advance()
+        while self._next is not None and self._next[:2] == shard:
+            yield self._next
+            self._advance()
+
+
+def collect(services: Services, vault: Vault, deadline: float | None = None) -> GcReport:
+    """One garbage-collection pass over `vault`, from its cursor, until the last shard or the
+    `deadline` (time.monotonic()). Idempotent and safe to stop or crash at any step."""
+    report = GcReport()
+    now = services.clock()
+    container = services.primary.container(container_name(vault.id))
+    try:
+        readers = _reference_readers(services, vault, container)
+    except Unreadable as e:
+        report.skipped = str(e)
+        log.error("vault %s: garbage collection deletes nothing: %s", vault.id, e)
+        return report
+    runs = live_runs(services, vault)
+    oldest_run = min((datetime.fromisoformat(r.created_at) for r in runs), default=None)
+    announcements = [datetime.fromisoformat(a) for a in vault.gc.get("announcements", [])]
+    # The newest announcement every live run started after: what was condemned before it may go.
+    cleared = max((a for a in announcements if oldest_run is None or a < oldest_run), default=None)
+    start = vault.gc.get("cursor", "")
+    shards = [s for s in SHARDS if s > start] or SHARDS
+    try:
+        references = ReferenceStream(readers, shards[0])
+        for shard in shards:
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            _collect_shard(services, vault, references.shard(shard), shard, now, oldest_run, cleared, report)
+            report.shards.append(shard)
+            vault = update_vault(services, vault, _set_cursor(shard)) or vault
+        else:
+            report.finished = True
+    except Unreadable as e:
+        report.skipped = str(e)
+        log.error("vault %s: garbage collection stopped, deleting nothing more: %s", vault.id, e)
+        return report
+    if report.finished:
+        vault = update_vault(services, vault, _set_cursor("")) or vault
+    if report.condemned:
+        _announce(services, vault, services.clock())
+    return report
+
+
+def _reference_readers(services: Services, vault: Vault, container: BlobContainer) -> list[RefsReader]:
+    points = [p for p in services.index.list_points(vault.id)
+              if p.purging_at is None and p.state != PointState.FAILED]
+    page = max(MIN_PAGE_LINES, min(MAX_PAGE_LINES, REFS_MEMORY // REF_LINE // max(1, len(points))))
+    readers = []
+    for point in points:
+        try:
+            readers.append(RefsReader(container, point, page))
+        except BlobNotFound:
+            current = services.index.get_point(vault.id, point.id)
+            if current is None or current.purging_at is not None or current.state != PointState.COMMITTED:
+                continue  # purged meanwhile, or a pending point that will fail for it
+            raise Unreadable(f"the reference list of committed point {point.id} is missing") from None
+    return readers
+
+
+def _blob_ids(container: BlobContainer, shard: str) -> Iterator[tuple[str, str]]:
+    """(chunk id, blob name) of the shard's blobs, chunk blobs and replacements, in id order."""
+    prefix = f"chunks/{shard}/"
+    for name in container.list(prefix):
+        yield name[len(prefix):].split(".", 1)[0], name
+
+
+def _records(services: Services, vault: Vault, shard: str) -> Iterator[ChunkRecord]:
+    after = shard
+    while True:
+        page = services.index.chunks_after(vault.id, after, RECORDS_PAGE)
+        for record in page:
+            if not record.id.startswith(shard):
+                return
+            yield record
+        if len(page) < RECORDS_PAGE:
+            return
+        after = page[-1].id
+
+
+def _collect_shard(services: Services, vault: Vault, referenced: Iterator[str], shard: str, now: datetime,
+                   oldest_run: datetime | None, cleared: datetime | None, report: GcReport) -> None:
+    """One shard: its records, referenced ids and blobs in each region, merged in id order, so
+    that no more than one id's worth of them is held at once."""
+    name = container_name(vault.id)
+    containers = [account.container(name) for account in services.regions().values()]
+    streams = [((r.id, 0, r) for r in _records(services, vault, shard)), ((cid, 1, None) for cid in referenced)]
+    streams += [((cid, 2, (c, blob)) for cid, blob in _blob_ids(c, shard)) for c in containers]
+    for cid, group in itertools.groupby(heapq.merge(*streams, key=lambda t: (t[0], t[1])), key=lambda t: t[0]):
+        entries = list(group)
+        record = next((e[2] for e in entries if e[1] == 0), None)
+        is_referenced = any(e[1] == 1 for e in entries)
+        if record is not None:
+            _collect_record(services, vault, record, is_referenced, now, oldest_run, cleared, report)
+        for container, blob in (e[2] for e in entries if e[1] == 2):
+            if not is_referenced and (record is None or blob != chunk_blob_name(cid)):
+                _delete_orphan(container, blob, now, oldest_run, report)
+
+
+def _collect_record(services: Services, vault: Vault, record: ChunkRecord, referenced: bool, now: datetime,
+                    oldest_run: datetime | None, cleared: datetime | None, report: GcReport) -> None:
+    if referenced:
+        if record.state == ChunkState.CONDEMNED and revive(services, record) is not None:
+            report.revived += 1
+    elif record.state == ChunkState.DELETING:
+        _delete(services, vault, record, report)
+    elif record.state == ChunkState.VERIFIED and _old(record.recorded_at, now - MIN_AGE, oldest_run):
+        if update_chunk(services, record, _condemn(iso_time(now))) is not None:
+            report.condemned += 1
+    elif record.state == ChunkState.CONDEMNED:
+        if cleared is not None and datetime.fromisoformat(record.condemned_at) <= cleared:
+            _start_delete(services, vault, record, report)
+        else:
+            report.waiting += 1
+
+
+def _old(when: str | datetime | None, before: datetime, oldest_run: datetime | None) -> bool:
+    if when is None:
+        return False
+    moment = datetime.fromisoformat(when) if isinstance(when, str) else when
+    return moment < before and (oldest_run is None or moment < oldest_run)
+
+
+def _condemn(now: str):
+    def change(r: ChunkRecord) -> bool:
+        if r.state != ChunkState.VERIFIED:
+            return False
+        r.state, r.condemned_at = ChunkState.CONDEMNED, now
+        return True
+
+    return change
+
+
+def revive(services: Services, record: ChunkRecord) -> ChunkRecord | None:
+    """Make condemned `record` verified again (something references it); None if it is being
+    deleted (too late: it is gone for every use)."""
+    def change(r: ChunkRecord) -> bool:
+        if r.state == ChunkState.DELETING:
+            raise _TooLate
+        if r.state != ChunkState.CONDEMNED:
+            return False
+        r.state, r.condemned_at = ChunkState.VERIFIED, None
+        return True
+
+    try:
+        return update_chunk(services, record, change)
+    except _TooLate:
+        return None
+
+
+class _TooLate(Exception):
+    pass
+
+
+def _start_delete(services: Services, vault: Vault, record: ChunkRecord, report: GcReport) -> None:
+    def change(r: ChunkRecord) -> bool:
+        if r.state != ChunkState.CONDEMNED:
+            raise _TooLate  # revived meanwhile
+        r.state, r.reason = ChunkState.DELETING, "garbage-collected: no recovery point referenced it"
+        return True
+
+    try:
+        record = services.index.replace_chunk(record) if change(record) else record
+    except (PreconditionFailed, _TooLate):
+        return  # a revival won: it is verified again
+    _delete(services, vault, record, report)
+
+
+def _delete(services: Services, vault: Vault, record: ChunkRecord, report: GcReport) -> None:
+    """Finish deleting `deleting` record: its blob in every region (the paired one first), the
+    usage event, then the record."""
+    name = chunk_blob_name(record.id)
+    for account in reversed(list(services.regions().values())):
+        account.container(container_name(vault.id)).delete(name)
+    services.index.add_usage_event(UsageEvent(
+        id=f"gc-{record.id}-{record.recorded_at}", vault_id=vault.id, kind=UsageKind.CHUNK_PURGED,
+        quantity=record.size, at=iso_time(services.clock())))
+    try:
+        services.index.delete_chunk(record)
+    except PreconditionFailed:
+        pass  # another pass deleted and an upload re-created it: the new record stands
+    report.deleted += 1
+    report.bytes_freed += record.size
+
+
+def _delete_orphan(container: BlobContainer, name: str, now: datetime, oldest_run: datetime | None,
+                   report: GcReport) -> None:
+    try:
+        props = container.properties(name)
+    except BlobNotFound:
+        return
+    if _old(props.last_modified, now - ORPHAN_AGE, oldest_run):
+        container.delete(name)
+        report.orphans_deleted += 1
+
+
+def _set_cursor(shard: str):
+    def change(v: Vault) -> bool:
+        v.gc = {**v.gc, "cursor": shard}
+        return True
+
+    return change
+
+
+def _announce(services: Services, vault: Vault, now: datetime) -> None:
+    """Raise the GC epoch and record when: chunks condemned before it may be deleted once every
+    live run started after it."""
+    def change(v: Vault) -> bool:
+        v.gc_epoch += 1
+        kept = v.gc.get("announcements", [])[-(ANNOUNCEMENTS_KEPT - 1):]
+        v.gc = {**v.gc, "announcements": [*kept, iso_time(now)]}
+        return True
+
+    update_vault(services, vault, change)
