@@ -5,7 +5,7 @@ Words:
 - reference set: the union of the reference lists of every point that is not being purged and
   did not fail (committed, soft-deleted or pending). Streamed: each list is sorted, fixed-width
   (65 bytes an id), read a page at a time and merged; nothing holds the whole set. If any list
-  of a committed point cannot be read, or is not sorted, the pass deletes and condemns nothing.
+  of a committed point cannot be read, or is not sorted, the collection is blocked (below).
 - condemn: a verified chunk outside the reference set, recorded more than MIN_AGE ago and
   before every live backup run started, becomes `condemned` (with `condemned_at`). It stays
   whole; a look-up, a commit or the pass itself that finds it referenced makes it verified
@@ -24,9 +24,15 @@ Words:
   the paired region kept), or a replacement blob `{id}.{nonce}` left behind: deleted once older
   than ORPHAN_AGE and older than the start of every live run.
 
-Resumable: the pass goes shard by shard (the first two hex digits) and records the last shard it
-finished in `vault.gc["cursor"]`; a pass out of time stops after a shard and the next run
-resumes there. The safety argument is in docs/design.md, "Garbage collection".
+- cycle: the passes from the first shard to the last (`vault.gc["cycle"]`, when it began).
+  Resumable: a pass goes shard by shard (the first two hex digits) and records the last shard it
+  finished in `vault.gc["cursor"]`; a pass out of time stops after a shard and the next resumes
+  there. Each shard is visited once a cycle, so a chunk condemned in a cycle is deleted in a
+  later one at the earliest.
+- blocked: a pass found a reference list unreadable. Every chunk condemned in the current
+  cycle is made verified again (what was condemned before the list was found bad may have been
+  in it), the reason is recorded (`vault.gc["blocked"]`, shown by `status`) and the next pass
+  starts a new cycle: only what a cycle that read every list condemned is ever deleted. The safety argument is in docs/design.md, "Garbage collection".
 """
 from __future__ import annotations
 
@@ -57,6 +63,7 @@ MIN_PAGE_LINES, MAX_PAGE_LINES = 64, 16384
 RECORDS_PAGE = 1000
 ANNOUNCEMENTS_KEPT = 30
 SHARDS = [f"{n:02x}" for n in range(256)]
+CURSOR_EVERY = 16  # shards between two records of the cursor (and when a pass stops)
 
 
 class Unreadable(Exception):
@@ -71,6 +78,7 @@ class GcReport:
     bytes_freed: int = 0
     orphans_deleted: int = 0
     waiting: int = 0  # condemned chunks not yet deletable (a run that started before may use them)
+    unannounced: int = 0  # of those, condemned after the last announcement: this pass announces
     finished: bool = False  # the pass reached the last shard
     skipped: str | None = None  # why the pass did nothing
     shards: list[str] = field(default_factory=list)
@@ -150,33 +158,30 @@ def collect(services: Services, vault: Vault, deadline: float | None = None) -> 
     try:
         readers = _reference_readers(services, vault, container)
     except Unreadable as e:
-        report.skipped = str(e)
-        log.error("vault %s: garbage collection deletes nothing: %s", vault.id, e)
-        return report
-    runs = live_runs(services, vault)
-    oldest_run = min((datetime.fromisoformat(r.created_at) for r in runs), default=None)
-    announcements = [datetime.fromisoformat(a) for a in vault.gc.get("announcements", [])]
-    # The newest announcement every live run started after: what was condemned before it may go.
-    cleared = max((a for a in announcements if oldest_run is None or a < oldest_run), default=None)
+        return _blocked(services, vault, e, report)
+    horizon = _Horizon.of(services, vault, now)
     start = vault.gc.get("cursor", "")
     shards = [s for s in SHARDS if s > start] or SHARDS
+    if not start:
+        vault = update_vault(services, vault, _set_gc(cycle=iso_time(now))) or vault
     try:
         references = ReferenceStream(readers, shards[0])
         for shard in shards:
             if deadline is not None and time.monotonic() > deadline:
                 break
-            _collect_shard(services, vault, references.shard(shard), shard, now, oldest_run, cleared, report)
+            _collect_shard(services, vault, references.shard(shard), shard, horizon, report)
             report.shards.append(shard)
-            vault = update_vault(services, vault, _set_cursor(shard)) or vault
+            if len(report.shards) % CURSOR_EVERY == 0:
+                vault = update_vault(services, vault, _set_gc(cursor=shard)) or vault
         else:
             report.finished = True
+        if not report.finished and report.shards:
+            vault = update_vault(services, vault, _set_gc(cursor=report.shards[-1])) or vault
     except Unreadable as e:
-        report.skipped = str(e)
-        log.error("vault %s: garbage collection stopped, deleting nothing more: %s", vault.id, e)
-        return report
+        return _blocked(services, vault, e, report)
     if report.finished:
-        vault = update_vault(services, vault, _set_cursor("")) or vault
-    if report.condemned:
+        vault = update_vault(services, vault, _set_gc(cursor="", blocked=None)) or vault
+    if report.condemned or report.unannounced:
         _announce(services, vault, services.clock())
     return report
 
@@ -197,11 +202,12 @@ def _reference_readers(services: Services, vault: Vault, container: BlobContaine
     return readers
 
 
-def _blob_ids(container: BlobContainer, shard: str) -> Iterator[tuple[str, str]]:
-    """(chunk id, blob name) of the shard's blobs, chunk blobs and replacements, in id order."""
+def _blobs(container: BlobContainer, shard: str) -> Iterator[tuple[str, int, tuple[BlobContainer, str]]]:
+    """The shard's blobs in `container`, chunk blobs and replacements, in id order, as merge
+    entries (chunk id, 2, (container, blob name))."""
     prefix = f"chunks/{shard}/"
     for name in container.list(prefix):
-        yield name[len(prefix):].split(".", 1)[0], name
+        yield name[len(prefix):].split(".", 1)[0], 2, (container, name)
 
 
 def _records(services: Services, vault: Vault, shard: str) -> Iterator[ChunkRecord]:
@@ -217,47 +223,70 @@ def _records(services: Services, vault: Vault, shard: str) -> Iterator[ChunkReco
         after = page[-1].id
 
 
-def _collect_shard(services: Services, vault: Vault, referenced: Iterator[str], shard: str, now: datetime,
-                   oldest_run: datetime | None, cleared: datetime | None, report: GcReport) -> None:
+def _collect_shard(services: Services, vault: Vault, referenced: Iterator[str], shard: str, horizon: "_Horizon",
+                   report: GcReport) -> None:
     """One shard: its records, referenced ids and blobs in each region, merged in id order, so
     that no more than one id's worth of them is held at once."""
     name = container_name(vault.id)
     containers = [account.container(name) for account in services.regions().values()]
     streams = [((r.id, 0, r) for r in _records(services, vault, shard)), ((cid, 1, None) for cid in referenced)]
-    streams += [((cid, 2, (c, blob)) for cid, blob in _blob_ids(c, shard)) for c in containers]
+    streams += [_blobs(c, shard) for c in containers]
     for cid, group in itertools.groupby(heapq.merge(*streams, key=lambda t: (t[0], t[1])), key=lambda t: t[0]):
         entries = list(group)
         record = next((e[2] for e in entries if e[1] == 0), None)
         is_referenced = any(e[1] == 1 for e in entries)
         if record is not None:
-            _collect_record(services, vault, record, is_referenced, now, oldest_run, cleared, report)
+            _collect_record(services, vault, record, is_referenced, horizon, report)
         for container, blob in (e[2] for e in entries if e[1] == 2):
-            if not is_referenced and (record is None or blob != chunk_blob_name(cid)):
-                _delete_orphan(container, blob, now, oldest_run, report)
+            if blob != chunk_blob_name(cid) or (record is None and not is_referenced):
+                _delete_orphan(container, blob, horizon, report)
 
 
-def _collect_record(services: Services, vault: Vault, record: ChunkRecord, referenced: bool, now: datetime,
-                    oldest_run: datetime | None, cleared: datetime | None, report: GcReport) -> None:
+def _collect_record(services: Services, vault: Vault, record: ChunkRecord, referenced: bool, horizon: "_Horizon",
+                    report: GcReport) -> None:
     if referenced:
         if record.state == ChunkState.CONDEMNED and revive(services, record) is not None:
             report.revived += 1
     elif record.state == ChunkState.DELETING:
         _delete(services, vault, record, report)
-    elif record.state == ChunkState.VERIFIED and _old(record.recorded_at, now - MIN_AGE, oldest_run):
-        if update_chunk(services, record, _condemn(iso_time(now))) is not None:
+    elif record.state == ChunkState.VERIFIED and horizon.old(record.recorded_at, MIN_AGE):
+        stored = update_chunk(services, record, _condemn(iso_time(horizon.now)))
+        if stored is not None and stored.state == ChunkState.CONDEMNED:
             report.condemned += 1
     elif record.state == ChunkState.CONDEMNED:
-        if cleared is not None and datetime.fromisoformat(record.condemned_at) <= cleared:
+        condemned = datetime.fromisoformat(record.condemned_at)
+        if horizon.cleared is not None and condemned <= horizon.cleared:
             _start_delete(services, vault, record, report)
         else:
             report.waiting += 1
+            if horizon.announced is None or condemned > horizon.announced:
+                report.unannounced += 1  # condemned by a pass that died before announcing it
 
 
-def _old(when: str | datetime | None, before: datetime, oldest_run: datetime | None) -> bool:
-    if when is None:
-        return False
-    moment = datetime.fromisoformat(when) if isinstance(when, str) else when
-    return moment < before and (oldest_run is None or moment < oldest_run)
+@dataclass(frozen=True)
+class _Horizon:
+    """What a pass may touch, fixed when it starts (after it listed the points: docs/design.md,
+    "Garbage collection"): `oldest_run`, the start of the oldest live run; `announced`, the
+    newest announcement; `cleared`, the newest announcement that every live run started after
+    (chunks condemned before it may be deleted)."""
+    now: datetime
+    oldest_run: datetime | None
+    announced: datetime | None
+    cleared: datetime | None
+
+    @classmethod
+    def of(cls, services: Services, vault: Vault, now: datetime) -> "_Horizon":
+        oldest_run = min((datetime.fromisoformat(r.created_at) for r in live_runs(services, vault)), default=None)
+        announcements = [datetime.fromisoformat(a) for a in vault.gc.get("announcements", [])]
+        return cls(now=now, oldest_run=oldest_run, announced=max(announcements, default=None),
+                   cleared=max((a for a in announcements if oldest_run is None or a < oldest_run), default=None))
+
+    def old(self, when: str | datetime | None, age: timedelta) -> bool:
+        """Whether `when` is more than `age` ago and before every live run started."""
+        if when is None:
+            return False
+        moment = datetime.fromisoformat(when) if isinstance(when, str) else when
+        return moment < self.now - age and (self.oldest_run is None or moment < self.oldest_run)
 
 
 def _condemn(now: str):
@@ -322,23 +351,40 @@ def _delete(services: Services, vault: Vault, record: ChunkRecord, report: GcRep
     report.bytes_freed += record.size
 
 
-def _delete_orphan(container: BlobContainer, name: str, now: datetime, oldest_run: datetime | None,
-                   report: GcReport) -> None:
+def _delete_orphan(container: BlobContainer, name: str, horizon: _Horizon, report: GcReport) -> None:
     try:
         props = container.properties(name)
     except BlobNotFound:
         return
-    if _old(props.last_modified, now - ORPHAN_AGE, oldest_run):
+    if horizon.old(props.last_modified, ORPHAN_AGE):
         container.delete(name)
         report.orphans_deleted += 1
 
 
-def _set_cursor(shard: str):
+def _set_gc(**values):
+    """Set keys of `vault.gc` (None removes one)."""
     def change(v: Vault) -> bool:
-        v.gc = {**v.gc, "cursor": shard}
+        merged = {**v.gc, **values}
+        v.gc = {k: value for k, value in merged.items() if value is not None}
         return True
 
     return change
+
+
+def _blocked(services: Services, vault: Vault, error: Unreadable, report: GcReport) -> GcReport:
+    """A reference list could not be read: make every chunk this cycle condemned verified again
+    (its condemnation may have missed that list's references), record why the collection is
+    blocked, and start the next pass on a new cycle."""
+    report.skipped = str(error)
+    log.error("vault %s: garbage collection blocked, deleting nothing: %s", vault.id, error)
+    since = vault.gc.get("cycle", "")
+    for shard in SHARDS:
+        for record in _records(services, vault, shard):
+            if record.state == ChunkState.CONDEMNED and record.condemned_at >= since:
+                if revive(services, record) is not None:
+                    report.revived += 1
+    update_vault(services, vault, _set_gc(cursor="", blocked={"at": iso_time(services.clock()), "reason": str(error)}))
+    return report
 
 
 def _announce(services: Services, vault: Vault, now: datetime) -> None:
