@@ -94,9 +94,23 @@ def encode_refs(chunk_ids: Iterable[str]) -> bytes:
     return "".join(f"{cid}\n" for cid in chunk_ids).encode()
 
 
+REF_LINE = 65  # a reference list's line: 64 hex digits and "\n"
+
+
 def decode_refs(data: bytes) -> list[str]:
-    ids = data.decode("ascii", "strict").split()
-    for cid in ids:
-        if not HEX_ID.match(cid):
-            raise MalformedMessage(f"reference list holds a bad chunk id {cid[:80]!r}")
+    """The ids of a reference list, which must be one 64-hex-digit id a line, each line ended by
+    a newline, sorted and distinct: garbage collection reads lists by fixed-width lines and
+    merges them in order, so a commit refuses any other list (docs/design.md)."""
+    if len(data) % REF_LINE:
+        raise MalformedMessage(f"reference list is {len(data)} bytes, not whole lines of one id and a newline")
+    ids: list[str] = []
+    previous = ""
+    for n in range(0, len(data), REF_LINE):
+        cid = data[n:n + 64].decode("ascii", "replace")
+        if data[n + 64] != 0x0A or not HEX_ID.match(cid):
+            raise MalformedMessage(f"reference list holds a bad chunk id {cid!r} at line {n // REF_LINE + 1}")
+        if cid <= previous:
+            raise MalformedMessage(f"reference list is not sorted distinct ids at line {n // REF_LINE + 1} ({cid})")
+        ids.append(cid)
+        previous = cid
     return ids

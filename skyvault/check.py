@@ -118,7 +118,7 @@ def reference_list(access: _PointAccess) -> Iterator[str]:
     while True:
         lines = (rest + page).split(b"\n")
         rest = lines.pop()
-        for cid in formats.decode_refs(b"\n".join(lines)):
+        for cid in formats.decode_refs(b"".join(line + b"\n" for line in lines)):
             if cid <= last:
                 raise formats.MalformedMessage(f"reference list {name} is not sorted at {cid}")
             last = cid

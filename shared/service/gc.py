@@ -55,7 +55,7 @@ log = logging.getLogger("skyvault.gc")
 
 MIN_AGE = timedelta(hours=1)  # a chunk younger than this is never condemned
 ORPHAN_AGE = timedelta(hours=24)  # an unindexed blob younger than this is never deleted
-REF_LINE = 65  # a reference list's line: 64 hex digits and "\n"
+REF_LINE = formats.REF_LINE
 # Memory for the reference lists' pages, shared by all lists of a pass; a page is at least
 # MIN_PAGE_LINES ids.
 REFS_MEMORY = 64 << 20

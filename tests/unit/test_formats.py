@@ -42,5 +42,12 @@ def test_id_patterns_refuse_a_trailing_newline(pattern, good):
 def test_refs_round_trip_and_validation():
     ids = [CID, "cd" * 32]
     assert formats.decode_refs(formats.encode_refs(ids)) == ids
-    with pytest.raises(formats.MalformedMessage, match="bad chunk id"):
+    with pytest.raises(formats.MalformedMessage, match="not whole lines"):
         formats.decode_refs(b"nothex\n")
+    with pytest.raises(formats.MalformedMessage, match="bad chunk id .* at line 2"):
+        formats.decode_refs(formats.encode_refs([CID]) + b"x" * 64 + b"\n")
+    with pytest.raises(formats.MalformedMessage, match="bad chunk id"):
+        formats.decode_refs(CID.encode() + b" ")
+    for unsorted in ([ids[1], ids[0]], [CID, CID]):
+        with pytest.raises(formats.MalformedMessage, match="not sorted distinct ids at line 2"):
+            formats.decode_refs(formats.encode_refs(unsorted))

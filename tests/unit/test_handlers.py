@@ -383,6 +383,20 @@ def test_commit_fails_on_a_rejected_chunk_or_a_short_reference_list(services, ke
     assert point.state == "failed" and "declares 3" in point.reason
 
 
+@pytest.mark.parametrize("layout", ["unsorted", "repeated", "spaces"])
+def test_commit_fails_on_a_reference_list_garbage_collection_could_not_read(services, keys, layout):
+    """Garbage collection reads lists as sorted fixed-width lines: a commit refuses any other."""
+    agent = Agent(services, keys)
+    declared = [agent.upload(b"one" * 1000), agent.upload(b"two" * 1000)]
+    ingest_text(services, agent.message(type="chunks", chunks=declared))
+    text = agent.point(POINT, [d["id"] for d in declared])
+    a, b = sorted(d["id"] for d in declared)
+    data = {"unsorted": f"{b}\n{a}\n", "repeated": f"{a}\n{a}\n", "spaces": f"{a} {b}\n"}[layout]
+    agent.container.put(formats.refs_blob(POINT), data.encode(), overwrite=True)
+    point = commit_text(services, text)
+    assert point.state == "failed" and "bad point blob: reference list" in point.reason
+
+
 def test_restore_job_is_free_and_read_only(services, keys):
     agent = Agent(services, keys)
     declared = agent.upload(b"restore me" * 1000)
