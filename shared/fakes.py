@@ -14,6 +14,10 @@ Azure adapters too:
   newest account of a region wins, so give each live account its own region).
   A source SAS without "r", or expired, raises PermissionError; a missing
   source, BlobNotFound.
+- Blob leases follow the account's `utcnow` clock: a lease lasts until utcnow passes its
+  expiry, an expired one may still be renewed until another is taken or the blob is
+  written, and a blob under an unexpired lease refuses overwrite and delete (StorageError,
+  as the adapter reports Azure's 412 LeaseIdMissing). Lease ids are GUIDs counted up.
 - Queues: visibility timeouts and dequeue counts follow an injectable clock
   (seconds, default time.monotonic); a queue must be created before use.
 - Index: Conflict on a duplicate id, ETags that change on every write, and
@@ -27,9 +31,10 @@ import hashlib
 import itertools
 import threading
 import time
+import uuid
 import weakref
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable, Iterator, TypeVar
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
@@ -43,10 +48,13 @@ from shared.ports import (
     BlobProperties,
     Conflict,
     Index,
+    LeaseHeld,
+    LeaseLost,
     PreconditionFailed,
     Queue,
     ReceivedMessage,
     StorageError,
+    check_lease_seconds,
 )
 
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -91,11 +99,19 @@ def _account_of_region(region: str) -> MemoryBlobAccount | None:
 
 
 @dataclass(frozen=True)
+class _Lease:
+    id: str
+    seconds: int
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
 class _StoredBlob:
     data: bytes
     etag: str
     last_modified: datetime
     content_md5: bytes  # recorded on upload: bytes that rot at rest keep it
+    lease: _Lease | None = None  # the last one taken, until released; writing the blob ends it
 
     def properties(self, name: str) -> BlobProperties:
         return BlobProperties(
@@ -116,11 +132,17 @@ class MemoryBlobAccount(BlobAccount):
         self._lock = threading.Lock()
         self._containers: dict[str, dict[str, _StoredBlob]] = {}
         self._etags = itertools.count(1)
+        self._lease_ids = itertools.count(1)
         with _accounts_lock:
             _accounts_by_region[region] = self
 
     def container(self, name: str) -> MemoryBlobContainer:
         return MemoryBlobContainer(self, name)
+
+    def _new_blob(self, data: bytes) -> _StoredBlob:
+        """`data` as a blob just uploaded (a new ETag, now, its MD5); call under the lock."""
+        return _StoredBlob(data, f'"0x{next(self._etags):X}"', self._utcnow(),
+                           hashlib.md5(data, usedforsecurity=False).digest())
 
     def container_sas_url(self, container: str, permissions: str, expiry: datetime) -> str:
         return f"memory://{self.region}/{container}?sp={permissions}&se={quote(expiry.isoformat())}"
@@ -177,10 +199,8 @@ class MemoryBlobContainer(BlobContainer):
                 self._require("w")
                 if not overwrite:
                     raise BlobAlreadyExists(f"{self.name}/{name}")
-            account = self._account
-            data = bytes(data)
-            blob = blobs[name] = _StoredBlob(data, f'"0x{next(account._etags):X}"', account._utcnow(),
-                                             hashlib.md5(data, usedforsecurity=False).digest())
+                self._refuse_if_leased(name, "overwrite")
+            blob = blobs[name] = self._account._new_blob(bytes(data))
             return blob.properties(name)
 
     def rot(self, name: str, offset: int) -> None:
@@ -231,7 +251,53 @@ class MemoryBlobContainer(BlobContainer):
     def delete(self, name: str) -> None:
         with self._account._lock:
             self._require("d")
+            self._refuse_if_leased(name, "delete")
             self._account._containers.get(self.name, {}).pop(name, None)
+
+    def _active_lease(self, name: str) -> _Lease | None:
+        blob = self._account._containers.get(self.name, {}).get(name)
+        if blob is None or blob.lease is None or blob.lease.expires_at <= self._account._utcnow():
+            return None
+        return blob.lease
+
+    def _refuse_if_leased(self, name: str, what: str) -> None:
+        if self._active_lease(name) is not None:
+            raise StorageError(f"{what} {self.name}/{name}: the blob is leased and no lease id was given")
+
+    def acquire_lease(self, name: str, seconds: int) -> str:
+        check_lease_seconds(seconds)
+        with self._account._lock:
+            self._require("w")
+            blobs = self._blobs()
+            if self._active_lease(name) is not None:
+                raise LeaseHeld(f"lease {self.name}/{name}: another holds it")
+            account = self._account
+            blob = blobs[name] if name in blobs else account._new_blob(b"")
+            lease = _Lease(str(uuid.UUID(int=next(account._lease_ids))), seconds,
+                           account._utcnow() + timedelta(seconds=seconds))
+            blobs[name] = replace(blob, lease=lease)
+            return lease.id
+
+    def _held(self, name: str, lease_id: str) -> _StoredBlob | None:
+        """The blob, if lease `lease_id` is the one on it (unexpired or not)."""
+        blob = self._account._containers.get(self.name, {}).get(name)
+        return blob if blob is not None and blob.lease is not None and blob.lease.id == lease_id else None
+
+    def renew_lease(self, name: str, lease_id: str) -> None:
+        with self._account._lock:
+            self._require("w")
+            blob = self._held(name, lease_id)
+            if blob is None:
+                raise LeaseLost(f"renew the lease on {self.name}/{name}: lease {lease_id} is not on it")
+            expires_at = self._account._utcnow() + timedelta(seconds=blob.lease.seconds)
+            self._blobs()[name] = replace(blob, lease=replace(blob.lease, expires_at=expires_at))
+
+    def release_lease(self, name: str, lease_id: str) -> None:
+        with self._account._lock:
+            self._require("w")
+            blob = self._held(name, lease_id)
+            if blob is not None:
+                self._blobs()[name] = replace(blob, lease=None)
 
     def list(self, prefix: str = "") -> Iterator[str]:
         # A generator, like the adapter's: errors surface when iteration starts.

@@ -101,6 +101,18 @@ class _CountingContainer(BlobContainer):
         self._add("copy")
         return self._inner.copy_from(name, source_url)
 
+    def acquire_lease(self, name: str, seconds: int) -> str:
+        self._add("acquire_lease")
+        return self._inner.acquire_lease(name, seconds)
+
+    def renew_lease(self, name: str, lease_id: str) -> None:
+        self._add("renew_lease")
+        self._inner.renew_lease(name, lease_id)
+
+    def release_lease(self, name: str, lease_id: str) -> None:
+        self._add("release_lease")
+        self._inner.release_lease(name, lease_id)
+
 
 class CountingBlobAccount(BlobAccount):
     def __init__(self, inner: BlobAccount, counts: OperationCounts):

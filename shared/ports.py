@@ -3,13 +3,18 @@
 Words:
 - BlobContainer: one container of one storage account (a vault's container in
   one region). Blobs are written once; `put` without overwrite is create-only.
+- lease: a claim of LEASE_MIN_S to LEASE_MAX_S seconds on one blob, named by the lease id
+  the storage service hands out. While it lasts, nobody else can take a lease on that blob,
+  and it cannot be overwritten or deleted without the id (lock blobs, under `locks/`, are
+  never written otherwise). Renewing restarts it; releasing ends it.
 - BlobAccount: one region's storage account; hands out containers and SAS URLs.
 - Queue: one storage queue carrying text (JSON) messages.
 - Index: the service's metadata (vaults, items, chunks, recovery points, jobs,
   usage) kept in Cosmos DB.
 
 Errors: `BlobNotFound`, `BlobAlreadyExists`, `Conflict` and `PreconditionFailed`
-are permanent answers about the data and are never retried by adapters.
+are permanent answers about the data and are never retried by adapters; so are
+`LeaseHeld` and `LeaseLost`, answers about who holds a lease.
 `TransientError` (timeouts, 5xx, connection refused) may succeed if retried;
 whether to retry is the caller's decision (the Functions host retries a failed
 message). Every adapter passes the same contract tests (tests/contract).
@@ -45,6 +50,15 @@ class PreconditionFailed(StorageError):
     """An ETag-checked replace lost a race: re-read and try again."""
 
 
+class LeaseHeld(StorageError):
+    """Someone else holds an unexpired lease on the blob (or one is still being broken)."""
+
+
+class LeaseLost(StorageError):
+    """The lease named is not on the blob any more: released, broken, or expired and taken by
+    another, or the blob is gone. Whoever thought they held it does not."""
+
+
 class TransientError(StorageError, Retryable):
     """The service did not answer or answered 5xx: retrying may succeed."""
 
@@ -53,6 +67,15 @@ class ContentMismatch(TransientError):
     """Azure Storage refused a Put Blob whose body does not have the MD5 the writer sent with
     it (400 Md5Mismatch): the bytes changed on the way. Nothing was stored; sending again may
     succeed."""
+
+
+LEASE_MIN_S, LEASE_MAX_S = 15, 60  # what Azure Storage allows for a lease that expires
+
+
+def check_lease_seconds(seconds: int) -> None:
+    """Raise ValueError unless `seconds` is a lease length Azure Storage accepts."""
+    if not LEASE_MIN_S <= seconds <= LEASE_MAX_S:
+        raise ValueError(f"a blob lease lasts {LEASE_MIN_S} to {LEASE_MAX_S} seconds, not {seconds}")
 
 
 def transient_status(status: int) -> bool:
@@ -110,6 +133,26 @@ class BlobContainer(ABC):
         in another account) into `name`, replacing what is there; returns once the copy is
         complete, with the new blob's properties. BlobNotFound if the source is missing;
         TransientError if either side does not answer."""
+
+    # The lease methods are not abstract: containers reached through an agent's SAS
+    # (shared.adapters.sas_rest, skyvault.vaultclient) take no leases, and say so.
+    def acquire_lease(self, name: str, seconds: int) -> str:
+        """Take a lease of `seconds` (LEASE_MIN_S to LEASE_MAX_S, else ValueError) on blob
+        `name`, first creating it empty if it is absent (an existing blob is left as it is), and
+        return the lease id. Raises LeaseHeld if someone else holds an unexpired lease on it,
+        BlobNotFound if the container does not exist."""
+        raise NotImplementedError(f"{type(self).__name__} does not take blob leases")
+
+    def renew_lease(self, name: str, lease_id: str) -> None:
+        """Restart lease `lease_id` on blob `name` for the length it was taken for; a lease that
+        expired but nobody took since is renewed too. Raises LeaseLost if it is not ours any more
+        (released, broken, taken by another after it expired, or the blob is gone)."""
+        raise NotImplementedError(f"{type(self).__name__} does not take blob leases")
+
+    def release_lease(self, name: str, lease_id: str) -> None:
+        """End lease `lease_id` on blob `name`, so another can take one at once; does nothing if
+        the lease is already gone (released, broken, taken by another) or the blob is."""
+        raise NotImplementedError(f"{type(self).__name__} does not take blob leases")
 
 
 class BlobAccount(ABC):

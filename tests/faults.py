@@ -3,9 +3,10 @@ internal/blobtesting/faulty.go): the same services, with a chosen failure after 
 effect.
 
 Words:
-- effect: a call that changes stored state: a blob container's create, put, copy_from or
-  delete; a queue's create, send or delete; an index's create_*, add_*, replace_*. Reads are
-  not effects. Each is named `port.method` (`index.replace_point`, `queue.replicate.send`).
+- effect: a call that changes stored state: a blob container's create, put, copy_from,
+  delete, acquire_lease, renew_lease or release_lease; a queue's create, send or delete; an
+  index's create_*, add_*, replace_*. Reads are not effects. Each is named `port.method`
+  (`index.replace_point`, `queue.replicate.send`).
 - fault: what happens once the armed effect is done. The effect is always done first: its
   answer is what gets lost, the worst case for the caller.
   - `crash`: the process dies. That call and every later call of the services raise Crash
@@ -115,6 +116,15 @@ class FaultyContainer(BlobContainer):
 
     def copy_from(self, name: str, source_url: str) -> BlobProperties:
         return self._do("copy_from", True, name, source_url)
+
+    def acquire_lease(self, name: str, seconds: int) -> str:
+        return self._do("acquire_lease", True, name, seconds)
+
+    def renew_lease(self, name: str, lease_id: str) -> None:
+        self._do("renew_lease", True, name, lease_id)
+
+    def release_lease(self, name: str, lease_id: str) -> None:
+        self._do("release_lease", True, name, lease_id)
 
 
 class FaultyBlobAccount(BlobAccount):

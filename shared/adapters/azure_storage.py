@@ -18,6 +18,18 @@ the error's CopySourceStatusCode (and answers 404 itself); Azurite answers
 with the source's status directly. Azurite copies across accounts only
 between accounts of the same process: a source on another host is "not found".
 
+Blob leases (Lease Blob through the SDK's BlobLeaseClient): acquiring a blob that
+is absent answers 404, so the blob is created empty (create-only) and the lease
+taken again. 409 on acquire (LeaseAlreadyPresent; LeaseIsBreakingAndCannotBeAcquired
+while one is broken) → LeaseHeld. On renew, 404 (the blob is gone) and 409 or 412
+(LeaseIdMismatchWithLeaseOperation, LeaseNotPresentWithLeaseOperation,
+LeaseIsBrokenAndCannotBeRenewed, LeaseLost) → LeaseLost; on release the same
+answers mean the lease is gone already, and do nothing. Azurite answers a release
+or renew of a released lease with LeaseIdMismatchWithLeaseOperation where Azure
+says LeaseNotPresentWithLeaseOperation: hence statuses, not codes. A leased blob
+answers an overwrite or delete without its lease id with 412 LeaseIdMissing
+(StorageError), and a create-only put with 409 (BlobAlreadyExists).
+
 Queue messages are text and go out and come back unchanged: whoever writes
 them picks the encoding (the Functions host expects base64 by default).
 
@@ -40,7 +52,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.storage.blob import BlobServiceClient, ContainerClient, generate_container_sas
+from azure.storage.blob import BlobLeaseClient, BlobServiceClient, ContainerClient, generate_container_sas
 from azure.storage.queue import QueueClient, QueueServiceClient, generate_queue_sas
 
 from shared.adapters.blob_copy import copy_source_error, wait_for_copy
@@ -52,10 +64,13 @@ from shared.ports import (
     ContentMismatch,
     BlobNotFound,
     BlobProperties,
+    LeaseHeld,
+    LeaseLost,
     Queue,
     ReceivedMessage,
     StorageError,
     TransientError,
+    check_lease_seconds,
     transient_status,
 )
 
@@ -75,6 +90,8 @@ _MAX_PUT_BLOB_BYTES = 5000 * 1024 * 1024
 MAX_MESSAGE_BYTES = 64 * 1024
 # Get Messages and Peek Messages return at most 32 messages a call.
 _MAX_MESSAGES_PER_CALL = 32
+# What Renew Lease and Release Lease answer when the lease named is not the blob's any more.
+_LEASE_GONE_STATUSES = {404, 409, 412}
 
 def _is_transient(error: Exception) -> bool:
     if isinstance(error, (ServiceRequestError, ServiceResponseError)):
@@ -93,6 +110,28 @@ def _blob_errors(what: str):
         raise BlobAlreadyExists(what) from e
     except (HttpResponseError, ServiceRequestError, ServiceResponseError) as e:
         raise _common_error(what, e) from e
+
+
+@contextmanager
+def _acquire_errors(what: str):
+    with _blob_errors(what):
+        try:
+            yield
+        except HttpResponseError as e:
+            if e.status_code != 409:
+                raise
+            raise LeaseHeld(f"{what}: {_error_code(e)}") from e
+
+
+@contextmanager
+def _lease_gone_errors(what: str, lease_id: str):
+    with _blob_errors(what):
+        try:
+            yield
+        except HttpResponseError as e:
+            if e.status_code not in _LEASE_GONE_STATUSES:
+                raise
+            raise LeaseLost(f"{what}: lease {lease_id} is not on it ({_error_code(e)})") from e
 
 
 @contextmanager
@@ -210,6 +249,9 @@ class AzureBlobContainer(BlobContainer):
                 # The SDK cannot download an empty range; still report a missing blob.
                 self._client.get_blob_client(name).get_blob_properties()
                 return b""
+            if offset == 0 and length is None:
+                # Unranged: a ranged Get Blob of an empty blob (a lock's) answers 416.
+                return self._client.download_blob(name).readall()
             return self._client.download_blob(name, offset=offset, length=length).readall()
 
     def read_head(self, name: str, length: int) -> tuple[bytes, BlobProperties]:
@@ -233,6 +275,38 @@ class AzureBlobContainer(BlobContainer):
     def list(self, prefix: str = "") -> Iterator[str]:
         with _blob_errors(f"list {self.name}/{prefix}"):
             yield from self._client.list_blob_names(name_starts_with=prefix or None)
+
+    def acquire_lease(self, name: str, seconds: int) -> str:
+        check_lease_seconds(seconds)
+        what = f"lease {self.name}/{name}"
+        blob = self._client.get_blob_client(name)
+        try:
+            with _acquire_errors(what):
+                return blob.acquire_lease(lease_duration=seconds).id
+        except BlobNotFound:
+            pass
+        # Absent (or its container is, and this put says so); another instance may create it first.
+        try:
+            self.put(name, b"")
+        except BlobAlreadyExists:
+            pass
+        with _acquire_errors(what):
+            return blob.acquire_lease(lease_duration=seconds).id
+
+    def _lease(self, name: str, lease_id: str) -> BlobLeaseClient:
+        # A fresh client each call: release() forgets the id (Release Lease answers none).
+        return BlobLeaseClient(self._client.get_blob_client(name), lease_id=lease_id)
+
+    def renew_lease(self, name: str, lease_id: str) -> None:
+        with _lease_gone_errors(f"renew the lease on {self.name}/{name}", lease_id):
+            self._lease(name, lease_id).renew()
+
+    def release_lease(self, name: str, lease_id: str) -> None:
+        try:
+            with _lease_gone_errors(f"release the lease on {self.name}/{name}", lease_id):
+                self._lease(name, lease_id).release()
+        except LeaseLost:
+            pass
 
 
 def _md5_bytes(value) -> bytes | None:

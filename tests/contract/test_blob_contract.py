@@ -1,5 +1,5 @@
 """Contract of BlobContainer and BlobAccount: the same tests run on MemoryBlobAccount and on
-AzureBlobAccount against Azurite."""
+AzureBlobAccount against Azurite (and, but for leases, the agents' way over a SAS)."""
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +11,8 @@ import pytest
 
 from shared.adapters.azure_storage import AzureBlobAccount
 from shared.adapters.sas_rest import SasContainer
-from shared.ports import BlobAlreadyExists, BlobNotFound, ContentMismatch, TransientError, blob_url
+from shared.ports import (BlobAlreadyExists, BlobNotFound, ContentMismatch, LeaseHeld, LeaseLost, StorageError,
+                          TransientError, blob_url)
 from skyvault.stack.emulators import DEV_ACCOUNT_KEY
 
 
@@ -108,6 +109,11 @@ def test_read_head_gives_the_first_bytes_and_the_whole_blobs_properties(containe
     assert short == data and props.size == len(data)
     with pytest.raises(BlobNotFound):
         container.read_head("chunks/ab/missing", 18)
+
+
+def test_an_empty_blob_reads_as_no_bytes(container):
+    container.put("locks/empty", b"")
+    assert container.read("locks/empty") == b""
 
 
 def test_read_starting_past_the_end_is_a_value_error(container):
@@ -284,6 +290,107 @@ def test_copy_into_a_missing_container_is_blob_not_found(blob_account, container
         other_account.container("never-created").copy_from("a", source_url(blob_account, container, "a"))
 
 
+@pytest.fixture
+def leasing(container, blob_backend):
+    """The container, on the backends that take leases: agents' SAS containers do not."""
+    if blob_backend == "sas":
+        pytest.skip("the agents' SAS containers take no leases")
+    return container
+
+
+def test_acquire_lease_creates_the_blob_empty_and_a_second_acquire_is_lease_held(leasing):
+    lease_id = leasing.acquire_lease("locks/sweep", 15)
+    assert lease_id
+    assert leasing.read("locks/sweep") == b""
+    with pytest.raises(LeaseHeld):
+        leasing.acquire_lease("locks/sweep", 15)
+
+
+def test_acquire_lease_on_an_existing_blob_leaves_it_as_it_was(leasing):
+    put = leasing.put("locks/sweep", b"left by an operator")
+    leasing.acquire_lease("locks/sweep", 30)
+    assert leasing.read("locks/sweep") == b"left by an operator"
+    assert leasing.properties("locks/sweep") == put
+
+
+def test_renew_lease_keeps_it(leasing):
+    lease_id = leasing.acquire_lease("locks/sweep", 15)
+    leasing.renew_lease("locks/sweep", lease_id)
+    leasing.renew_lease("locks/sweep", lease_id)
+    with pytest.raises(LeaseHeld):
+        leasing.acquire_lease("locks/sweep", 15)
+
+
+def test_release_lease_lets_another_acquire(leasing):
+    first = leasing.acquire_lease("locks/sweep", 15)
+    leasing.release_lease("locks/sweep", first)
+    second = leasing.acquire_lease("locks/sweep", 15)
+    assert second != first
+
+
+def test_renew_after_release_is_lease_lost(leasing):
+    lease_id = leasing.acquire_lease("locks/sweep", 15)
+    leasing.release_lease("locks/sweep", lease_id)
+    with pytest.raises(LeaseLost):
+        leasing.renew_lease("locks/sweep", lease_id)
+
+
+def test_renew_of_a_lease_another_took_since_is_lease_lost(leasing):
+    first = leasing.acquire_lease("locks/sweep", 15)
+    leasing.release_lease("locks/sweep", first)
+    leasing.acquire_lease("locks/sweep", 15)
+    with pytest.raises(LeaseLost):
+        leasing.renew_lease("locks/sweep", first)
+
+
+def test_release_of_a_released_lease_does_nothing(leasing):
+    lease_id = leasing.acquire_lease("locks/sweep", 15)
+    leasing.release_lease("locks/sweep", lease_id)
+    leasing.release_lease("locks/sweep", lease_id)
+
+
+def test_release_of_a_lease_another_took_since_leaves_theirs(leasing):
+    first = leasing.acquire_lease("locks/sweep", 15)
+    leasing.release_lease("locks/sweep", first)
+    second = leasing.acquire_lease("locks/sweep", 15)
+    leasing.release_lease("locks/sweep", first)
+    with pytest.raises(LeaseHeld):
+        leasing.acquire_lease("locks/sweep", 15)
+    leasing.renew_lease("locks/sweep", second)
+
+
+def test_lease_on_a_missing_blob_renews_lost_and_releases_nothing(leasing):
+    lease_id = leasing.acquire_lease("locks/other", 15)
+    with pytest.raises(LeaseLost):
+        leasing.renew_lease("locks/missing", lease_id)
+    leasing.release_lease("locks/missing", lease_id)
+
+
+def test_a_leased_blob_is_not_overwritten_or_deleted_without_its_lease(leasing):
+    leasing.acquire_lease("locks/sweep", 15)
+    with pytest.raises(BlobAlreadyExists):
+        leasing.put("locks/sweep", b"x")
+    with pytest.raises(StorageError):
+        leasing.put("locks/sweep", b"x", overwrite=True)
+    with pytest.raises(StorageError):
+        leasing.delete("locks/sweep")
+    assert leasing.read("locks/sweep") == b""
+
+
+@pytest.mark.parametrize("seconds", [14, 61, -1])
+def test_a_lease_lasts_15_to_60_seconds(leasing, seconds):
+    with pytest.raises(ValueError):
+        leasing.acquire_lease("locks/sweep", seconds)
+    assert list(leasing.list("locks/")) == []
+
+
+def test_acquire_lease_in_a_missing_container_is_blob_not_found(blob_account, blob_backend):
+    if blob_backend == "sas":
+        pytest.skip("the agents' SAS containers take no leases")
+    with pytest.raises(BlobNotFound):
+        blob_account.container("never-created").acquire_lease("locks/sweep", 15)
+
+
 def _unreachable_account(closed_port: int, region: str) -> AzureBlobAccount:
     return AzureBlobAccount(
         f"DefaultEndpointsProtocol=http;AccountName=nobody;AccountKey={DEV_ACCOUNT_KEY};"
@@ -312,3 +419,14 @@ def test_agents_unreachable_storage_is_a_transient_error_and_fails_fast(closed_p
     with pytest.raises(TransientError):
         container.put("a", b"x")
     assert time.monotonic() - started < 10
+
+
+def test_leases_on_unreachable_storage_are_transient_errors_and_fail_fast(closed_port):
+    container = _unreachable_account(closed_port, "primary").container("gone")
+    started = time.monotonic()
+    for call in (lambda: container.acquire_lease("locks/sweep", 15),
+                 lambda: container.renew_lease("locks/sweep", "00000000-0000-0000-0000-000000000001"),
+                 lambda: container.release_lease("locks/sweep", "00000000-0000-0000-0000-000000000001")):
+        with pytest.raises(TransientError):
+            call()
+    assert time.monotonic() - started < 20
