@@ -21,6 +21,7 @@ from shared.domain import ItemRecord, Vault
 from shared.errors import Invalid, NotFound, Refused, Retryable
 from shared.ports import Conflict, PreconditionFailed
 from shared.retention import Policy, RetentionDecision, apply_policy
+from shared.service import protection
 from shared.service.context import UPDATE_ATTEMPTS, Services, update_vault
 
 MAX_POLICIES = 50
@@ -70,17 +71,22 @@ def create_policy(services: Services, vault: Vault, name: str, doc: Any) -> Poli
     return policy
 
 
-def set_policy(services: Services, vault: Vault, name: str, doc: Any) -> Policy:
+def set_policy(services: Services, vault: Vault, name: str, doc: Any, approval: str | None = None) -> Policy:
     """Replace policy `name` of the vault. The new retention applies to the points the items
-    of the policy already have: a longer one keeps them longer; a shorter one expires them."""
+    of the policy already have: a longer one keeps them longer; a shorter one expires them, so
+    it is refused in an immutable vault and needs the guard's approval of shorten-retention of
+    `policy:NAME` in a guarded one (shared/service/protection.py), used in the same write."""
     _check_writable(name)
     policy = Policy.from_doc(doc)
+    now = services.clock()
 
     def swap(v: Vault) -> bool:
         if name not in v.policies:
             raise UnknownPolicy(f"vault {v.name} has no policy named {name!r}; `create` adds one")
         if v.policies[name] == policy.to_doc():
             return False
+        protection.permit_policy_change(v, Policy.from_doc(v.policies[name]), policy,
+                                        protection.policy_subject(name), approval, now)
         v.policies = {**v.policies, name: policy.to_doc()}
         return True
 
@@ -101,14 +107,24 @@ def show_policy(vault: Vault, name: str) -> Policy:
     return policy
 
 
-def assign_policy(services: Services, vault: Vault, item: str, name: str) -> ItemRecord:
-    """Item `item` follows policy `name` (the default included) from now on; idempotent."""
+def assign_policy(services: Services, vault: Vault, item: str, name: str, approval: str | None = None) -> ItemRecord:
+    """Item `item` follows policy `name` (the default included) from now on; idempotent. A
+    policy shorter than the item's current one is refused in an immutable vault and needs the
+    guard's approval of shorten-retention of `item:ITEM` in a guarded one."""
     _check_name("item", item)
-    show_policy(vault, name)
+    vault = services.index.get_vault(vault.tenant_id, vault.id) or vault  # its protection as it is now
+    policy = show_policy(vault, name)
+    checked, approved = None, False
     for _ in range(UPDATE_ATTEMPTS):
         record = services.index.get_item(vault.id, item)
         if record is not None and record.policy == name:
             return record
+        current = record.policy if record is not None else DEFAULT_POLICY_NAME
+        # An approval used covers this item's shortening, whichever policy a racing assignment left.
+        if current != checked and not approved:
+            approved = protection.check_policy_change(services, vault, policies_of(vault).get(current), policy,
+                                                      protection.item_subject(item), approval)
+            checked = current
         try:
             if record is None:
                 return services.index.put_item(ItemRecord(id=item, vault_id=vault.id, policy=name))

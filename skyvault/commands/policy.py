@@ -3,6 +3,8 @@ policies, on the service's use cases directly (shared/service/policies.py), as `
 
 A policy is given as its JSON document (`--file`, docs/design.md "Retention policies") or, for
 a daily one, with flags: `--at` times, `--days`, and optionally `--weeks` on `--weekday`.
+A change that shortens retention (`set`, `assign`) is refused in an immutable vault and takes
+the guard owner's `--approval` in a guarded one (`skyvault guard`).
 """
 from __future__ import annotations
 
@@ -39,10 +41,12 @@ def add_parser(subparsers) -> None:
     replace.add_argument("name")
     _vault_arguments(replace)
     replace.add_argument("--file", required=True, help="the policy's JSON document")
+    replace.add_argument("--approval", help="the guard owner's approval of shorten-retention of policy:NAME")
     assign = sub.add_parser("assign", help="make an item follow a policy")
     assign.add_argument("item")
     assign.add_argument("name", help="policy name ('default' for the built-in one)")
     _vault_arguments(assign)
+    assign.add_argument("--approval", help="the guard owner's approval of shorten-retention of item:ITEM")
     for parser in (create, show, replace, assign):
         parser.set_defaults(func=run)
 
@@ -94,7 +98,7 @@ def _create(args, services, vault, policies) -> None:
 
 
 def _set(args, services, vault, policies) -> None:
-    policy = policies.set_policy(services, vault, args.name, read_document(args.file))
+    policy = policies.set_policy(services, vault, args.name, read_document(args.file), args.approval)
     say(f"policy {args.name} of vault {vault.name} replaced: {json.dumps(policy.to_doc())}")
     say("it applies to the points its items have: a longer retention keeps them longer now; "
         "points a shorter one no longer keeps expire at the next retention sweep")
@@ -110,5 +114,5 @@ def _show(args, services, vault, policies) -> None:
 
 
 def _assign(args, services, vault, policies) -> None:
-    policies.assign_policy(services, vault, args.item, args.name)
+    policies.assign_policy(services, vault, args.item, args.name, args.approval)
     say(f"item {args.item} of vault {vault.name} now follows policy {args.name}")
