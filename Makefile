@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DATA ?=
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test stress clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -22,6 +22,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# The long profile of the model-based retention stress test (make test runs its short one).
+stress: setup
+	HYPOTHESIS_PROFILE=stress $(PY) -m pytest -q tests/unit/test_retention_stress.py
 
 clean:
 	rm -rf $(VENV) node_modules .skyvault

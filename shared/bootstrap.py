@@ -6,15 +6,20 @@ queues' connection), `SecondaryStorage` (the paired region), `CosmosDbEndpoint`,
 function app's base URL, written into agent credentials), `ReplicationCopyMode`
 ("server", the default: server-side Copy Blob; "stream" for the local stack,
 whose regions are separate Azurite processes that cannot copy between each
-other), `ReplicationRetryMaxSeconds` (default 300), `ScrubSchedule` and
-`SweepSchedule` (NCRONTAB: the scrub and sweep timers' bindings read them), `OperationCountsFile`
-(optional: count storage, queue and Cosmos DB operations into this JSON file, for benchmarks).
+other), `ReplicationRetryMaxSeconds` (default 300), `ScrubSchedule`,
+`SweepSchedule` and `RetentionSchedule` (NCRONTAB: the scrub, sweep and retention timers' bindings read them), `OperationCountsFile`
+(optional: count storage, queue and Cosmos DB operations into this JSON file, for benchmarks),
+`ClockOffsetFile` (local stack only: a file holding seconds to add to the service's clock, read
+at each reading of the clock; the end-to-end tests move the whole stack's time with it, to age
+backups by days; absent or empty, 0).
 """
 from __future__ import annotations
 
 import functools
 import os
-from typing import Mapping
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable, Mapping
 
 from shared.adapters.azure_storage import AzureBlobAccount, AzureQueue, queue_sas_url
 from shared.adapters.cosmos_index import CosmosIndex
@@ -28,6 +33,8 @@ PUBLIC_API_URL = "PublicApiUrl"
 REPLICATION_COPY_MODE, REPLICATION_RETRY_MAX = "ReplicationCopyMode", "ReplicationRetryMaxSeconds"
 SCRUB_SCHEDULE = "ScrubSchedule"
 SWEEP_SCHEDULE = "SweepSchedule"
+RETENTION_SCHEDULE = "RetentionSchedule"
+CLOCK_OFFSET_FILE = "ClockOffsetFile"
 OPERATION_COUNTS_FILE = "OperationCountsFile"
 
 
@@ -59,7 +66,20 @@ def build_services(settings: Mapping[str, str]) -> Services:
         if settings.get(SECONDARY_STORAGE) else None,
         stream_copy=_copy_mode(settings) == "stream",
         replication_retry_max_s=int(_get(settings, REPLICATION_RETRY_MAX, "300")),
+        **({"clock": offset_clock(settings[CLOCK_OFFSET_FILE])} if settings.get(CLOCK_OFFSET_FILE) else {}),
     )
+
+
+def offset_clock(path: str) -> Callable[[], datetime]:
+    """The time now plus the seconds the file at `path` holds (0 if it is absent or empty)."""
+    def clock() -> datetime:
+        try:
+            text = Path(path).read_text().strip()
+        except FileNotFoundError:
+            text = ""
+        return datetime.now(timezone.utc) + timedelta(seconds=float(text or 0))
+
+    return clock
 
 
 def _copy_mode(settings: Mapping[str, str]) -> str:

@@ -457,7 +457,8 @@ class KeyCheckAnswer:
 _POINT_FIELDS = (("id", "id"), ("vault_id", "vaultId"), ("item", "item"), ("state", "state"),
                  ("created_at", "createdAt"), ("committed_at", "committedAt"), ("reason", "reason"),
                  ("chunk_count", "chunkCount"), ("stats", "stats"), ("geo_protected_at", "geoProtectedAt"),
-                 ("checked_against", "checkedAgainst"))
+                 ("checked_against", "checkedAgainst"), ("deleted_at", "deletedAt"), ("deleted_reason", "deletedReason"),
+                 ("purge_after", "purgeAfter"))
 
 
 @dataclass(frozen=True)
@@ -475,6 +476,9 @@ class PointView:
     reason: str | None = None
     geo_protected_at: str | None = None
     checked_against: str | None = None
+    deleted_at: str | None = None  # soft-deleted: not restorable; an operator may undelete it until purge_after
+    deleted_reason: str | None = None
+    purge_after: str | None = None
 
     @property
     def settled(self) -> bool:
@@ -493,7 +497,9 @@ class PointView:
                    state=PointState(state), created_at=r.str("createdAt"), chunk_count=r.int("chunkCount"),
                    stats=r.obj("stats", max_bytes=2 * MAX_STATS_BYTES), committed_at=r.str("committedAt", optional=True),
                    reason=r.str("reason", optional=True), geo_protected_at=r.str("geoProtectedAt", optional=True),
-                   checked_against=r.str("checkedAgainst", POINT_ID, optional=True))
+                   checked_against=r.str("checkedAgainst", POINT_ID, optional=True),
+                   deleted_at=r.str("deletedAt", optional=True), deleted_reason=r.str("deletedReason", optional=True),
+                   purge_after=r.str("purgeAfter", optional=True))
 
 
 @dataclass(frozen=True)

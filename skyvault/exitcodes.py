@@ -10,4 +10,5 @@ STACK_DEGRADED = 3  # `stack status`: a component of the local stack is not runn
 PARTIAL = 4  # `backup`: committed, but some files could not be read; `restore`: some could not be written (listed)
 PROBLEMS = 5  # `check`: the vault has problems (each is listed; bad copies were reported to the service)
 INCOMPLETE = 6  # `check`: no problem found, but some of it could not be checked (a region did not answer)
+BUSY = 7  # `retention sweep`: another instance (the timer) is sweeping; nothing was done
 INTERRUPTED = 130  # stopped by Ctrl-C (SIGINT), as a shell reports 128 + 2

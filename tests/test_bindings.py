@@ -36,7 +36,7 @@ def test_every_function_is_registered_with_its_trigger():
     assert queues == {"ingest": ("ingest", "Storage"), "commit": ("commit", "Storage"),
                       "restore": ("restore", "Storage"), "replicate": ("replicate", "Storage")}
     timers = {name: t.schedule for name, t in found.items() if t.get_binding_name() == "timerTrigger"}
-    assert timers == {"scrub": "%ScrubSchedule%", "sweep": "%SweepSchedule%"}
+    assert timers == {"scrub": "%ScrubSchedule%", "sweep": "%SweepSchedule%", "retention": "%RetentionSchedule%"}
     routes = {name: (t.route, tuple(m.value if hasattr(m, "value") else m for m in t.methods))
               for name, t in found.items() if t.get_binding_name() == "httpTrigger"}
     vault = "tenants/{tenant}/vaults/{vault}"

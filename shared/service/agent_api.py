@@ -49,7 +49,8 @@ def point_view(point: RecoveryPoint) -> PointView:
     return PointView(id=point.id, vault_id=point.vault_id, item=point.item, state=PointState(point.state),
                      created_at=point.created_at, chunk_count=point.chunk_count, stats=point.stats,
                      committed_at=point.committed_at, reason=point.reason, geo_protected_at=point.geo_protected_at,
-                     checked_against=point.checked_against)
+                     checked_against=point.checked_against, deleted_at=point.deleted_at,
+                     deleted_reason=point.deleted_reason, purge_after=point.purge_after)
 
 
 def job_view(job: Job) -> JobView:

@@ -28,6 +28,8 @@ def run(args: argparse.Namespace) -> int:
     geo = vault.creds.get("redundancy") == Redundancy.GRS
     for p in points:
         protection = ("geo-protected" if p.geo_protected_at else "replicating") if geo else ""
-        say(f"{p.id}  {p.item:16} {p.state:9} {protection:13} {p.stats.get('files', 0):>7} files "
-            f"{human(p.stats.get('bytes_total', 0)):>10}  {p.created_at}")
+        state = "deleted" if p.deleted_at else p.state
+        say(f"{p.id}  {p.item:16} {state:9} {protection:13} {p.stats.get('files', 0):>7} files "
+            f"{human(p.stats.get('bytes_total', 0)):>10}  {p.created_at}"
+            + (f"  ({p.deleted_reason}; undelete until {p.purge_after})" if p.deleted_at else ""))
     return exitcodes.OK

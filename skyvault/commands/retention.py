@@ -1,6 +1,9 @@
 """`skyvault retention plan`: the operator's dry run of retention. For each item of a vault (or
 one), what its policy keeps of its committed points now, and why, and what it would expire.
-It only reads: nothing is deleted."""
+It only reads: nothing is deleted.
+
+`skyvault retention sweep`: run the retention timer's work now (shared.service.retention_sweep),
+over every vault or one, as the single instance."""
 from __future__ import annotations
 
 import argparse
@@ -18,6 +21,11 @@ def add_parser(subparsers) -> None:
     plan.add_argument("--tenant", required=True)
     plan.add_argument("--item", help="only this item")
     plan.set_defaults(func=run)
+    sweep = sub.add_parser("sweep", help="apply every policy now: expire, purge, collect garbage")
+    sweep.add_argument("--vault", help="vault name or id (default: every vault)")
+    sweep.add_argument("--tenant", help="the vault's tenant (with --vault)")
+    sweep.add_argument("--json", action="store_true")
+    sweep.set_defaults(func=run_sweep)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,3 +53,32 @@ def run(args: argparse.Namespace) -> int:
         expiring += len(plan.decision.expire)
     say(f"plan at {now.isoformat()}: {expiring} point(s) would expire; nothing was deleted")
     return exitcodes.OK
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    import json
+
+    from shared import bootstrap
+    from shared.errors import ServiceError
+    from shared.service import retention_sweep, vaults
+
+    services = bootstrap.build_services(home.stack_state()["settings"])
+    try:
+        only = [vaults.find_vault(services, args.tenant, args.vault).id] if args.vault else None
+    except ServiceError as e:
+        raise AgentError(str(e)) from None
+    report = retention_sweep.run(services, vault_ids=only)
+    if args.json:
+        say(json.dumps(report.as_dict(), indent=2))
+    elif report.busy:
+        say(f"nothing done: {report.busy}")
+    for done in [] if args.json else report.vaults:
+        collected = done.gc
+        say(f"vault {done.vault_id}: {len(done.ended_runs)} silent run(s) ended, {len(done.expired)} point(s) "
+            f"expired, {len(done.purged)} purged"
+            + (f"; garbage collection: {collected.condemned} condemned, {collected.revived} revived, "
+               f"{collected.deleted} deleted ({collected.bytes_freed} bytes), {collected.orphans_deleted} orphans, "
+               f"{collected.waiting} waiting" if collected else "")
+            + (f"; blocked: {collected.skipped}" if collected and collected.skipped else "")
+            + (f"; deferred: {done.error}" if done.error else ""))
+    return exitcodes.BUSY if report.busy else exitcodes.OK

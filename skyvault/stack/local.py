@@ -78,7 +78,9 @@ def up(in_memory: bool = False) -> dict[str, Any]:
             bootstrap.REPLICATION_RETRY_MAX: "5",
             bootstrap.SCRUB_SCHEDULE: "0 */5 * * * *",
             bootstrap.SWEEP_SCHEDULE: "0 */5 * * * *",
+            bootstrap.RETENTION_SCHEDULE: "0 0 * * * *",
             bootstrap.OPERATION_COUNTS_FILE: str(workdir / "operation-counts.json"),
+            bootstrap.CLOCK_OFFSET_FILE: str(workdir / "clock-offset"),
         }
         bootstrap.cosmos_index(settings).ensure_schema()
         for name in ALL_QUEUES:

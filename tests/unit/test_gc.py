@@ -3,99 +3,19 @@ of two regions, one injected clock): what is freed, what never is, and a backup 
 the collector does."""
 from __future__ import annotations
 
-import base64
 import os
-import random
-import re
-import time
-from datetime import timedelta
 
 import pytest
 
-from functions import replicate
 from shared import formats
 from shared.domain import ChunkState, SoftDelete, UsageKind, chunk_blob_name, container_name
 from shared.errors import Invalid
 from shared.messages import RunRequest
 from shared.ports import TransientError
-from shared.service import deletion, delivery, gc, runs, vaults
-from shared.service.context import REPLICATE_QUEUE, Services, update_vault
-from skyvault.backup import Backup
-from skyvault.cache import Cache
-from skyvault.restore import Restore
-from skyvault.treedigest import differences, tree_digest
+from shared.service import deletion, gc, runs
+from shared.service.context import update_vault
 from tests.faults import FAULT_KINDS, Crash, Faults, faulty
-from tests.inprocess import InProcessVault, new_vault
-from tests.unit.pipeline import Clock, memory_services
-
-PASSPHRASE = "gc test passphrase"
-DAY = 86400
-
-
-class World:
-    """A GRS vault, its agent and cache, on one clock."""
-
-    def __init__(self, name: str, tmp_path):
-        self.clock = Clock()
-        self.services = memory_services(self.clock, re.sub(r"[^a-z0-9]+", "-", name.lower()))
-        self.agent = InProcessVault(new_vault(self.services, "contoso", "gc", "GRS"), self.services, PASSPHRASE)
-        self.cache = Cache(tmp_path / "cache.sqlite")
-        self.tmp = tmp_path
-
-    @property
-    def vault(self):
-        return vaults.vault_for(self.services, self.agent.tenant_id, self.agent.vault_id)
-
-    def tree(self, name: str, files: int = 2, size: int = 400_000):
-        root = self.tmp / name
-        root.mkdir()
-        for i in range(files):  # the same bytes every run: the fault walk's steps are the same
-            (root / f"f{i}.bin").write_bytes(random.Random(f"{name}-{i}").randbytes(size))
-        return root
-
-    def backup(self, item: str, root) -> str:
-        report = Backup(self.agent, self.cache, item).run([str(root)])
-        assert report.state == "committed", report
-        self.replicate()
-        return report.point_id
-
-    def replicate(self) -> None:
-        queue = self.services.queue(REPLICATE_QUEUE)
-        while messages := queue.receive(32, 60):
-            for message in messages:
-                delivery.deliver(self.services, REPLICATE_QUEUE, base64.b64decode(message.body),
-                                 lambda text: replicate.handle(self.services, text))
-                queue.delete(message)
-
-    def restores(self, point: str, root) -> bool:
-        target = self.tmp / f"restore-{point}-{time.monotonic_ns()}"
-        Restore(self.agent).run(point, str(target))
-        return differences(tree_digest(root), tree_digest(target / root.name)) == []
-
-    def chunk_blobs(self) -> dict[str, set[str]]:
-        name = container_name(self.agent.vault_id)
-        return {region: {b for b in account.container(name).list("chunks/") if "." not in b.rsplit("/", 1)[-1]}
-                for region, account in self.services.regions().items()}
-
-    def refs(self, point: str) -> set[str]:
-        container = self.services.primary.container(container_name(self.agent.vault_id))
-        return set(formats.decode_refs(container.read(formats.refs_blob(point))))
-
-    def advance_days(self, days: float) -> None:
-        self.clock.advance(days * DAY)
-
-    def collect(self, services: Services | None = None) -> gc.GcReport:
-        return gc.collect(services or self.services, self.vault)
-
-    def usage(self, kind: str) -> list:
-        return [e for e in self.services.index.list_usage_events(self.agent.vault_id) if e.kind == kind]
-
-
-@pytest.fixture
-def world(request, tmp_path):
-    w = World(f"gc-{request.node.name}", tmp_path)
-    yield w
-    w.cache.close()
+from tests.unit.agentworld import World, world  # noqa: F401 (a fixture)
 
 
 def test_a_purged_points_chunks_are_freed_in_both_regions_after_two_passes(world):

@@ -1,0 +1,198 @@
+"""A model-based stress test of retention (hypothesis stateful): backups from several machines of
+items that share data, restores, policy changes, sweeps, deletes, undeletes and garbage
+collection with a crash injected at any of its steps, a backup that commits while garbage
+collection runs, on one simulated clock.
+
+After every step: every point that is not purged (live or soft-deleted) has every chunk it
+references stored (a verified or condemned record, and its blob in both regions), and the point
+restored is byte-identical to the tree it was made of. At the end, past the safety window
+(every soft delete purged, two collection passes), storage holds no chunk nothing references,
+in either region.
+
+`make test` runs the short profile; `make stress` the long one (HYPOTHESIS_PROFILE=stress)."""
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+
+from hypothesis import HealthCheck, settings, strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from shared.domain import ChunkState, chunk_blob_name, container_name
+from shared.service import deletion, gc, policies, retention_sweep
+from skyvault.backup import Backup
+from skyvault.cache import Cache
+from skyvault.treedigest import tree_digest
+from tests.faults import Crash, Faults, faulty
+from tests.unit.agentworld import World
+
+settings.register_profile("short", max_examples=6, stateful_step_count=14, deadline=None,
+                          suppress_health_check=list(HealthCheck))
+settings.register_profile("stress", max_examples=200, stateful_step_count=40, deadline=None,
+                          suppress_health_check=list(HealthCheck))
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "short")
+
+MACHINES, ITEMS = 2, 3
+POOL = [random.Random(f"pool-{n}").randbytes(90_000 + 7_000 * n) for n in range(8)]  # shared file contents
+
+
+def policy(days: int) -> dict:
+    return {"v": 1, "schedule": {"frequency": "daily", "times": ["02:00"]}, "retention": {"daily": {"days": days}}}
+
+
+class Retention(RuleBasedStateMachine):
+    def __init__(self):
+        super().__init__()
+        self._tmp = tempfile.TemporaryDirectory()
+        tmp = Path(self._tmp.name)
+        self.world = World(f"stress-{random.getrandbits(32):08x}", tmp)
+        self.caches = [self.world.cache] + [Cache(tmp / f"cache-{m}.sqlite") for m in range(1, MACHINES)]
+        self.trees = {}
+        for i in range(ITEMS):
+            root = tmp / f"item{i}"
+            root.mkdir()
+            self.trees[f"item{i}"] = root
+        self.digests: dict[str, object] = {}  # point id -> the tree it was made of
+        self.items: dict[str, str] = {}  # point id -> item
+        for days in (1, 3, 7):
+            policies.create_policy(self.world.services, self.world.vault, f"d{days}", policy(days))
+
+    def teardown(self):
+        for cache in self.caches:
+            cache.close()
+        self._tmp.cleanup()
+
+    # What the service holds
+
+    def points(self):
+        return {p.id: p for p in self.world.services.index.list_points(self.world.agent.vault_id)}
+
+    def live(self) -> list[str]:
+        """In the order they were made (their ids end in random digits: no order to replay by)."""
+        points = self.points()
+        return [pid for pid in self.digests if pid in points and points[pid].live]
+
+    def deleted(self) -> list[str]:
+        points = self.points()
+        return [pid for pid in self.digests if pid in points and points[pid].deleted_at and not points[pid].purging_at]
+
+    def pick(self, data, ids: list[str]) -> str:
+        return ids[data.draw(st.integers(0, len(ids) - 1))]
+
+    # Rules
+
+    @rule(machine=st.integers(0, MACHINES - 1), item=st.integers(0, ITEMS - 1),
+          files=st.lists(st.integers(0, len(POOL) - 1), min_size=1, max_size=3), collect_meanwhile=st.booleans())
+    def backup(self, machine, item, files, collect_meanwhile):
+        name = f"item{item}"
+        root = self.trees[name]
+        for old in root.iterdir():
+            old.unlink()
+        for n, pool in enumerate(files):
+            (root / f"f{n}.bin").write_bytes(POOL[pool] + name.encode())
+        if collect_meanwhile:  # garbage collection twice between the backup's uploads and its commit
+            api = self.world.agent.api
+
+            def collect_before_commit(method, subpath, *args, **kwargs):
+                if subpath == "commits":
+                    self.world.agent.api = api
+                    self.world.collect(), self.world.collect()
+                return api(method, subpath, *args, **kwargs)
+
+            self.world.agent.api = collect_before_commit
+        try:
+            report = Backup(self.world.agent, self.caches[machine], name).run([str(root)])
+        finally:
+            self.world.agent.__dict__.pop("api", None)
+        assert report.state == "committed", report.reason
+        self.world.replicate()
+        self.digests[report.point_id], self.items[report.point_id] = tree_digest(root), name
+
+    @rule(hours=st.sampled_from([1, 6, 24, 8 * 24, 15 * 24]))  # up to past the soft delete's 14 days
+    def time_passes(self, hours):
+        self.world.clock.advance(hours * 3600)
+
+    @rule(item=st.integers(0, ITEMS - 1), days=st.sampled_from([1, 3, 7, "default"]))
+    def assign(self, item, days):
+        name = "default" if days == "default" else f"d{days}"
+        policies.assign_policy(self.world.services, self.world.vault, f"item{item}", name)
+
+    @rule()
+    def sweep(self):
+        assert retention_sweep.run(self.world.services).busy is None
+
+    @precondition(lambda self: self.live())
+    @rule(data=st.data())
+    def delete(self, data):
+        deletion.delete_point(self.world.services, self.world.vault, self.pick(data, self.live()))
+
+    @precondition(lambda self: self.deleted())
+    @rule(data=st.data())
+    def undelete(self, data):
+        deletion.undelete_point(self.world.services, self.world.vault, self.pick(data, self.deleted()))
+
+    @rule(after=st.integers(1, 30))
+    def collect_and_crash(self, after):
+        faults = Faults()
+        faults.arm(after)
+        try:
+            gc.collect(faulty(self.world.services, faults), self.world.vault)
+        except Crash:
+            pass
+
+    @precondition(lambda self: self.live())
+    @rule(data=st.data())
+    def restore(self, data):
+        point = self.pick(data, self.live())
+        assert self.world.restores(point, self.trees[self.items[point]], self.digests[point])
+
+    # Invariants
+
+    @invariant()
+    def every_kept_point_has_its_chunks(self):
+        services, vault_id = self.world.services, self.world.agent.vault_id
+        name = container_name(vault_id)
+        blobs = {region: set(account.container(name).list("chunks/")) for region, account in services.regions().items()}
+        for pid, point in self.points().items():
+            if point.purging_at is not None or point.state != "committed":
+                continue
+            refs = self.world.refs(pid)
+            records = services.index.get_chunks(vault_id, sorted(refs))
+            for cid in refs:
+                assert cid in records and records[cid].state in (ChunkState.VERIFIED, ChunkState.CONDEMNED), \
+                    (pid, cid, records.get(cid))
+                for region, held in blobs.items():
+                    assert chunk_blob_name(cid) in held, (pid, cid, region)
+
+    def _quiesce(self):
+        """Past the safety window: every deletion purged, then two collection passes."""
+        for _ in range(3):
+            self.world.advance_days(200)
+            retention_sweep.run(self.world.services)
+
+    def check_no_garbage_left(self):
+        self._quiesce()
+        for pid in self.live():
+            assert self.world.restores(pid, self.trees[self.items[pid]], self.digests[pid])
+        referenced = set()
+        for pid in self.points():
+            referenced |= self.world.refs(pid)
+        for region, held in self.world.chunk_blobs().items():
+            stored = {b.rsplit("/", 1)[1] for b in held}
+            assert stored == referenced, (region, len(stored - referenced), len(referenced - stored))
+        records = self.world.services.index.chunks_after(self.world.agent.vault_id, "", 10_000)
+        assert {r.id for r in records} == referenced
+
+
+class RetentionWithEnd(Retention):
+    def teardown(self):
+        try:
+            self.check_no_garbage_left()
+        finally:
+            super().teardown()
+
+
+TestRetention = RetentionWithEnd.TestCase
+TestRetention.settings = settings.get_profile(PROFILE)
