@@ -23,7 +23,6 @@ Words:
 - orphan: a blob under `chunks/` without a record (a crashed run's undeclared upload; a copy
   the paired region kept), or a replacement blob `{id}.{nonce}` left behind: deleted once older
   than ORPHAN_AGE and older than the start of every live run.
-
 - cycle: the passes from the first shard to the last (`vault.gc["cycle"]`, when it began).
   Resumable: a pass goes shard by shard (the first two hex digits) and records the last shard it
   finished in `vault.gc["cursor"]`; a pass out of time stops after a shard and the next resumes
@@ -31,8 +30,11 @@ Words:
   later one at the earliest.
 - blocked: a pass found a reference list unreadable. Every chunk condemned in the current
   cycle is made verified again (what was condemned before the list was found bad may have been
-  in it), the reason is recorded (`vault.gc["blocked"]`, shown by `status`) and the next pass
-  starts a new cycle: only what a cycle that read every list condemned is ever deleted. The safety argument is in docs/design.md, "Garbage collection".
+  in it), the reason is recorded (`vault.gc["blocked"]`, reported by every sweep that meets
+  it) and the next pass starts a new cycle: only what a cycle that read every list condemned
+  is ever deleted.
+
+The safety argument is in docs/design.md, "Garbage collection".
 """
 from __future__ import annotations
 

@@ -50,8 +50,9 @@ def _pids(state: dict[str, Any]) -> list[int]:
     return [c["pid"] for c in state.get("components", {}).values()]
 
 
-def up(in_memory: bool = False) -> dict[str, Any]:
-    """Start the stack; `in_memory` keeps the storage emulators' data in memory (faster, lost on stop)."""
+def up(in_memory: bool = False, overrides: dict[str, str] | None = None) -> dict[str, Any]:
+    """Start the stack; `in_memory` keeps the storage emulators' data in memory (faster, lost on
+    stop); `overrides` replace app settings (the tests' timer schedules)."""
     if running_state():
         raise StackError(f"the stack in {home.home()} is already running; `skyvault stack down` first")
     workdir = home.home() / "stack"
@@ -81,6 +82,7 @@ def up(in_memory: bool = False) -> dict[str, Any]:
             bootstrap.RETENTION_SCHEDULE: "0 0 * * * *",
             bootstrap.OPERATION_COUNTS_FILE: str(workdir / "operation-counts.json"),
             bootstrap.CLOCK_OFFSET_FILE: str(workdir / "clock-offset"),
+            **(overrides or {}),
         }
         bootstrap.cosmos_index(settings).ensure_schema()
         for name in ALL_QUEUES:

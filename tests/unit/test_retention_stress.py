@@ -18,11 +18,12 @@ import tempfile
 from pathlib import Path
 
 from hypothesis import HealthCheck, settings, strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from shared.domain import ChunkState, chunk_blob_name, container_name
+from shared.domain import ChunkState, SoftDelete, chunk_blob_name, container_name
 from shared.service import deletion, gc, policies, retention_sweep
-from skyvault.backup import Backup
+from shared.service.context import update_vault
+from skyvault.backup import Backup, committer
 from skyvault.cache import Cache
 from skyvault.treedigest import tree_digest
 from tests.faults import Crash, Faults, faulty
@@ -35,7 +36,8 @@ settings.register_profile("stress", max_examples=200, stateful_step_count=40, de
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "short")
 
 MACHINES, ITEMS = 2, 3
-POOL = [random.Random(f"pool-{n}").randbytes(90_000 + 7_000 * n) for n in range(8)]  # shared file contents
+# File contents the items share, each a few chunks (at least 512 KiB each), so backups share chunks.
+POOL = [random.Random(f"pool-{n}").randbytes((1_500 + 170 * n) << 10) for n in range(6)]
 
 
 def policy(days: int) -> dict:
@@ -58,8 +60,19 @@ class Retention(RuleBasedStateMachine):
         self.items: dict[str, str] = {}  # point id -> item
         for days in (1, 3, 7):
             policies.create_policy(self.world.services, self.world.vault, f"d{days}", policy(days))
+        # A commit that cannot complete (a chunk collected under it) fails the rule at once.
+        self._commit_wait, committer.COMMIT_WAIT_S = committer.COMMIT_WAIT_S, 1
+
+    @initialize(soft_delete=st.booleans())
+    def vault_settings(self, soft_delete):
+        """Without soft delete a deleted point is purged at the next sweep, even while a backup
+        that started from it runs."""
+        if not soft_delete:
+            update_vault(self.world.services, self.world.vault,
+                         lambda v: setattr(v, "soft_delete", SoftDelete.DISABLED) or True)
 
     def teardown(self):
+        committer.COMMIT_WAIT_S = self._commit_wait
         for cache in self.caches:
             cache.close()
         self._tmp.cleanup()
@@ -84,21 +97,31 @@ class Retention(RuleBasedStateMachine):
     # Rules
 
     @rule(machine=st.integers(0, MACHINES - 1), item=st.integers(0, ITEMS - 1),
-          files=st.lists(st.integers(0, len(POOL) - 1), min_size=1, max_size=3), collect_meanwhile=st.booleans())
-    def backup(self, machine, item, files, collect_meanwhile):
+          files=st.lists(st.integers(0, len(POOL) - 1), min_size=1, max_size=3),
+          meanwhile=st.sampled_from(["nothing", "collect", "delete the parent and sweep"]))
+    def backup(self, machine, item, files, meanwhile):
         name = f"item{item}"
         root = self.trees[name]
+        wanted = {f"f{pool}.bin": pool for pool in files}
         for old in root.iterdir():
-            old.unlink()
-        for n, pool in enumerate(files):
-            (root / f"f{n}.bin").write_bytes(POOL[pool] + name.encode())
-        if collect_meanwhile:  # garbage collection twice between the backup's uploads and its commit
+            if old.name not in wanted:
+                old.unlink()
+        for file, pool in wanted.items():  # a file kept is not written again: the cache reuses its chunks
+            if not (root / file).exists():
+                (root / file).write_bytes(POOL[pool])
+        parents = [pid for pid in self.live() if self.items[pid] == name]
+        if meanwhile != "nothing":  # between the backup's uploads and its commit
             api = self.world.agent.api
 
             def collect_before_commit(method, subpath, *args, **kwargs):
                 if subpath == "commits":
                     self.world.agent.api = api
-                    self.world.collect(), self.world.collect()
+                    if meanwhile == "collect":
+                        self.world.collect(), self.world.collect()
+                    else:
+                        if parents:
+                            deletion.delete_point(self.world.services, self.world.vault, parents[-1])
+                        retention_sweep.run(self.world.services), retention_sweep.run(self.world.services)
                 return api(method, subpath, *args, **kwargs)
 
             self.world.agent.api = collect_before_commit
