@@ -1,6 +1,6 @@
 """HTTP triggers for agents: dedup look-up, recovery points and their commit, restore jobs, vault
-status, key check, credential renewal (shared.service.agent_api), the check of chunks against
-storage and agents' damage reports (shared.service.check, shared.service.damage).
+status, an item's schedule, key check, credential renewal (shared.service.agent_api), the check
+of chunks against storage and agents' damage reports (shared.service.check, shared.service.damage).
 
 Every route is under tenants/{tenant}/vaults/{vault}/ and every request is signed with the
 vault's signing key (shared.formats.sign_request). This module alone maps the service's errors
@@ -75,6 +75,8 @@ _ACTIONS: list[tuple[str, re.Pattern, Action]] = [
          svc, vault, RestoreRequest.from_doc(call.json()))).to_doc()),
     ("GET", re.compile(r"status\Z"),
      lambda svc, vault, call, _: agent_api.vault_status(svc, vault).to_doc()),
+    ("GET", re.compile(r"items/(?P<item>[^/]+)/schedule\Z"),
+     lambda svc, vault, call, m: agent_api.item_schedule(svc, vault, m["item"]).to_doc()),
     ("POST", re.compile(r"runs\Z"),
      lambda svc, vault, call, _: runs.start_run(svc, vault, RunRequest.from_doc(call.json())).to_doc()),
     ("POST", re.compile(r"runs/(?P<run>[^/]+)\Z"),
@@ -149,6 +151,11 @@ def create_restore(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route=VAULT_ROUTE + "/status", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def vault_status(req: func.HttpRequest) -> func.HttpResponse:
+    return _serve(req)
+
+
+@bp.route(route=VAULT_ROUTE + "/items/{item}/schedule", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def item_schedule(req: func.HttpRequest) -> func.HttpResponse:
     return _serve(req)
 
 

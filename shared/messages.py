@@ -23,6 +23,7 @@ from shared import crypto, formats
 from shared.domain import JobStatus, PointState, Redundancy, chunk_blob_name
 from shared.formats import B64_MD5, HEX_ID, NAME_ID, POINT_ID, SIGNATURE, MalformedMessage
 from shared.jsonfields import MAX_COUNT, MAX_STATS_BYTES, MAX_TEXT, FieldReader
+from shared.retention import ZONE_NAME, Schedule
 
 MAX_CHUNK_ENVELOPE = 9 * 1024 * 1024  # an 8 MiB chunk stored raw, with its framing and envelope
 MIN_CHUNK_ENVELOPE = crypto.HEADER_BYTES + crypto.TAG_BYTES + 1  # a header, a flag byte and a tag
@@ -1081,3 +1082,26 @@ class ItemStatus:
         if r.bool("missed") != item.missed:
             raise r.fail("missed", "disagrees with field 'missedRun'")
         return item
+
+
+@dataclass(frozen=True)
+class ItemSchedule:
+    """GET items/{item}/schedule: when the item's policy backs it up, its schedule read in
+    `time_zone` (shared/retention.py, Schedule), for the agent to turn into a timer or a cron
+    entry; `policy` names the policy (`default` for an item without an assignment)."""
+
+    item: str
+    policy: str
+    schedule: Schedule
+    time_zone: str
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"item": self.item, "policy": self.policy, "schedule": self.schedule.to_doc(),
+                "timeZone": self.time_zone}
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> "ItemSchedule":
+        r = FieldReader(doc, "item schedule")
+        r.only("item", "policy", "schedule", "timeZone")
+        return cls(r.str("item", NAME_ID), r.str("policy", NAME_ID), Schedule.from_fields(r.nested("schedule")),
+                   r.str("timeZone", ZONE_NAME))

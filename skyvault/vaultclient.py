@@ -237,6 +237,13 @@ class AgentVault:
     def status(self) -> messages.VaultStatus:
         return self._call("GET", "status", messages.VaultStatus.from_doc)
 
+    def item_schedule(self, item: str) -> messages.ItemSchedule:
+        """When the policy of `item` (a NAME_ID) backs it up: its schedule and time zone."""
+        answer = self._call("GET", f"items/{item}/schedule", messages.ItemSchedule.from_doc)
+        if answer.item != item:
+            raise ApiError(f"GET items/{item}/schedule: the service answered the schedule of item {answer.item}")
+        return answer
+
     def wait_for(self, what: str, poll: Callable[[], Any], timeout_s: float) -> Any:
         """Poll until `poll` returns something truthy; raise AgentError naming `what` on timeout."""
         deadline = time.monotonic() + timeout_s

@@ -1,6 +1,6 @@
 """The HTTP API's use cases for agents: authentication of signed requests, the dedup look-up,
-recovery points and their commit, restore jobs, key check, credential renewal and vault status
-(with each item's missed backup, if any).
+recovery points and their commit, restore jobs, key check, credential renewal, vault status
+(with each item's missed backup, if any) and each item's schedule.
 
 Every request is signed with the vault's signing key (formats.sign_request); `authenticate`
 gives the vault a request's signature proves, and every other handler takes that vault."""
@@ -10,16 +10,16 @@ import dataclasses
 from datetime import datetime
 
 from shared import formats
-from shared.domain import ChunkState, Job, PointState, RecoveryPoint, Vault
+from shared.domain import ChunkState, Job, PointState, Protection, RecoveryPoint, Vault
 from shared.errors import Forbidden, Invalid, NotFound
-from shared.messages import (STATUS_MAX_ITEMS, Credentials, CommitRequest, EpochAnswer, ItemStatus, JobView, LookupAnswer,
-                             LookupRequest, PointView, RestorePlan, VaultStatus)
+from shared.messages import (STATUS_MAX_ITEMS, Credentials, CommitRequest, EpochAnswer, ItemSchedule, ItemStatus,
+                             JobView, LookupAnswer, LookupRequest, PointView, RestorePlan, VaultStatus)
 from shared.retention import missed_run
 from shared.service import gc
 from shared.service.commit import commit_point
 from shared.service.context import Services
 from shared.service.ingest import ChunkNotUploaded, ingest_chunks
-from shared.service.policies import DEFAULT_POLICY_NAME, policies_of
+from shared.service.policies import DEFAULT_POLICY_NAME, policies_of, show_policy
 from shared.service.replication import replication_status
 from shared.service.vaults import agent_credentials, vault_for
 
@@ -125,3 +125,19 @@ def vault_status(services: Services, vault: Vault) -> VaultStatus:
     return VaultStatus(vault_id=vault.id, name=vault.name, tenant_id=vault.tenant_id, redundancy=vault.redundancy,
                        first_backup_at=vault.first_backup_at, replication=replication_status(services, vault),
                        chunk_epoch=vault.chunk_epoch, items=tuple(items), items_left_off=left_off)
+
+
+def item_schedule(services: Services, vault: Vault, item: str) -> ItemSchedule:
+    """When the item's policy backs it up, for the agent's timer: the policy its record names, or
+    the default for an item without one (one not backed up yet included). Reads only, so
+    idempotent. Forbidden for an item whose protection is stopped: every run would be refused."""
+    if not formats.NAME_ID.match(item):
+        raise Invalid(f"item {item[:70]!r} must be 1-63 letters, digits, '.', '_' or '-', starting with a letter "
+                      f"or digit")
+    record = services.index.get_item(vault.id, item)
+    if record is not None and record.protection == Protection.STOPPED:
+        raise Forbidden(f"item {item}: protection is stopped, so it takes no new backups to schedule "
+                        f"(an operator resumes it with `skyvault protection resume {item}`)")
+    policy_name = record.policy if record is not None else DEFAULT_POLICY_NAME
+    policy = show_policy(vault, policy_name)
+    return ItemSchedule(item=item, policy=policy_name, schedule=policy.schedule, time_zone=policy.time_zone)

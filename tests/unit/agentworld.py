@@ -15,7 +15,7 @@ from shared import formats
 from shared.domain import container_name
 from shared.service import delivery, gc, vaults
 from shared.service.context import REPLICATE_QUEUE, Services
-from skyvault.backup import Backup
+from skyvault.backup import Backup, committer
 from skyvault.cache import Cache
 from skyvault.restore import Restore
 from skyvault.treedigest import differences, tree_digest
@@ -88,7 +88,10 @@ class World:
 
 
 @pytest.fixture
-def world(request, tmp_path):
+def world(request, tmp_path, monkeypatch):
+    # In process a commit is done when answered: one still pending after seconds never will be
+    # (a chunk it needs was collected), and should fail the test rather than wait five minutes.
+    monkeypatch.setattr(committer, "COMMIT_WAIT_S", 5.0)
     w = World(f"gc-{request.node.name}", tmp_path)
     yield w
     w.cache.close()

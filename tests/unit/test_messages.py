@@ -5,9 +5,9 @@ import json
 import pytest
 
 from shared import formats, messages
-from shared.messages import (ChunkDeclaration, ChunksMessage, CommitMessage, CommitRequest, Credentials, JobView,
-                             LookupRequest, MalformedMessage, PointView, Poisoned, Redelivery, ReplicateMessage,
-                             RestoreMessage, parse_signed_message)
+from shared.messages import (ChunkDeclaration, ChunksMessage, CommitMessage, CommitRequest, Credentials, ItemSchedule,
+                             JobView, LookupRequest, MalformedMessage, PointView, Poisoned, Redelivery,
+                             ReplicateMessage, RestoreMessage, parse_signed_message)
 from tests.unit.signing import signed_json
 
 KEY = b"k" * 32
@@ -144,6 +144,34 @@ def test_answers_round_trip():
            "plan": {"regions": [{"region": "primary", "containerUrl": "https://a/b?sig", "complete": True}],
                     "manifestBlob": f"points/{point.id}/manifest", "expiresAt": "y"}}
     assert JobView.from_doc(job).to_doc() == job
+
+
+ITEM_SCHEDULE = {"item": "db", "policy": "weekly", "timeZone": "Europe/Berlin",
+                 "schedule": {"frequency": "weekly", "times": ["06:05", "18:00"], "weekdays": ["monday", "friday"]}}
+
+
+def test_item_schedule_round_trips():
+    assert ItemSchedule.from_doc(ITEM_SCHEDULE).to_doc() == ITEM_SCHEDULE
+    daily = {**ITEM_SCHEDULE, "timeZone": "UTC", "schedule": {"frequency": "daily", "times": ["21:00"]}}
+    assert ItemSchedule.from_doc(daily).to_doc() == daily
+
+
+@pytest.mark.parametrize("change, error", [
+    (lambda d: d.pop("timeZone"), "field 'timeZone' is missing"),
+    (lambda d: d.update(timeZone="Europe/../etc"), "field 'timeZone' has a bad format"),
+    (lambda d: d.update(item="bad/name"), "field 'item' has a bad format"),
+    (lambda d: d.update(extra=1), "unknown field 'extra'"),
+    (lambda d: d["schedule"].update(frequency="hourly"), "'schedule.frequency' is 'hourly'"),
+    (lambda d: d["schedule"].update(times=["18:00", "06:05"]), "'schedule.times' must be ascending"),
+    (lambda d: d["schedule"].update(times=["1", "2", "3", "4"]), "'schedule.times' holds 4 entries"),
+    (lambda d: d["schedule"].pop("weekdays"), "'schedule.weekdays' is missing"),
+    (lambda d: d["schedule"].update(frequency="daily"), "'schedule.weekdays' is only for a weekly schedule"),
+])
+def test_a_malformed_item_schedule_is_refused_naming_the_field(change, error):
+    doc = json.loads(json.dumps(ITEM_SCHEDULE))
+    change(doc)
+    with pytest.raises(MalformedMessage, match=error):
+        ItemSchedule.from_doc(doc)
 
 
 def test_credentials_are_checked():
