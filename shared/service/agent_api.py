@@ -97,11 +97,14 @@ def chunk_epoch(vault: Vault) -> EpochAnswer:
 
 def item_statuses(services: Services, vault: Vault) -> tuple[list[ItemStatus], int]:
     """Each item of the vault (those with points or an assignment), by name: its policy, its
-    newest committed point, and the run it missed at the services' clock; the first
+    newest committed point, and the run it missed at the services' clock (none for an item
+    whose protection is stopped); the first
     STATUS_MAX_ITEMS, and how many were left off."""
     now = services.clock()
     policies = policies_of(vault)
-    assigned = {r.id: r.policy for r in services.index.list_items(vault.id)}
+    records = services.index.list_items(vault.id)
+    assigned = {r.id: r.policy for r in records}
+    stopped = {r.id for r in records if r.protection == Protection.STOPPED}  # takes no backups: misses none
     newest: dict[str, datetime | None] = dict.fromkeys(assigned)
     for point in services.index.list_points(vault.id):
         last = newest.setdefault(point.item)
@@ -114,7 +117,7 @@ def item_statuses(services: Services, vault: Vault) -> tuple[list[ItemStatus], i
         policy_name = assigned.get(name, DEFAULT_POLICY_NAME)
         # created_at is the agent's clock: a point from a clock running fast counts as made now.
         last = newest[name] and min(newest[name], now)
-        missed = missed_run(policies[policy_name], last, now)
+        missed = None if name in stopped else missed_run(policies[policy_name], last, now)
         items.append(ItemStatus(item=name, policy=policy_name, last_point_at=last and last.isoformat(),
                                 missed_run=missed and missed.isoformat()))
     return items, len(names) - len(items)

@@ -11,7 +11,7 @@ import pytest
 from shared.domain import ItemRecord, RecoveryPoint
 from shared.formats import MalformedMessage
 from shared.messages import STATUS_MAX_ITEMS, ItemStatus, VaultStatus
-from shared.service import agent_api, policies, vaults
+from shared.service import agent_api, deletion, policies, vaults
 from skyvault import cli, exitcodes, home
 from skyvault.commands import status as status_command
 from skyvault.vaultclient import AgentVault
@@ -69,6 +69,14 @@ def test_an_agent_reads_each_items_policy_last_point_and_missed_run(services, cr
          "missedRun": "2026-12-01T21:00:00+00:00"},
     ]
     assert status.items_left_off == 0
+
+
+def test_an_item_whose_protection_is_stopped_misses_no_backup(services, creds):
+    add_point(services, "p1", "photos", datetime(2026, 11, 20, 21, 10, tzinfo=timezone.utc))
+    assert agent(services, creds).status().items[0].missed
+    deletion.stop_protection(services, the_vault(services), "photos", delete_data=False)
+    [item] = agent(services, creds).status().items
+    assert not item.missed and item.last_point_at == "2026-11-20T21:10:00+00:00"
 
 
 def test_a_point_from_a_clock_running_fast_counts_as_made_now(services, creds):
