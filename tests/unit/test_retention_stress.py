@@ -17,6 +17,7 @@ import random
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -217,5 +218,6 @@ class RetentionWithEnd(Retention):
             super().teardown()
 
 
-TestRetention = RetentionWithEnd.TestCase
+# One pytest test runs every example: the long profile takes longer than the suite's 300 s.
+TestRetention = pytest.mark.timeout(3600 if PROFILE == "stress" else 300)(RetentionWithEnd.TestCase)
 TestRetention.settings = settings.get_profile(PROFILE)
