@@ -246,11 +246,13 @@ def _collect_shard(services: Services, vault: Vault, referenced: Iterator[str], 
 
 def _collect_record(services: Services, vault: Vault, record: ChunkRecord, referenced: bool, horizon: "_Horizon",
                     report: GcReport) -> None:
-    if referenced:
+    if record.state == ChunkState.DELETING:
+        # Gone for every use, referenced or not: only a pending point can name it now (a commit
+        # counts no `deleting` chunk), and it waits for the replacement finishing this allows.
+        _delete(services, vault, record, report)
+    elif referenced:
         if record.state == ChunkState.CONDEMNED and revive(services, record) is not None:
             report.revived += 1
-    elif record.state == ChunkState.DELETING:
-        _delete(services, vault, record, report)
     elif record.state == ChunkState.VERIFIED and horizon.old(record.recorded_at, MIN_AGE):
         stored = update_chunk(services, record, _condemn(iso_time(horizon.now)))
         if stored is not None and stored.state == ChunkState.CONDEMNED:

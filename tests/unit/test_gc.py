@@ -14,6 +14,8 @@ from shared.messages import RunRequest
 from shared.ports import TransientError
 from shared.service import deletion, gc, runs
 from shared.service.context import update_vault
+from skyvault.backup import Backup
+from skyvault.vaultclient import ApiError
 from tests.faults import FAULT_KINDS, Crash, Faults, faulty
 from tests.unit.agentworld import World, world  # noqa: F401 (a fixture)
 
@@ -246,3 +248,34 @@ def test_a_fault_at_any_step_of_gc_loses_nothing_and_the_next_passes_finish(worl
 def test_the_fault_walk_covers_every_effect_of_two_passes(tmp_path):
     effects = _effects_of_clean_passes("gc-walk-clean", tmp_path)
     assert effects == CLEAN_EFFECTS
+
+
+def test_a_chunk_left_deleting_by_a_crash_is_finished_even_when_a_backup_names_it_again(world):
+    """The pass dies right after marking a chunk `deleting`; a backup of the same data finds it
+    rejected, uploads a replacement and fails its commit while it is `deleting`; its pending
+    point references the chunk, and the next pass still finishes the deletion, so the backup
+    after it commits."""
+    a = world.tree("a")
+    point = world.backup("item-a", a)
+    deletion.delete_point(world.services, world.vault, point)
+    world.advance_days(15)
+    deletion.purge_due(world.services, world.vault)
+    assert world.collect().condemned > 0
+    # What a pass that died right after deleting the paired region's copy of a chunk leaves.
+    records = world.services.index.chunks_after(world.agent.vault_id, "", 1000)
+    victim = next(r for r in records if r.state == ChunkState.CONDEMNED)
+    victim.state = ChunkState.DELETING
+    world.services.index.replace_chunk(victim)
+    world.services.secondary.container(container_name(world.agent.vault_id)).delete(chunk_blob_name(victim.id))
+    with pytest.raises(ApiError, match="503 .* being garbage-collected"):
+        world.backup("item-a", a)
+    # Through the queues, the point is recorded pending, waiting for the replacement.
+    sent = Backup(world.agent, world.cache, "item-a").run([str(a)], wait=False)
+    pending = world.services.index.get_point(world.agent.vault_id, sent.point_id)
+    assert pending.state == "pending" and victim.id in world.refs(sent.point_id)
+    world.collect()
+    assert victim.id not in world.services.index.get_chunks(world.agent.vault_id, [victim.id])
+    again = world.backup("item-a", a)
+    records = world.services.index.get_chunks(world.agent.vault_id, sorted(world.refs(again)))
+    assert {r.state for r in records.values()} == {ChunkState.VERIFIED}
+    assert world.restores(again, a)

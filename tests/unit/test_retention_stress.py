@@ -27,6 +27,7 @@ from shared.service.context import update_vault
 from skyvault.backup import Backup, committer
 from skyvault.cache import Cache
 from skyvault.treedigest import tree_digest
+from skyvault.vaultclient import ApiError
 from tests.faults import Crash, Faults, faulty
 from tests.unit.agentworld import World
 
@@ -127,6 +128,14 @@ class Retention(RuleBasedStateMachine):
 
             self.world.agent.api = collect_before_commit
         try:
+            report = Backup(self.world.agent, self.caches[machine], name).run([str(root)])
+        except ApiError as e:
+            # A chunk a crashed collection left `deleting` cannot take a replacement until a
+            # pass finishes deleting it (docs/design.md, "Known limits"): the backup fails
+            # saying so, and the one after the next pass commits.
+            assert e.status == 503 and "being garbage-collected" in str(e), e
+            self.world.agent.__dict__.pop("api", None)
+            self.world.collect()
             report = Backup(self.world.agent, self.caches[machine], name).run([str(root)])
         finally:
             self.world.agent.__dict__.pop("api", None)
