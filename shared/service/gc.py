@@ -19,7 +19,7 @@ Words:
   or died (runs.RUN_TIMEOUT). The record becomes `deleting` (ETag-checked: a revival wins the
   race or loses it cleanly), its blob is deleted in the paired region then the primary, a usage
   event records the bytes, and the record is deleted. A crash leaves `deleting`; the next pass
-  finishes it.
+  finishes it, even if a pending point names it again.
 - orphan: a blob under `chunks/` without a record (a crashed run's undeclared upload; a copy
   the paired region kept), or a replacement blob `{id}.{nonce}` left behind: deleted once older
   than ORPHAN_AGE and older than the start of every live run.
