@@ -12,9 +12,11 @@ in either region.
 `make test` runs the short profile; `make stress` the long one (HYPOTHESIS_PROFILE=stress)."""
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import tempfile
+from datetime import timezone
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from shared.domain import ChunkState, SoftDelete, chunk_blob_name, container_name
 from shared.service import deletion, gc, policies, retention_sweep
 from shared.service.context import update_vault
+from shared import crypto
+from skyvault import backup as agent_backup
 from skyvault.backup import Backup, committer
 from skyvault.cache import Cache
 from skyvault.treedigest import tree_digest
@@ -49,9 +53,16 @@ def policy(days: int) -> dict:
 class Retention(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
+        # The same choices must replay the same run, for hypothesis to shrink a failure: chunk
+        # ids (keyed by the vault's salt) and point ids (their random suffix) made repeatable.
+        self._patched = [(crypto, "new_salt", crypto.new_salt),
+                         (agent_backup, "new_point_id", agent_backup.new_point_id)]
+        points = itertools.count()
+        crypto.new_salt = lambda: b"stress test salt"
+        agent_backup.new_point_id = lambda now: f"{now.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}-{next(points):08x}"
         self._tmp = tempfile.TemporaryDirectory()
         tmp = Path(self._tmp.name)
-        self.world = World(f"stress-{random.getrandbits(32):08x}", tmp)
+        self.world = World(f"stress-{random.getrandbits(32):08x}", tmp)  # names only its fakes' URLs
         self.caches = [self.world.cache] + [Cache(tmp / f"cache-{m}.sqlite") for m in range(1, MACHINES)]
         self.trees = {}
         for i in range(ITEMS):
@@ -75,6 +86,8 @@ class Retention(RuleBasedStateMachine):
 
     def teardown(self):
         committer.COMMIT_WAIT_S = self._commit_wait
+        for module, name, value in self._patched:
+            setattr(module, name, value)
         for cache in self.caches:
             cache.close()
         self._tmp.cleanup()
