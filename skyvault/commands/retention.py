@@ -1,6 +1,6 @@
 """`skyvault retention plan`: the operator's dry run of retention. For each item of a vault (or
-one), what its policy keeps of its committed points now, and why, and what it would expire.
-It only reads: nothing is deleted.
+one), what its policy keeps of its committed points now, and why, and what it would expire;
+then the soft-deleted points and when each is purged. It only reads: nothing is deleted.
 
 `skyvault retention sweep`: run the retention timer's work now (shared.service.retention_sweep),
 over every vault or one, as the single instance."""
@@ -51,7 +51,17 @@ def run(args: argparse.Namespace) -> int:
         if not rows:
             say("  (no committed points)")
         expiring += len(plan.decision.expire)
-    say(f"plan at {now.isoformat()}: {expiring} point(s) would expire; nothing was deleted")
+    deleted = sorted((p for p in services.index.list_points(vault.id, args.item) if p.deleted_at),
+                     key=lambda p: (p.purge_after or "", p.id))
+    if deleted:
+        say("soft-deleted (restorable by `skyvault undelete` until purged):")
+    for point in deleted:
+        due = "purged by the next sweep" if point.purging_at or point.purge_after <= now.isoformat() else \
+            f"purged after {point.purge_after}"
+        say(f"  {point.id}  {point.item}  {point.deleted_reason}; {due}")
+    due_now = sum(1 for p in deleted if p.purging_at or p.purge_after <= now.isoformat())
+    say(f"plan at {now.isoformat()}: {expiring} point(s) would expire, {due_now} would be purged; "
+        f"nothing was deleted")
     return exitcodes.OK
 
 

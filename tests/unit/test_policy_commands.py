@@ -97,5 +97,25 @@ def test_assign_then_plan_prints_each_point_and_deletes_nothing(services, capsys
     assert lines[3].endswith("keep    (daily 1 of 2, latest)")
     assert lines[4].endswith("keep    (daily 2 of 2)")
     assert lines[5].startswith("  s2  ") and lines[5].endswith("expire")
-    assert lines[6] == "plan at 2026-12-02T12:00:00+00:00: 1 point(s) would expire; nothing was deleted"
+    assert lines[6] == ("plan at 2026-12-02T12:00:00+00:00: 1 point(s) would expire, 0 would be purged; "
+                        "nothing was deleted")
     assert len(services.index.list_points(the_vault(services).id)) == 4
+
+
+def test_plan_lists_the_soft_deleted_points_and_when_each_is_purged(services, capsys):
+    add_point(services, "old", "server", days_ago=20)
+    add_point(services, "new", "server", days_ago=1)
+    vault = the_vault(services)
+    for point_id, days_ago in (("old", 15), ("new", 1)):
+        point = services.index.get_point(vault.id, point_id)
+        point.deleted_at = (NOW - timedelta(days=days_ago)).isoformat()
+        point.deleted_reason = "deleted by an operator"
+        point.purge_after = (NOW - timedelta(days=days_ago) + timedelta(days=14)).isoformat()
+        services.index.replace_point(point)
+    capsys.readouterr()
+    assert cli.main(["retention", "plan", *VAULT]) == exitcodes.OK
+    out = capsys.readouterr().out
+    assert "  old  server  deleted by an operator; purged by the next sweep" in out
+    assert "  new  server  deleted by an operator; purged after 2026-12-15T12:00:00+00:00" in out
+    assert out.rstrip().endswith("0 point(s) would expire, 1 would be purged; nothing was deleted")
+    assert len(services.index.list_points(vault.id)) == 2
