@@ -22,7 +22,7 @@ from typing import Iterator
 
 from shared.domain import PointState, Vault, container_name
 from shared.service.context import Services
-from shared.service.gc import MAX_PAGE_LINES, MIN_PAGE_LINES, REF_LINE, REFS_MEMORY, RefsReader
+from shared.service.gc import RefsReader, page_lines
 
 SIZES_BATCH = 1000
 
@@ -52,7 +52,7 @@ def footprint(services: Services, vault: Vault) -> VaultFootprint:
     points = [p for p in services.index.list_points(vault.id)
               if p.state == PointState.COMMITTED and p.purging_at is None]
     container = services.primary.container(container_name(vault.id))
-    page = max(MIN_PAGE_LINES, min(MAX_PAGE_LINES, REFS_MEMORY // REF_LINE // max(1, len(points))))
+    page = page_lines(len(points))
     streams = [_tagged(RefsReader(container, p, page).ids(""), p.item) for p in points]
     items = {p.item: ItemFootprint(p.item) for p in points}
     total = chunks = 0

@@ -191,7 +191,7 @@ def collect(services: Services, vault: Vault, deadline: float | None = None) -> 
 def _reference_readers(services: Services, vault: Vault, container: BlobContainer) -> list[RefsReader]:
     points = [p for p in services.index.list_points(vault.id)
               if p.purging_at is None and p.state != PointState.FAILED]
-    page = max(MIN_PAGE_LINES, min(MAX_PAGE_LINES, REFS_MEMORY // REF_LINE // max(1, len(points))))
+    page = page_lines(len(points))
     readers = []
     for point in points:
         try:
@@ -202,6 +202,12 @@ def _reference_readers(services: Services, vault: Vault, container: BlobContaine
                 continue  # purged meanwhile, or a pending point that will fail for it
             raise Unreadable(f"the reference list of committed point {point.id} is missing") from None
     return readers
+
+
+def page_lines(lists: int) -> int:
+    """The ids a page of each of `lists` reference lists read at once holds: REFS_MEMORY shared
+    by all, between MIN_PAGE_LINES and MAX_PAGE_LINES."""
+    return max(MIN_PAGE_LINES, min(MAX_PAGE_LINES, REFS_MEMORY // REF_LINE // max(1, lists)))
 
 
 def _blobs(container: BlobContainer, shard: str) -> Iterator[tuple[str, int, tuple[BlobContainer, str]]]:

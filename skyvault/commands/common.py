@@ -14,6 +14,20 @@ from skyvault.vaultclient import AgentError, AgentVault, CredentialsError
 KEYS_FILE = "keys.json"
 
 
+def vault_arguments(parser) -> None:
+    """The vault an operator's command works on."""
+    parser.add_argument("--vault", required=True, help="vault name or id")
+    parser.add_argument("--tenant", required=True)
+
+
+def operator_services():
+    """The service's use cases wired to the local stack's settings, as the operator's commands
+    call them (imported here, not at start-up: the service costs agents start-up time)."""
+    from shared import bootstrap
+
+    return bootstrap.build_services(home.stack_state()["settings"])
+
+
 def say(text: str) -> None:
     print(text, flush=True)
 

@@ -5,45 +5,39 @@ from __future__ import annotations
 
 import argparse
 
-from skyvault import exitcodes, home
-from skyvault.commands.common import say
+from skyvault import exitcodes
+from skyvault.commands.common import operator_services, say, vault_arguments
 from skyvault.vaultclient import AgentError
-
-
-def _vault_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--vault", required=True, help="vault name or id")
-    parser.add_argument("--tenant", required=True)
 
 
 def add_parser(subparsers) -> None:
     delete = subparsers.add_parser("delete", help="operator: soft-delete a recovery point")
     delete.add_argument("point")
-    _vault_arguments(delete)
+    vault_arguments(delete)
     delete.set_defaults(func=run, deletion_command="delete")
     undelete = subparsers.add_parser("undelete", help="operator: make a soft-deleted recovery point restorable again")
     undelete.add_argument("point")
-    _vault_arguments(undelete)
+    vault_arguments(undelete)
     undelete.set_defaults(func=run, deletion_command="undelete")
     protection = subparsers.add_parser("protection", help="operator: stop or resume an item's backups")
     sub = protection.add_subparsers(dest="protection_command", required=True)
     stop = sub.add_parser("stop", help="no new backups; the points stay, or with --delete-data are soft-deleted")
     stop.add_argument("item")
-    _vault_arguments(stop)
+    vault_arguments(stop)
     stop.add_argument("--delete-data", action="store_true", help="soft-delete every point of the item too")
     stop.add_argument("--approval", help="the guard owner's approval of this operation (multi-user authorization)")
     stop.set_defaults(func=run, deletion_command="stop")
     resume = sub.add_parser("resume", help="take backups of a stopped item again")
     resume.add_argument("item")
-    _vault_arguments(resume)
+    vault_arguments(resume)
     resume.set_defaults(func=run, deletion_command="resume")
 
 
 def run(args: argparse.Namespace) -> int:
-    from shared import bootstrap
     from shared.errors import ServiceError
     from shared.service import deletion, vaults
 
-    services = bootstrap.build_services(home.stack_state()["settings"])
+    services = operator_services()
     try:
         vault = vaults.find_vault(services, args.tenant, args.vault)
         if args.deletion_command == "delete":

@@ -19,16 +19,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from skyvault import exitcodes, home
-from skyvault.commands.common import say, warn
+from skyvault import exitcodes
+from skyvault.commands.common import operator_services, say, vault_arguments, warn
 from skyvault.vaultclient import AgentError
 
 OPERATIONS = ("disable-soft-delete", "disable-guard", "shorten-retention", "stop-protection-delete", "delete-vault")
-
-
-def _vault_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--vault", required=True, help="vault name or id")
-    parser.add_argument("--tenant", required=True)
 
 
 def add_parser(subparsers) -> None:
@@ -37,17 +32,17 @@ def add_parser(subparsers) -> None:
     keygen = sub.add_parser("keygen", help="the guard owner: make a key pair (prints the public key)")
     keygen.add_argument("--out", required=True, help="where to write the private key (PEM, mode 0600; not overwritten)")
     enable = sub.add_parser("enable", help="put a vault under a guard owner's approval")
-    _vault_arguments(enable)
+    vault_arguments(enable)
     enable.add_argument("--owner", required=True, help="the guard owner's name")
     enable.add_argument("--public-key", required=True, help="the owner's public key, as `guard keygen` prints it")
     show = sub.add_parser("show", help="a vault's guard and its approval requests")
-    _vault_arguments(show)
+    vault_arguments(show)
     request = sub.add_parser("request", help="ask the guard owner to approve an operation (prints the request)")
     request.add_argument("operation", choices=OPERATIONS)
     request.add_argument("subject", nargs="?",
                          help="policy:NAME, item:NAME or soft-delete-days (shorten-retention), the item "
                               "(stop-protection-delete); the vault's name for the others (the default)")
-    _vault_arguments(request)
+    vault_arguments(request)
     request.add_argument("--out", help="also write the request to this file")
     approve = sub.add_parser("approve", help="the guard owner: approve a request (prints the approval token)")
     approve.add_argument("--key", required=True, help="the owner's private key file (from `guard keygen`)")
@@ -56,7 +51,7 @@ def add_parser(subparsers) -> None:
     approve.add_argument("--hours", type=float, default=12.0,
                          help="how long the approval lasts (default 12, at most 24 after the request)")
     disable = sub.add_parser("disable", help="remove a vault's guard (needs its owner's approval)")
-    _vault_arguments(disable)
+    vault_arguments(disable)
     disable.add_argument("--approval", required=True, help="the owner's approval of disable-guard")
     for parser in (keygen, enable, show, request, approve, disable):
         parser.set_defaults(func=run)
@@ -125,10 +120,9 @@ def _read_request(path: str) -> Any:
 
 
 def _on_the_vault(args: argparse.Namespace) -> None:
-    from shared import bootstrap
     from shared.service import protection, vaults
 
-    services = bootstrap.build_services(home.stack_state()["settings"])
+    services = operator_services()
     vault = vaults.find_vault(services, args.tenant, args.vault)
     if args.guard_command == "enable":
         vault = protection.enable_guard(services, vault, args.owner, args.public_key)

@@ -13,21 +13,16 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from skyvault import exitcodes, home
-from skyvault.commands.common import say
+from skyvault import exitcodes
+from skyvault.commands.common import operator_services, say, vault_arguments
 from skyvault.vaultclient import AgentError
-
-def _vault_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--vault", required=True, help="vault name or id")
-    parser.add_argument("--tenant", required=True)
-
 
 def add_parser(subparsers) -> None:
     policy = subparsers.add_parser("policy", help="operator: a vault's backup policies")
     sub = policy.add_subparsers(dest="policy_command", required=True)
     create = sub.add_parser("create", help="add a named policy to a vault")
     create.add_argument("name")
-    _vault_arguments(create)
+    vault_arguments(create)
     create.add_argument("--file", help="the policy's JSON document")
     create.add_argument("--at", action="append", metavar="HH:MM", help="a daily backup time (up to three)")
     create.add_argument("--days", type=int, help="keep each day's point this many days")
@@ -36,16 +31,16 @@ def add_parser(subparsers) -> None:
     create.add_argument("--time-zone", default="UTC", help="IANA zone of the times and days (default UTC)")
     show = sub.add_parser("show", help="one policy, or all of a vault's (the default included)")
     show.add_argument("name", nargs="?")
-    _vault_arguments(show)
+    vault_arguments(show)
     replace = sub.add_parser("set", help="replace a policy (it applies to existing points too)")
     replace.add_argument("name")
-    _vault_arguments(replace)
+    vault_arguments(replace)
     replace.add_argument("--file", required=True, help="the policy's JSON document")
     replace.add_argument("--approval", help="the guard owner's approval of shorten-retention of policy:NAME")
     assign = sub.add_parser("assign", help="make an item follow a policy")
     assign.add_argument("item")
     assign.add_argument("name", help="policy name ('default' for the built-in one)")
-    _vault_arguments(assign)
+    vault_arguments(assign)
     assign.add_argument("--approval", help="the guard owner's approval of shorten-retention of item:ITEM")
     for parser in (create, show, replace, assign):
         parser.set_defaults(func=run)
@@ -53,12 +48,11 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # The operator's commands only import the service: it costs agents start-up time.
-    from shared import bootstrap
     from shared.errors import ServiceError
     from shared.service import policies, vaults
 
     commands: dict[str, Callable[..., None]] = {"create": _create, "show": _show, "set": _set, "assign": _assign}
-    services = bootstrap.build_services(home.stack_state()["settings"])
+    services = operator_services()
     try:
         vault = vaults.find_vault(services, args.tenant, args.vault)
         commands[args.policy_command](args, services, vault, policies)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from skyvault import exitcodes, home
-from skyvault.commands.common import say
+from skyvault import exitcodes
+from skyvault.commands.common import operator_services, say
 from skyvault.vaultclient import AgentError
 
 
@@ -29,11 +29,10 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shared import bootstrap
     from shared.errors import ServiceError
     from shared.service import policies, vaults
 
-    services = bootstrap.build_services(home.stack_state()["settings"])
+    services = operator_services()
     now = services.clock()
     try:
         vault = vaults.find_vault(services, args.tenant, args.vault)
@@ -68,11 +67,10 @@ def run(args: argparse.Namespace) -> int:
 def run_sweep(args: argparse.Namespace) -> int:
     import json
 
-    from shared import bootstrap
     from shared.errors import ServiceError
     from shared.service import retention_sweep, vaults
 
-    services = bootstrap.build_services(home.stack_state()["settings"])
+    services = operator_services()
     try:
         only = [vaults.find_vault(services, args.tenant, args.vault).id] if args.vault else None
     except ServiceError as e:

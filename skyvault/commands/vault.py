@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 
 from shared.domain import REDUNDANCIES, Immutability, SoftDelete
-from skyvault import exitcodes, home
-from skyvault.commands.common import say
+from skyvault import exitcodes
+from skyvault.commands.common import operator_services, say
 from skyvault.vaultclient import AgentError
 
 
@@ -54,11 +54,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _create(args: argparse.Namespace) -> int:
     # The operator's commands only import the service: it costs agents start-up time.
-    from shared import bootstrap
     from shared.errors import ServiceError
     from shared.service import vaults
 
-    services = bootstrap.build_services(home.stack_state()["settings"])
+    services = operator_services()
     try:
         vault, credentials = vaults.create_vault(services, args.tenant, args.name, args.redundancy)
     except ServiceError as e:
@@ -74,11 +73,10 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _set_redundancy(args: argparse.Namespace) -> int:
-    from shared import bootstrap
     from shared.errors import ServiceError
     from shared.service import vaults
 
-    services = bootstrap.build_services(home.stack_state()["settings"])
+    services = operator_services()
     try:
         vault = vaults.change_redundancy(services, vaults.find_vault(services, args.tenant, args.name),
                                          args.redundancy)
@@ -89,11 +87,10 @@ def _set_redundancy(args: argparse.Namespace) -> int:
 
 
 def _soft_delete(args: argparse.Namespace) -> int:
-    from shared import bootstrap
     from shared.errors import ServiceError
     from shared.service import protection, vaults
 
-    services = bootstrap.build_services(home.stack_state()["settings"])
+    services = operator_services()
     try:
         vault = protection.set_soft_delete(services, vaults.find_vault(services, args.tenant, args.name),
                                            args.state, args.days, args.approval)
@@ -104,11 +101,10 @@ def _soft_delete(args: argparse.Namespace) -> int:
 
 
 def _immutability(args: argparse.Namespace) -> int:
-    from shared import bootstrap
     from shared.errors import ServiceError
     from shared.service import protection, vaults
 
-    services = bootstrap.build_services(home.stack_state()["settings"])
+    services = operator_services()
     try:
         vault = protection.set_immutability(services, vaults.find_vault(services, args.tenant, args.name), args.state)
     except ServiceError as e:
