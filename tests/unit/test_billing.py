@@ -20,6 +20,7 @@ from shared.billing import (CSV_COLUMNS, FreeLine, InstanceLine, ItemDay, ItemUs
 from shared.domain import Redundancy
 from shared.errors import NotFound
 from shared.formats import MalformedMessage
+from tests.documents import edited
 
 GB = 2 ** 30  # the sheet's gbBytes
 CENT = Decimal("0.01")
@@ -332,16 +333,7 @@ def test_a_file_must_hold_its_own_version(tmp_path, monkeypatch):
 
 
 def _with(path: str, value):
-    doc = json.loads(json.dumps(SHEET.to_doc()))
-    *parents, last = [int(p) if p.isdigit() else p for p in path.split(".")]
-    target = doc
-    for name in parents:
-        target = target[name]
-    if value is KeyError:
-        del target[last]
-    else:
-        target[last] = value
-    return doc
+    return edited(SHEET.to_doc(), path, value)
 
 
 @pytest.mark.parametrize("path, value, message", [

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from shared.formats import MalformedMessage
 from shared.retention import MAX_POINTS, Policy, apply_policy, last_scheduled_run, missed_run
 from tests.retention.generate import FIXTURES, point_id
+from tests.documents import edited
 
 UTC = timezone.utc
 FIXTURE_DIR = Path(__file__).resolve().parent.parent / "retention"
@@ -226,16 +227,7 @@ def test_policy_round_trips_through_its_document():
 
 
 def _with(path: str, value):
-    doc = json.loads(json.dumps(FULL))
-    *parents, last = path.split(".")
-    target = doc
-    for name in parents:
-        target = target[name]
-    if value is KeyError:
-        del target[last]
-    else:
-        target[last] = value
-    return doc
+    return edited(FULL, path, value)
 
 
 @pytest.mark.parametrize("path, value, message", [
