@@ -7,7 +7,8 @@ function app's base URL, written into agent credentials), `ReplicationCopyMode`
 ("server", the default: server-side Copy Blob; "stream" for the local stack,
 whose regions are separate Azurite processes that cannot copy between each
 other), `ReplicationRetryMaxSeconds` (default 300), `ScrubSchedule`,
-`SweepSchedule` and `RetentionSchedule` (NCRONTAB: the scrub, sweep and retention timers' bindings read them), `OperationCountsFile`
+`SweepSchedule`, `RetentionSchedule` and `ReconcileSchedule` (NCRONTAB: the scrub, sweep, retention and
+reconcile timers' bindings read them), `OperationCountsFile`
 (optional: count storage, queue and Cosmos DB operations into this JSON file, for benchmarks),
 `ClockOffsetFile` (local stack only: a file holding seconds to add to the service's clock, read
 at each reading of the clock; the end-to-end tests move the whole stack's time with it, to age
@@ -34,6 +35,7 @@ REPLICATION_COPY_MODE, REPLICATION_RETRY_MAX = "ReplicationCopyMode", "Replicati
 SCRUB_SCHEDULE = "ScrubSchedule"
 SWEEP_SCHEDULE = "SweepSchedule"
 RETENTION_SCHEDULE = "RetentionSchedule"
+RECONCILE_SCHEDULE = "ReconcileSchedule"
 CLOCK_OFFSET_FILE = "ClockOffsetFile"
 OPERATION_COUNTS_FILE = "OperationCountsFile"
 

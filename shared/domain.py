@@ -58,10 +58,22 @@ class JobKind(StrEnum):
 
 
 class UsageKind(StrEnum):
-    STORED_BYTES = "stored_bytes"
-    PROTECTED_INSTANCE = "protected_instance"
-    POINT_PURGED = "point_purged"  # a purged point's own blobs (manifest root, reference list) freed
+    """What a usage event meters (docs/design.md, "Metering"); `quantity` is in bytes unless said."""
+    CHUNK_STORED = "chunk_stored"  # ingest recorded a chunk: its envelope's bytes are stored
     CHUNK_PURGED = "chunk_purged"  # a garbage-collected chunk's bytes freed (in every region it was in)
+    POINT_COMMITTED = "point_committed"  # its own blobs' bytes; with its item and front-end bytes
+    POINT_SOFT_DELETED = "point_soft_deleted"  # the bytes only it keeps stored, when deleted
+    POINT_UNDELETED = "point_undeleted"  # quantity 0
+    POINT_PURGED = "point_purged"  # a purged point's own blobs (manifest root, reference list) freed
+    RESTORE_SERVED = "restore_served"  # a restore job's planned bytes; free
+    ITEM_STOPPED = "item_stopped"  # stop protection, retain data; quantity 0
+    ITEM_RESUMED = "item_resumed"  # protection resumed; quantity 0
+    ITEM_REMOVED = "item_removed"  # stop protection and delete its data; quantity 0
+
+
+# The kinds that change a vault's stored bytes, with their sign.
+STORED_SIGN = {UsageKind.CHUNK_STORED: 1, UsageKind.POINT_COMMITTED: 1,
+               UsageKind.CHUNK_PURGED: -1, UsageKind.POINT_PURGED: -1}
 
 
 class SoftDelete(StrEnum):
@@ -183,10 +195,18 @@ class ChunkRecord(_Doc):
     replicated_at: str | None = None  # GRS: when the paired region's copy was made
     generation: int = 0  # how many times a replacement was promoted over its blob
     condemned_at: str | None = None  # garbage collection found no point referencing it
+    # When the record was created: recorded_at moves when a replacement is promoted, this never
+    # (the record's usage events are named by it). None on records older than metering.
+    created_at: str | None = None
     etag: str | None = None
 
     def _doc_extra(self) -> dict[str, Any]:
         return {"shard": shard_of(self.id)}
+
+    @property
+    def lifetime(self) -> str:
+        """What names this record's stored bytes in usage events, from its creation to its deletion."""
+        return self.created_at or self.recorded_at
 
 
 @dataclass
@@ -245,12 +265,40 @@ class Job(_Doc):
 
 @dataclass
 class UsageEvent(_Doc):
-    id: str  # deterministic, so replays do not double-count
+    """A metered fact. The meter keeps one per id (the ledger): ids are deterministic, so an
+    event produced or delivered twice counts once."""
+    id: str
     vault_id: str
     kind: str  # a UsageKind
     quantity: int
-    at: str
+    at: str  # when it happened: its UTC date is the day it is metered on
     point_id: str | None = None
+    item_id: str | None = None
+    front_end_bytes: int | None = None  # point_committed: the data it protects, before dedup
+    etag: str | None = None
+
+    @property
+    def day(self) -> str:
+        return self.at[:10]
+
+
+@dataclass
+class UsageDay(_Doc):
+    """One vault's metered usage on one UTC day (id `YYYY-MM-DD`), kept by the meter
+    (shared/service/metering.py). Sums are of the day's events; `items` and `points` keep, per
+    item and per point, the day's last state change (LWW by event time, then id) and the
+    largest front-end size; `pending` names the events applied here whose ledger entry is not
+    yet written (the meter's exactly-once step); `measured` is the reconciliation's reading."""
+    id: str
+    vault_id: str
+    stored_delta: int = 0  # bytes stored minus bytes freed
+    restores: int = 0
+    restored_bytes: int = 0
+    events: int = 0
+    items: dict[str, Any] = field(default_factory=dict)
+    points: dict[str, Any] = field(default_factory=dict)
+    pending: list[str] = field(default_factory=list)
+    measured: dict[str, Any] | None = None
     etag: str | None = None
 
 

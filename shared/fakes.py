@@ -38,7 +38,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable, Iterator, TypeVar
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from shared.domain import ChunkRecord, ChunkState, ItemRecord, Job, PointState, RecoveryPoint, UsageEvent, Vault
+from shared.domain import (ChunkRecord, ChunkState, ItemRecord, Job, PointState, RecoveryPoint, UsageDay, UsageEvent,
+                           Vault)
 from shared.ports import (
     BlobAccount,
     BlobAlreadyExists,
@@ -306,6 +307,12 @@ class MemoryBlobContainer(BlobContainer):
             names = sorted(name for name in self._blobs() if name.startswith(prefix))
         yield from names
 
+    def list_sizes(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        with self._account._lock:
+            self._require("l")
+            sizes = sorted((name, len(blob.data)) for name, blob in self._blobs().items() if name.startswith(prefix))
+        yield from sizes
+
 
 @dataclass
 class _Message:
@@ -385,7 +392,7 @@ class MemoryQueue(Queue):
             return [m.body for m in self._visible()[:max_messages]]
 
 
-R = TypeVar("R", Vault, ChunkRecord, RecoveryPoint, Job, UsageEvent)
+R = TypeVar("R", Vault, ChunkRecord, RecoveryPoint, Job, UsageEvent, UsageDay)
 
 
 class MemoryIndex(Index):
@@ -551,4 +558,22 @@ class MemoryIndex(Index):
         return True
 
     def list_usage_events(self, vault_id: str) -> list[UsageEvent]:
-        return sorted(self._partition("usage", UsageEvent, vault_id), key=lambda e: e.at)
+        return sorted(self._partition("usage", UsageEvent, vault_id), key=lambda e: (e.at, e.id))
+
+    def usage_events_present(self, vault_id: str, event_ids: list[str]) -> set[str]:
+        with self._lock:
+            table = self._table("usage")
+            return {i for i in event_ids if (vault_id, i) in table}
+
+    def get_usage_day(self, vault_id: str, day: str) -> UsageDay | None:
+        return self._get("usageDays", UsageDay, vault_id, day)
+
+    def create_usage_day(self, day: UsageDay) -> UsageDay:
+        return self._create("usageDays", day.vault_id, day)
+
+    def replace_usage_day(self, day: UsageDay) -> UsageDay:
+        return self._replace("usageDays", day.vault_id, day)
+
+    def list_usage_days(self, vault_id: str, until: str) -> list[UsageDay]:
+        return sorted((d for d in self._partition("usageDays", UsageDay, vault_id) if d.id <= until),
+                      key=lambda d: d.id)

@@ -17,10 +17,10 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, ClassVar, Iterable, Mapping
+from typing import Any, ClassVar, Iterable, Iterator, Mapping
 
 from shared import crypto, formats
-from shared.domain import JobStatus, PointState, Redundancy, chunk_blob_name
+from shared.domain import JobStatus, PointState, Redundancy, UsageEvent, UsageKind, chunk_blob_name
 from shared.formats import B64_MD5, HEX_ID, NAME_ID, POINT_ID, SIGNATURE, MalformedMessage
 from shared.jsonfields import MAX_COUNT, MAX_STATS_BYTES, MAX_TEXT, FieldReader
 from shared.retention import ZONE_NAME, Schedule
@@ -259,6 +259,67 @@ class ReplicateMessage:
         if not blobs and message.point_id is None:
             raise MalformedMessage("replicate message names neither blobs nor a recovery point")
         return message
+
+
+USAGE_EVENT_ID = re.compile(r"[a-z]+-[A-Za-z0-9._:+-]{1,160}\Z")
+ISO_INSTANT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]{8,15}(\+00:00|Z)\Z")
+USAGE_KINDS = tuple(k.value for k in UsageKind)
+USAGE_EVENTS_PER_MESSAGE = 100
+USAGE_EVENT_FIELDS = ("id", "kind", "quantity", "at", "pointId", "itemId", "frontEndBytes")
+
+
+def _usage_event_doc(event: UsageEvent) -> dict[str, Any]:
+    return _drop_none({"id": event.id, "kind": event.kind, "quantity": event.quantity, "at": event.at,
+                       "pointId": event.point_id, "itemId": event.item_id, "frontEndBytes": event.front_end_bytes})
+
+
+@dataclass(frozen=True)
+class UsageMessage:
+    """usage queue: metered facts of one vault for the meter (shared/service/metering.py). The
+    service alone writes this queue (an agent's SAS names only its own three queues)."""
+
+    tenant_id: str
+    vault_id: str
+    events: tuple[UsageEvent, ...]
+
+    def to_json(self) -> str:
+        return json.dumps({"v": 1, "tenantId": self.tenant_id, "vaultId": self.vault_id,
+                           "events": [_usage_event_doc(e) for e in self.events]})
+
+    @classmethod
+    def parse(cls, text: str | bytes) -> "UsageMessage":
+        r = FieldReader(_json_object(text, "usage message", formats.MAX_MESSAGE_BYTES), "usage message")
+        r.version("v", 1)
+        r.only("v", "tenantId", "vaultId", "events")
+        vault_id = r.str("vaultId", NAME_ID)
+        events = []
+        for n, doc in enumerate(r.list("events", USAGE_EVENTS_PER_MESSAGE, min_len=1)):
+            e = FieldReader(doc, "usage message", f"events[{n}]")
+            e.only(*USAGE_EVENT_FIELDS)
+            events.append(UsageEvent(id=e.str("id", USAGE_EVENT_ID), vault_id=vault_id,
+                                     kind=e.one_of("kind", USAGE_KINDS),
+                                     quantity=e.int("quantity"), at=e.str("at", ISO_INSTANT),
+                                     point_id=e.str("pointId", POINT_ID, optional=True),
+                                     item_id=e.str("itemId", NAME_ID, optional=True),
+                                     front_end_bytes=e.int("frontEndBytes", optional=True)))
+        ids = [e.id for e in events]
+        if len(set(ids)) != len(ids):
+            raise MalformedMessage("usage message: an event id is given twice")
+        return cls(tenant_id=r.str("tenantId", NAME_ID), vault_id=vault_id, events=tuple(events))
+
+
+def usage_messages(tenant_id: str, vault_id: str, events: Iterable[UsageEvent]) -> Iterator[UsageMessage]:
+    """`events` as usage messages of at most USAGE_EVENTS_PER_MESSAGE events: each under the size
+    limit, as an event's document is at most about 420 bytes (its id, kind, time and names are
+    all bounded)."""
+    batch: list[UsageEvent] = []
+    for event in events:
+        batch.append(event)
+        if len(batch) == USAGE_EVENTS_PER_MESSAGE:
+            yield UsageMessage(tenant_id, vault_id, tuple(batch))
+            batch = []
+    if batch:
+        yield UsageMessage(tenant_id, vault_id, tuple(batch))
 
 
 @dataclass(frozen=True)

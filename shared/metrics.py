@@ -97,6 +97,10 @@ class _CountingContainer(BlobContainer):
         self._add("list")
         return self._inner.list(prefix)
 
+    def list_sizes(self, prefix: str = ""):
+        self._add("list")
+        return self._inner.list_sizes(prefix)
+
     def copy_from(self, name: str, source_url: str) -> BlobProperties:
         self._add("copy")
         return self._inner.copy_from(name, source_url)
@@ -250,6 +254,21 @@ class CountingIndex(Index):
 
     def list_usage_events(self, vault_id):
         return self._query().list_usage_events(vault_id)
+
+    def usage_events_present(self, vault_id, event_ids):
+        return self._query().usage_events_present(vault_id, event_ids)
+
+    def get_usage_day(self, vault_id, day):
+        return self._query().get_usage_day(vault_id, day)
+
+    def create_usage_day(self, day):
+        return self._write().create_usage_day(day)
+
+    def replace_usage_day(self, day):
+        return self._write().replace_usage_day(day)
+
+    def list_usage_days(self, vault_id, until):
+        return self._query().list_usage_days(vault_id, until)
 
 
 def counting(services, counts: OperationCounts):

@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Iterable, Iterator
 
 from shared.errors import Retryable
-from shared.domain import ChunkRecord, ItemRecord, Job, RecoveryPoint, UsageEvent, Vault
+from shared.domain import ChunkRecord, ItemRecord, Job, RecoveryPoint, UsageDay, UsageEvent, Vault
 
 
 class StorageError(Exception):
@@ -126,6 +126,11 @@ class BlobContainer(ABC):
     @abstractmethod
     def list(self, prefix: str = "") -> Iterator[str]:
         """Names of the blobs under `prefix`, in lexical order."""
+
+    @abstractmethod
+    def list_sizes(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        """(name, size in bytes) of the blobs under `prefix`, in lexical order: what a listing
+        answers without reading a blob."""
 
     @abstractmethod
     def copy_from(self, name: str, source_url: str) -> BlobProperties:
@@ -329,7 +334,28 @@ class Index(ABC):
 
     @abstractmethod
     def list_usage_events(self, vault_id: str) -> list[UsageEvent]:
+        """Oldest first (`at`)."""
+
+    @abstractmethod
+    def usage_events_present(self, vault_id: str, event_ids: list[str]) -> set[str]:
+        """Which of `event_ids` (at most 100) the vault's ledger holds."""
+
+    # daily usage (partition /vaultId)
+    @abstractmethod
+    def get_usage_day(self, vault_id: str, day: str) -> UsageDay | None:
         pass
+
+    @abstractmethod
+    def create_usage_day(self, day: UsageDay) -> UsageDay:
+        """Raises Conflict if it exists."""
+
+    @abstractmethod
+    def replace_usage_day(self, day: UsageDay) -> UsageDay:
+        """Replace if day.etag still matches; raises PreconditionFailed."""
+
+    @abstractmethod
+    def list_usage_days(self, vault_id: str, until: str) -> list[UsageDay]:
+        """The vault's days up to and including `until` (YYYY-MM-DD), oldest first."""
 
 
 def blob_url(container_url: str, name: str) -> str:

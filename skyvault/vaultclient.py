@@ -312,5 +312,8 @@ class RenewingContainer(BlobContainer):
     def list(self, prefix: str = "") -> Iterator[str]:
         return self._current().list(prefix)
 
+    def list_sizes(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        return self._current().list_sizes(prefix)
+
     def copy_from(self, name: str, source_url: str) -> BlobProperties:
         return self._current().copy_from(name, source_url)

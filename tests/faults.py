@@ -114,6 +114,10 @@ class FaultyContainer(BlobContainer):
         self._faults.before(f"{self._port}.list")
         return self._inner.list(prefix)
 
+    def list_sizes(self, prefix: str = ""):
+        self._faults.before(f"{self._port}.list_sizes")
+        return self._inner.list_sizes(prefix)
+
     def copy_from(self, name: str, source_url: str) -> BlobProperties:
         return self._do("copy_from", True, name, source_url)
 
@@ -261,6 +265,21 @@ class FaultyIndex(Index):
 
     def list_usage_events(self, vault_id):
         return self._read("list_usage_events", vault_id)
+
+    def usage_events_present(self, vault_id, event_ids):
+        return self._read("usage_events_present", vault_id, event_ids)
+
+    def get_usage_day(self, vault_id, day):
+        return self._read("get_usage_day", vault_id, day)
+
+    def create_usage_day(self, day):
+        return self._write("create_usage_day", day)
+
+    def replace_usage_day(self, day):
+        return self._write("replace_usage_day", day)
+
+    def list_usage_days(self, vault_id, until):
+        return self._read("list_usage_days", vault_id, until)
 
 
 def faulty(services: Services, faults: Faults) -> Services:

@@ -34,9 +34,11 @@ def test_every_function_is_registered_with_its_trigger():
     found = {name: f.get_trigger() for name, f in functions_by_name().items()}
     queues = {name: (t.queue_name, t.connection) for name, t in found.items() if t.get_binding_name() == "queueTrigger"}
     assert queues == {"ingest": ("ingest", "Storage"), "commit": ("commit", "Storage"),
-                      "restore": ("restore", "Storage"), "replicate": ("replicate", "Storage")}
+                      "restore": ("restore", "Storage"), "replicate": ("replicate", "Storage"),
+                      "meter": ("usage", "Storage")}
     timers = {name: t.schedule for name, t in found.items() if t.get_binding_name() == "timerTrigger"}
-    assert timers == {"scrub": "%ScrubSchedule%", "sweep": "%SweepSchedule%", "retention": "%RetentionSchedule%"}
+    assert timers == {"scrub": "%ScrubSchedule%", "sweep": "%SweepSchedule%", "retention": "%RetentionSchedule%",
+                      "reconcile": "%ReconcileSchedule%"}
     routes = {name: (t.route, tuple(m.value if hasattr(m, "value") else m for m in t.methods))
               for name, t in found.items() if t.get_binding_name() == "httpTrigger"}
     vault = "tenants/{tenant}/vaults/{vault}"

@@ -276,6 +276,11 @@ class AzureBlobContainer(BlobContainer):
         with _blob_errors(f"list {self.name}/{prefix}"):
             yield from self._client.list_blob_names(name_starts_with=prefix or None)
 
+    def list_sizes(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        with _blob_errors(f"list {self.name}/{prefix}"):
+            for blob in self._client.list_blobs(name_starts_with=prefix or None):
+                yield blob.name, blob.size
+
     def acquire_lease(self, name: str, seconds: int) -> str:
         check_lease_seconds(seconds)
         what = f"lease {self.name}/{name}"

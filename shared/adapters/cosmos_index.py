@@ -37,7 +37,8 @@ from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey
 from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
 
 from shared.adapters.http_pool import pooled_transport
-from shared.domain import ChunkRecord, ChunkState, ItemRecord, Job, PointState, RecoveryPoint, UsageEvent, Vault, shard_of
+from shared.domain import (ChunkRecord, ChunkState, ItemRecord, Job, PointState, RecoveryPoint, UsageDay, UsageEvent,
+                           Vault, shard_of)
 from shared.ports import (
     Conflict,
     Index,
@@ -51,6 +52,7 @@ ITEMS = "items"
 POINTS = "recoveryPoints"
 CHUNKS = "chunks"
 USAGE = "usage"
+USAGE_DAYS = "usageDays"
 JOBS = "jobs"
 
 # Chunks are partitioned by vault and then by shard, so that one vault can
@@ -61,6 +63,7 @@ PARTITION_KEYS = {
     POINTS: PartitionKey(path="/vaultId"),
     CHUNKS: PartitionKey(path=["/vaultId", "/shard"], kind="MultiHash"),
     USAGE: PartitionKey(path="/vaultId"),
+    USAGE_DAYS: PartitionKey(path="/vaultId"),
     JOBS: PartitionKey(path="/vaultId"),
 }
 
@@ -340,4 +343,25 @@ class CosmosIndex(Index):
 
     def list_usage_events(self, vault_id: str) -> list[UsageEvent]:
         docs = self._query(USAGE, "SELECT * FROM c WHERE c.vaultId = @v ORDER BY c.at", vault_id, v=vault_id)
-        return [UsageEvent.from_doc(doc) for doc in docs]
+        return sorted((UsageEvent.from_doc(doc) for doc in docs), key=lambda e: (e.at, e.id))
+
+    def usage_events_present(self, vault_id: str, event_ids: list[str]) -> set[str]:
+        docs = self._query(USAGE, "SELECT c.id FROM c WHERE c.vaultId = @v AND ARRAY_CONTAINS(@ids, c.id)",
+                           vault_id, v=vault_id, ids=sorted(set(event_ids)))
+        return {doc["id"] for doc in docs}
+
+    # daily usage
+
+    def get_usage_day(self, vault_id: str, day: str) -> UsageDay | None:
+        return self._find(USAGE_DAYS, UsageDay, "vaultId", vault_id, day)
+
+    def create_usage_day(self, day: UsageDay) -> UsageDay:
+        return self._create(USAGE_DAYS, day)
+
+    def replace_usage_day(self, day: UsageDay) -> UsageDay:
+        return self._replace(USAGE_DAYS, day)
+
+    def list_usage_days(self, vault_id: str, until: str) -> list[UsageDay]:
+        docs = self._query(USAGE_DAYS, "SELECT * FROM c WHERE c.vaultId = @v AND c.id <= @until ORDER BY c.id",
+                           vault_id, v=vault_id, until=until)
+        return sorted((UsageDay.from_doc(doc) for doc in docs), key=lambda d: d.id)

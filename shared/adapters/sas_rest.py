@@ -229,6 +229,9 @@ class SasContainer(BlobContainer):
             raise _error(what, response)
 
     def list(self, prefix: str = "") -> Iterator[str]:
+        return (name for name, _ in self.list_sizes(prefix))
+
+    def list_sizes(self, prefix: str = "") -> Iterator[tuple[str, int]]:
         what = f"list {self.name}/{prefix}"
         marker = ""
         while True:
@@ -240,7 +243,7 @@ class SasContainer(BlobContainer):
             from xml.etree import ElementTree
             root = ElementTree.fromstring(response.body)
             for blob in root.iterfind("Blobs/Blob"):
-                yield blob.findtext("Name")
+                yield blob.findtext("Name"), int(blob.findtext("Properties/Content-Length") or 0)
             marker = root.findtext("NextMarker") or ""
             if not marker:
                 return

@@ -23,6 +23,7 @@ from shared.messages import CommitMessage, ReplicateMessage
 from shared.ports import BlobContainer, BlobNotFound, Conflict, PreconditionFailed
 from shared.service.context import (COMMIT_QUEUE, REPLICATE_QUEUE, Services, enqueue, iso_time, set_once,
                                     update_point)
+from shared.service import metering
 from shared.service.gc import revive
 from shared.service.ingest import adopt_chunk
 from shared.service.runs import end_run
@@ -95,7 +96,7 @@ def check_point(services: Services, vault: Vault, point: RecoveryPoint,
                             f"reference list holds {len(refs)} chunks, the commit declares {point.chunk_count}")
     point.refs_digest = hashlib.sha256(refs_data).hexdigest()
     to_check, stored, point.checked_against = chunks_to_check(services, vault, container, point, refs, parent_id)
-    missing, unusable, absent = 0, [], []
+    missing, unusable, absent, recent = 0, [], [], []
     for cid, record in referenced_records(services, vault.id, to_check):
         if record is None and point.commit_checks >= ADOPT_AFTER_CHECKS and len(absent) < ADOPT_PER_CHECK:
             absent.append(cid)
@@ -107,6 +108,8 @@ def check_point(services: Services, vault: Vault, point: RecoveryPoint,
             unusable.append(record)
         else:
             stored += record.size
+            if point.received_at and record.lifetime > point.received_at:
+                recent.append(record)  # maybe adopted by a delivery that died before its usage
     adopted = []
     for cid in absent:
         record = adopt_chunk(services, vault, container, cid)
@@ -117,6 +120,10 @@ def check_point(services: Services, vault: Vault, point: RecoveryPoint,
             adopted.append(record)
         else:
             unusable.append(record)
+    if adopted or recent:
+        # Chunks recorded since the point was received: ingest queued the usage of those it
+        # recorded (the meter counts them once), an earlier delivery maybe not of those it adopted.
+        metering.record(services, vault, [metering.stored_event(r) for r in [*recent, *adopted]])
     if adopted and vault.redundancy == Redundancy.GRS:
         enqueue(services, REPLICATE_QUEUE, ReplicateMessage(
             vault.tenant_id, vault.id, blobs=tuple(chunk_blob_name(r.id) for r in adopted)).to_json())
@@ -219,12 +226,27 @@ def follow_up(services: Services, vault: Vault, point: RecoveryPoint) -> Recover
     (a redelivered commit, the sweep) redoes them all and nothing is counted twice. Returns
     the point as stored."""
     mark_first_backup(services, vault, point.committed_at)
-    services.index.add_usage_event(UsageEvent(
-        id=f"point-{point.id}", vault_id=vault.id, kind=UsageKind.STORED_BYTES,
-        quantity=point.stats["storedBytes"], at=point.committed_at, point_id=point.id))
+    metering.record(services, vault, [committed_event(services, vault, point)])
     if vault.redundancy == Redundancy.GRS:
         enqueue(services, REPLICATE_QUEUE, ReplicateMessage(
             vault.tenant_id, vault.id, blobs=(point.manifest_blob, point.refs_blob), point_id=point.id).to_json())
         enqueue(services, REPLICATE_QUEUE,
                 ReplicateMessage(vault.tenant_id, vault.id, point_id=point.id).to_json(), delay=1)
     return update_point(services, point, set_once("follow_ups_at", iso_time(services.clock()))) or point
+
+
+def committed_event(services: Services, vault: Vault, point: RecoveryPoint) -> UsageEvent:
+    """The usage event of committed `point`: its own two blobs' bytes are stored from now on
+    (its chunks were counted when they were recorded), and its item is protected at the
+    front-end size its agent reports (the bytes of the files it backed up)."""
+    container = services.primary.container(container_name(vault.id))
+    own = 0
+    for blob in (point.manifest_blob, point.refs_blob):
+        try:
+            own += container.properties(blob).size
+        except BlobNotFound:
+            pass  # a commit checks both are there: only a purge that began since removes them
+    front_end = point.stats.get("bytes_total")
+    return UsageEvent(id=f"point-{point.id}", vault_id=vault.id, kind=UsageKind.POINT_COMMITTED, quantity=own,
+                      at=point.committed_at, point_id=point.id, item_id=point.item,
+                      front_end_bytes=front_end if isinstance(front_end, int) and front_end >= 0 else 0)

@@ -12,8 +12,9 @@ from shared.errors import Retryable
 from shared.ports import BlobAccount, Index, PreconditionFailed, Queue
 
 INGEST_QUEUE, COMMIT_QUEUE, RESTORE_QUEUE, REPLICATE_QUEUE = "ingest", "commit", "restore", "replicate"
-AGENT_QUEUES = (INGEST_QUEUE, COMMIT_QUEUE, RESTORE_QUEUE)
-ALL_QUEUES = (*AGENT_QUEUES, REPLICATE_QUEUE)
+USAGE_QUEUE = "usage"
+AGENT_QUEUES = (INGEST_QUEUE, COMMIT_QUEUE, RESTORE_QUEUE)  # the only queues an agent's SAS may add to
+ALL_QUEUES = (*AGENT_QUEUES, REPLICATE_QUEUE, USAGE_QUEUE)
 POISON_SUFFIX = "-poison"
 # An ETag-checked update that loses this many races in a row gives up (retryable): something
 # is rewriting the record in a loop.

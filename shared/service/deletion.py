@@ -22,7 +22,7 @@ from shared.domain import (ItemRecord, PointState, Protection, RecoveryPoint, So
                            Vault, container_name)
 from shared.errors import Invalid, NotFound
 from shared.ports import BlobNotFound, Conflict
-from shared.service import protection
+from shared.service import footprint, metering, protection
 from shared.service.context import Services, iso_time, update, update_point
 from shared.service.policies import DEFAULT_POLICY_NAME, retention_plan
 
@@ -30,10 +30,12 @@ from shared.service.policies import DEFAULT_POLICY_NAME, retention_plan
 PURGE_BATCH = 500
 
 
-def soft_delete(services: Services, vault: Vault, point: RecoveryPoint, reason: str) -> RecoveryPoint:
+def soft_delete(services: Services, vault: Vault, point: RecoveryPoint, reason: str,
+                alone: dict[str, int] | None = None) -> RecoveryPoint:
     """Soft-delete committed or failed `point` with `reason`, purged after the vault's soft-delete
     days (at once if soft delete is disabled). Idempotent: a deleted point keeps its first
-    deletion. A pending point is refused: its commit is still deciding it."""
+    deletion. A pending point is refused: its commit is still deciding it. The usage event
+    bills the bytes it alone keeps stored (`alone`, when the caller measured a batch at once)."""
     if point.state == PointState.PENDING:
         raise Invalid(f"recovery point {point.id} is pending: it can be deleted once it is committed or failed")
     now = services.clock()
@@ -45,7 +47,14 @@ def soft_delete(services: Services, vault: Vault, point: RecoveryPoint, reason: 
         p.deleted_at, p.deleted_reason, p.purge_after = iso_time(now), reason, iso_time(now + keep)
         return True
 
-    return update_point(services, point, delete) or point
+    point = update_point(services, point, delete) or point
+    if point.state == PointState.COMMITTED and point.deleted_at is not None:
+        # Sent again by a repeated deletion: a crash may have come between the two writes.
+        size = (alone if alone is not None and point.id in alone else footprint.alone_bytes(services, vault, [point.id]))
+        metering.record(services, vault, [UsageEvent(
+            id=f"softdel-{point.id}-{point.deleted_at}", vault_id=vault.id, kind=UsageKind.POINT_SOFT_DELETED,
+            quantity=size[point.id], at=point.deleted_at, point_id=point.id, item_id=point.item)])
+    return point
 
 
 def delete_point(services: Services, vault: Vault, point_id: str) -> RecoveryPoint:
@@ -77,7 +86,13 @@ def undelete_point(services: Services, vault: Vault, point_id: str) -> RecoveryP
         p.deleted_at = p.deleted_reason = p.purge_after = None
         return True
 
-    return update_point(services, point, restore) or point
+    deleted_at = point.deleted_at
+    point = update_point(services, point, restore) or point
+    if deleted_at is not None and point.deleted_at is None:
+        metering.record(services, vault, [UsageEvent(
+            id=f"undel-{point.id}-{deleted_at}", vault_id=vault.id, kind=UsageKind.POINT_UNDELETED, quantity=0,
+            at=iso_time(services.clock()), point_id=point.id, item_id=point.item)])
+    return point
 
 
 def purge_due(services: Services, vault: Vault, limit: int = PURGE_BATCH) -> list[str]:
@@ -112,9 +127,9 @@ def purge(services: Services, vault: Vault, point: RecoveryPoint) -> None:
         container = account.container(name)
         for blob in (point.manifest_blob, point.refs_blob):
             container.delete(blob)
-    services.index.add_usage_event(UsageEvent(
+    metering.record(services, vault, [UsageEvent(
         id=f"purge-{point.id}", vault_id=vault.id, kind=UsageKind.POINT_PURGED,
-        quantity=freed, at=point.purging_at, point_id=point.id))
+        quantity=freed, at=point.purging_at, point_id=point.id, item_id=point.item)])
     services.index.delete_point(vault.id, point.id)
 
 
@@ -142,13 +157,20 @@ def stop_protection(services: Services, vault: Vault, item: str, delete_data: bo
     if delete_data:
         protection.refuse_if_immutable(vault, f"stopping the protection of {item} with its data deleted")
         protection.authorize(services, vault, protection.Operation.STOP_PROTECTION_DELETE, item, approval)
-    _set_protection(services, vault, item, record, Protection.STOPPED)
+    stopped = _set_protection(services, vault, item, record, Protection.STOPPED)
+    kind = UsageKind.ITEM_REMOVED if delete_data else UsageKind.ITEM_STOPPED
+    # Removal may follow a plain stop (same change time): it is later, so it is timed now.
+    at = iso_time(services.clock()) if delete_data else stopped.protection_changed_at
+    metering.record(services, vault, [UsageEvent(
+        id=f"{kind.value.replace('_', '')}-{item}-{stopped.protection_changed_at}", vault_id=vault.id, kind=kind,
+        quantity=0, at=at, item_id=item)])
     deleted = []
     if delete_data:
-        for point in points:
-            if point.state != PointState.PENDING and point.deleted_at is None:
-                soft_delete(services, vault, point, f"protection of {item} stopped with its data deleted")
-                deleted.append(point.id)
+        doomed = [p for p in points if p.state != PointState.PENDING and p.deleted_at is None]
+        alone = footprint.alone_bytes(services, vault, [p.id for p in doomed]) if doomed else {}
+        for point in doomed:
+            soft_delete(services, vault, point, f"protection of {item} stopped with its data deleted", alone)
+            deleted.append(point.id)
     return deleted
 
 
@@ -156,7 +178,11 @@ def resume_protection(services: Services, vault: Vault, item: str) -> ItemRecord
     record = services.index.get_item(vault.id, item)
     if record is None and not services.index.list_points(vault.id, item):
         raise NotFound(f"vault {vault.name} has no item {item!r}")
-    return _set_protection(services, vault, item, record, Protection.PROTECTED)
+    resumed = _set_protection(services, vault, item, record, Protection.PROTECTED)
+    metering.record(services, vault, [UsageEvent(
+        id=f"itemresumed-{item}-{resumed.protection_changed_at}", vault_id=vault.id, kind=UsageKind.ITEM_RESUMED,
+        quantity=0, at=resumed.protection_changed_at, item_id=item)])
+    return resumed
 
 
 def _set_protection(services: Services, vault: Vault, item: str, record: ItemRecord | None,

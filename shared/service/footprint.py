@@ -18,11 +18,12 @@ from __future__ import annotations
 import heapq
 import itertools
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
-from shared.domain import PointState, Vault, container_name
+from shared.domain import PointState, RecoveryPoint, Vault, container_name
 from shared.service.context import Services
-from shared.service.gc import RefsReader, page_lines
+from shared.ports import BlobNotFound
+from shared.service.gc import RefsReader, Unreadable, page_lines
 
 SIZES_BATCH = 1000
 
@@ -47,16 +48,37 @@ class VaultFootprint:
     chunks: int
 
 
-def footprint(services: Services, vault: Vault) -> VaultFootprint:
-    """The footprint of every item with kept points, by name, and the vault's referenced total."""
-    points = [p for p in services.index.list_points(vault.id)
-              if p.state == PointState.COMMITTED and p.purging_at is None]
+def kept_points(services: Services, vault: Vault) -> list[RecoveryPoint]:
+    """The points whose chunks garbage collection keeps: committed, live or soft-deleted, not
+    being purged."""
+    return [p for p in services.index.list_points(vault.id)
+            if p.state == PointState.COMMITTED and p.purging_at is None]
+
+
+def _referenced(services: Services, vault: Vault, points: list[RecoveryPoint],
+                tag: Callable[[RecoveryPoint], str], skip_unreadable: bool = False
+                ) -> Iterator[tuple[str, int, frozenset[str]]]:
+    """Each chunk id `points` reference, once, in id order, with its size and the tags of the
+    points referencing it; with `skip_unreadable`, a point whose list is missing or damaged
+    is left out instead of failing the whole."""
     container = services.primary.container(container_name(vault.id))
     page = page_lines(len(points))
-    streams = [_tagged(RefsReader(container, p, page).ids(""), p.item) for p in points]
+    streams = []
+    for point in points:
+        try:
+            streams.append(_tagged(RefsReader(container, point, page).ids(""), tag(point)))
+        except (BlobNotFound, Unreadable):
+            if not skip_unreadable:
+                raise
+    return _sized(services, vault, _owners(heapq.merge(*streams)))
+
+
+def footprint(services: Services, vault: Vault) -> VaultFootprint:
+    """The footprint of every item with kept points, by name, and the vault's referenced total."""
+    points = kept_points(services, vault)
     items = {p.item: ItemFootprint(p.item) for p in points}
     total = chunks = 0
-    for cid, size, owners in _sized(services, vault, _owners(heapq.merge(*streams))):
+    for cid, size, owners in _referenced(services, vault, points, lambda p: p.item):
         total, chunks = total + size, chunks + 1
         for item in owners:
             found = items[item]
@@ -65,6 +87,20 @@ def footprint(services: Services, vault: Vault) -> VaultFootprint:
             else:
                 found.shared_bytes, found.shared_chunks = found.shared_bytes + size, found.shared_chunks + 1
     return VaultFootprint(items=[items[name] for name in sorted(items)], stored_bytes=total, chunks=chunks)
+
+
+def alone_bytes(services: Services, vault: Vault, point_ids: Iterable[str]) -> dict[str, int]:
+    """For each of `point_ids`, the bytes of the chunks no other kept point references: what the
+    point alone keeps stored (a soft-deleted point's billed size). A point whose reference list
+    cannot be read counts 0, and counts for no other: this is metering, not collection, and
+    must not stop a deletion."""
+    wanted = set(point_ids)
+    alone = dict.fromkeys(wanted, 0)
+    for _, size, owners in _referenced(services, vault, kept_points(services, vault), lambda p: p.id,
+                                       skip_unreadable=True):
+        if len(owners) == 1 and (owner := next(iter(owners))) in wanted:
+            alone[owner] += size
+    return alone
 
 
 def _tagged(ids: Iterator[str], item: str) -> Iterator[tuple[str, str]]:

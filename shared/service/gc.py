@@ -50,6 +50,7 @@ from shared import formats
 from shared.domain import (ChunkRecord, ChunkState, PointState, RecoveryPoint, UsageEvent, UsageKind, Vault,
                            chunk_blob_name, container_name)
 from shared.ports import BlobContainer, BlobNotFound, PreconditionFailed
+from shared.service import metering
 from shared.service.context import Services, iso_time, update_chunk, update_vault
 from shared.service.runs import live_runs
 
@@ -350,9 +351,7 @@ def _delete(services: Services, vault: Vault, record: ChunkRecord, report: GcRep
     name = chunk_blob_name(record.id)
     for account in reversed(list(services.regions().values())):
         account.container(container_name(vault.id)).delete(name)
-    services.index.add_usage_event(UsageEvent(
-        id=f"gc-{record.id}-{record.recorded_at}", vault_id=vault.id, kind=UsageKind.CHUNK_PURGED,
-        quantity=record.size, at=iso_time(services.clock())))
+    metering.record(services, vault, [metering.purged_event(record, iso_time(services.clock()))])
     try:
         services.index.delete_chunk(record)
     except PreconditionFailed:

@@ -17,6 +17,7 @@ from shared.domain import ChunkRecord, ChunkState, Redundancy, Vault, chunk_blob
 from shared.errors import Retryable
 from shared.messages import MAX_CHUNK_ENVELOPE, MIN_CHUNK_ENVELOPE, ChunkDeclaration, ChunksMessage, ReplicateMessage
 from shared.ports import BlobContainer, BlobNotFound
+from shared.service import metering
 from shared.service.context import REPLICATE_QUEUE, Services, enqueue, iso_time, update_chunk
 from shared.service.vaults import authorized_vault
 
@@ -66,22 +67,25 @@ def ingest_chunks(services: Services, message: ChunksMessage, vault: Vault | Non
     records.append(index(last))
     added = [r for r in records if r is not None]
     verified = [r for r in added if r.state == ChunkState.VERIFIED]
+    entries = list({e.id: e for e in message.chunks}.values())  # in the order of `records`
+    found_ids = [e.id for e, r in zip(entries, records) if r is None]
+    # A delivery that indexed them may have failed before it queued their usage and copies.
+    found = list(services.index.get_chunks(vault.id, found_ids).values()) if found_ids else []
+    new = [r for e, r in zip(entries, records) if r is not None and e.blob is None]  # not promotions
+    metering.record(services, vault, [metering.stored_event(r) for r in [*new, *found]])
     if vault.redundancy == Redundancy.GRS:
-        declared = list({e.id: e for e in message.chunks})  # in the order of `records`
-        _queue_replication(services, vault, verified, [cid for cid, r in zip(declared, records) if r is None])
+        _queue_replication(services, vault, verified, found)
     return IngestOutcome(verified=len(verified), rejected=len(added) - len(verified),
                          already=len(records) - len(added))
 
 
-def _queue_replication(services: Services, vault: Vault, added: list[ChunkRecord], found: list[str]) -> None:
+def _queue_replication(services: Services, vault: Vault, added: list[ChunkRecord], found: list[ChunkRecord]) -> None:
     """One replicate message for the chunks of an ingest message that are verified and not yet
     copied: those this delivery indexed, and those it found indexed already (a delivery that
     indexed them may have failed before it queued their copy; a copy queued twice is skipped
     by replication, one never queued leaves the chunk without a replica)."""
     waiting = [r.id for r in added]
-    if found:
-        waiting += [cid for cid, record in services.index.get_chunks(vault.id, found).items()
-                    if record.state == ChunkState.VERIFIED and not record.replicated_at]
+    waiting += [r.id for r in found if r.state == ChunkState.VERIFIED and not r.replicated_at]
     if waiting:
         enqueue(services, REPLICATE_QUEUE, ReplicateMessage(
             vault.tenant_id, vault.id, blobs=tuple(chunk_blob_name(cid) for cid in sorted(waiting))).to_json())
@@ -112,7 +116,8 @@ def verify_chunk(container: BlobContainer, vault: Vault, entry: ChunkDeclaration
         except crypto.BadEnvelope as e:
             reason = str(e)
     return ChunkRecord(id=entry.id, vault_id=vault.id, size=props.size, content_md5=md5,
-                       state=ChunkState.REJECTED if reason else ChunkState.VERIFIED, recorded_at=now, reason=reason)
+                       state=ChunkState.REJECTED if reason else ChunkState.VERIFIED, recorded_at=now, reason=reason,
+                       created_at=now)
 
 
 def adopt_chunk(services: Services, vault: Vault, container: BlobContainer, chunk_id: str) -> ChunkRecord | None:
@@ -159,6 +164,9 @@ def promote_replacement(services: Services, vault: Vault, container: BlobContain
         services.index.add_chunk(candidate)
         record = candidate
     else:
+        if current.size != candidate.size:  # before the change, so a crash cannot lose it
+            metering.record(services, vault, metering.resized_events(current, candidate.size))
+
         def repaired(r: ChunkRecord) -> bool:
             if r.state == ChunkState.VERIFIED:
                 return False

@@ -1,14 +1,16 @@
 """Restore jobs: a plan and short-lived read-only SAS for each region that holds the point.
 
-Restores are free: no usage event is recorded. A job needs only the index, so it can be
-prepared while the primary region's storage is down."""
+Restores are free: a ready job's usage event (`restore_served`, the point's stored bytes) puts
+a zero-priced line on the bill. A job needs only the index, so it can be prepared while the
+primary region's storage is down."""
 from __future__ import annotations
 
 from datetime import timedelta
 
-from shared.domain import Job, JobKind, JobStatus, PointState, Redundancy, Vault, container_name
+from shared.domain import Job, JobKind, JobStatus, PointState, Redundancy, UsageEvent, UsageKind, Vault, container_name
 from shared.messages import RegionAccess, RestoreMessage, RestorePlan, RestoreRequest
 from shared.ports import Conflict
+from shared.service import metering
 from shared.service.context import Services, iso_time
 from shared.service.vaults import authorized_vault
 
@@ -26,7 +28,7 @@ def create_restore_job(services: Services, vault: Vault, request: RestoreRequest
     for any other). Idempotent on the job id the agent chose."""
     existing = services.index.get_job(vault.id, request.job_id)
     if existing is not None:
-        return existing
+        return _served(services, vault, existing)  # a crash may have come before its usage event
     now = services.clock()
     point = services.index.get_point(vault.id, request.point_id)
     job = Job(id=request.job_id, vault_id=vault.id, kind=JobKind.RESTORE, point_id=request.point_id,
@@ -48,6 +50,17 @@ def create_restore_job(services: Services, vault: Vault, request: RestoreRequest
                                         point.geo_protected_at is not None))
         job.plan = RestorePlan(tuple(regions), point.manifest_blob, iso_time(expiry)).to_doc()
     try:
-        return services.index.create_job(job)
+        job = services.index.create_job(job)
     except Conflict:
-        return services.index.get_job(vault.id, job.id)
+        job = services.index.get_job(vault.id, job.id)
+    return _served(services, vault, job)
+
+
+def _served(services: Services, vault: Vault, job: Job) -> Job:
+    if job.status == JobStatus.READY:
+        point = services.index.get_point(vault.id, job.point_id)
+        size = point.stats.get("storedBytes", 0) if point is not None else 0
+        metering.record(services, vault, [UsageEvent(
+            id=f"restore-{job.id}", vault_id=vault.id, kind=UsageKind.RESTORE_SERVED, quantity=size,
+            at=job.created_at, point_id=job.point_id)])
+    return job

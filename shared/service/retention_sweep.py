@@ -27,7 +27,7 @@ from datetime import datetime
 
 from shared.domain import Protection, Vault
 from shared.ports import TransientError
-from shared.service import deletion, gc, singleton
+from shared.service import deletion, footprint, gc, singleton
 from shared.service.context import Services, iso_time, update_vault
 from shared.service.policies import retention_plan
 from shared.service.runs import end_silent_runs
@@ -105,18 +105,19 @@ def sweep_vault(services: Services, vault: Vault, deadline: float | None = None)
 def expire(services: Services, vault: Vault, now: datetime) -> list[str]:
     """Soft-delete what each protected item's policy no longer keeps; returns their ids."""
     stopped = {r.id for r in services.index.list_items(vault.id) if r.protection == Protection.STOPPED}
-    expired = []
+    doomed = []
     for plan in retention_plan(services, vault, None, now):
         if plan.item in stopped:
             continue
         for point_id, _ in plan.decision.expire:
             point = services.index.get_point(vault.id, point_id)
-            if point is None or not point.live:
-                continue
-            deletion.soft_delete(services, vault, point,
-                                 f"expired by policy {plan.policy_name} at {iso_time(now)}: no rule keeps it")
-            expired.append(point_id)
-    return expired
+            if point is not None and point.live:
+                doomed.append((point, f"expired by policy {plan.policy_name} at {iso_time(now)}: no rule keeps it"))
+    # One pass over the reference lists measures what each expired point alone keeps stored.
+    alone = footprint.alone_bytes(services, vault, [p.id for p, _ in doomed]) if doomed else {}
+    for point, reason in doomed:
+        deletion.soft_delete(services, vault, point, reason, alone)
+    return [p.id for p, _ in doomed]
 
 
 def _swept(now: str):

@@ -80,6 +80,7 @@ def up(in_memory: bool = False, overrides: dict[str, str] | None = None) -> dict
             bootstrap.SCRUB_SCHEDULE: "0 */5 * * * *",
             bootstrap.SWEEP_SCHEDULE: "0 */5 * * * *",
             bootstrap.RETENTION_SCHEDULE: "0 0 * * * *",
+            bootstrap.RECONCILE_SCHEDULE: "0 30 * * * *",
             bootstrap.OPERATION_COUNTS_FILE: str(workdir / "operation-counts.json"),
             bootstrap.CLOCK_OFFSET_FILE: str(workdir / "clock-offset"),
             **(overrides or {}),

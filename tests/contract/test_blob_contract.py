@@ -163,6 +163,15 @@ def test_list_by_prefix_in_lexical_order(container):
     assert list(container.list()) == sorted(list(container.list("chunks/")) + list(container.list("points/")))
 
 
+def test_list_sizes_gives_each_blobs_bytes_in_lexical_order(container):
+    container.put("chunks/ab/ab02", b"x" * 300)
+    container.put("chunks/ab/ab01", b"")
+    container.put("points/p1/refs", b"y" * 65)
+    assert list(container.list_sizes("chunks/")) == [("chunks/ab/ab01", 0), ("chunks/ab/ab02", 300)]
+    assert list(container.list_sizes()) == [("chunks/ab/ab01", 0), ("chunks/ab/ab02", 300), ("points/p1/refs", 65)]
+    assert list(container.list_sizes("nothing/")) == []
+
+
 def test_create_only_sas_can_add_blobs_and_nothing_else(blob_account, container):
     container.put("existing", b"old")
     agent = blob_account.container_from_url(

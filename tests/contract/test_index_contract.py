@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 
 from shared.adapters.cosmos_index import CHUNKS, POINTS, CosmosIndex
-from shared.domain import ChunkRecord, ItemRecord, Job, RecoveryPoint, UsageEvent, Vault
+from shared.domain import ChunkRecord, ItemRecord, Job, RecoveryPoint, UsageDay, UsageEvent, Vault
 from shared.ports import Conflict, PreconditionFailed, TransientError
 from skyvault.stack.emulators import COSMOS_DEV_KEY
 
@@ -294,15 +294,40 @@ def test_jobs_create_and_get(index):
 
 
 def test_usage_events_are_idempotent(index):
-    event = UsageEvent(id="p1:stored", vault_id="v1", kind="stored_bytes", quantity=4096,
-                       at="2024-05-01T10:00:00Z", point_id="p1")
-    later = UsageEvent(id="host1:2024-05-02", vault_id="v1", kind="protected_instance", quantity=1,
-                       at="2024-05-02T00:00:00Z")
+    event = UsageEvent(id="point-p1", vault_id="v1", kind="point_committed", quantity=4096,
+                       at="2024-05-01T10:00:00Z", point_id="p1", item_id="host1", front_end_bytes=10_000)
+    later = UsageEvent(id="stopped-host1-2024-05-02", vault_id="v1", kind="item_stopped", quantity=0,
+                       at="2024-05-02T00:00:00Z", item_id="host1")
     assert index.add_usage_event(event) is True
     assert index.add_usage_event(replace(event, quantity=1)) is False
     assert index.add_usage_event(later) is True
     assert [without_etag(e) for e in index.list_usage_events("v1")] == [event, later]
     assert index.list_usage_events("nobody") == []
+    assert index.usage_events_present("v1", ["point-p1", "absent", "stopped-host1-2024-05-02"]) == {
+        "point-p1", "stopped-host1-2024-05-02"}
+    assert index.usage_events_present("v2", ["point-p1"]) == set()
+
+
+def test_usage_days_create_replace_and_list_up_to_a_day(index):
+    day = UsageDay(id="2024-05-02", vault_id="v1", stored_delta=-5, events=1, pending=["gc-x"],
+                   items={"host1": {"frontEnd": 10, "state": ["2024-05-02T01:00:00Z", "e1", "stopped"]}})
+    created = index.create_usage_day(day)
+    assert without_etag(created) == day and created.etag
+    with pytest.raises(Conflict):
+        index.create_usage_day(day)
+    index.create_usage_day(UsageDay(id="2024-05-01", vault_id="v1", stored_delta=100))
+    index.create_usage_day(UsageDay(id="2024-05-03", vault_id="v1"))
+    index.create_usage_day(UsageDay(id="2024-05-01", vault_id="v2", stored_delta=7))
+    assert index.get_usage_day("v1", "2024-05-02") == created
+    assert index.get_usage_day("v1", "2024-06-01") is None
+    created.pending, created.measured = [], {"bytes": 95, "at": "2024-05-02T23:00:00Z"}
+    replaced = index.replace_usage_day(created)
+    assert replaced.etag != created.etag
+    with pytest.raises(PreconditionFailed):
+        index.replace_usage_day(created)  # its etag is stale
+    assert [d.id for d in index.list_usage_days("v1", "2024-05-02")] == ["2024-05-01", "2024-05-02"]
+    assert without_etag(index.list_usage_days("v1", "2024-05-02")[1]) == without_etag(replaced)
+    assert [d.stored_delta for d in index.list_usage_days("v2", "2099-12-31")] == [7]
 
 
 def test_items_create_get_and_list_by_name(index):

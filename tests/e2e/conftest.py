@@ -19,7 +19,7 @@ def stack(tmp_path_factory):
     os.environ["SKYVAULT_PASSPHRASE"] = PASSPHRASE
     try:
         # The retention tests sweep on the stack's moved clock themselves: the timer waits for 1 January.
-        yield local.up(overrides={bootstrap.RETENTION_SCHEDULE: "0 0 0 1 1 *"})
+        yield local.up(overrides={bootstrap.RETENTION_SCHEDULE: "0 0 0 1 1 *", bootstrap.RECONCILE_SCHEDULE: "0 0 0 1 1 *"})
     finally:
         local.down()
         for k, v in saved.items():

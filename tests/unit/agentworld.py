@@ -10,11 +10,11 @@ import time
 
 import pytest
 
-from functions import replicate
+from functions import meter, replicate
 from shared import formats
 from shared.domain import container_name
 from shared.service import delivery, gc, vaults
-from shared.service.context import REPLICATE_QUEUE, Services
+from shared.service.context import REPLICATE_QUEUE, USAGE_QUEUE, Services
 from skyvault.backup import Backup, committer
 from skyvault.cache import Cache
 from skyvault.restore import Restore
@@ -54,12 +54,20 @@ class World:
         return report.point_id
 
     def replicate(self) -> None:
-        queue = self.services.queue(REPLICATE_QUEUE)
+        self.deliver(REPLICATE_QUEUE, replicate.handle)
+
+    def deliver(self, name: str, handle) -> list[str]:
+        """Run every message of queue `name` through `handle` until it is empty; the outcomes."""
+        queue, outcomes = self.services.queue(name), []
         while messages := queue.receive(32, 60):
             for message in messages:
-                delivery.deliver(self.services, REPLICATE_QUEUE, base64.b64decode(message.body),
-                                 lambda text: replicate.handle(self.services, text))
+                outcomes.append(delivery.deliver(self.services, name, base64.b64decode(message.body),
+                                                 lambda text: handle(self.services, text)))
                 queue.delete(message)
+        return outcomes
+
+    def meter(self) -> list[str]:
+        return self.deliver(USAGE_QUEUE, meter.handle)
 
     def restores(self, point: str, root, expected=None) -> bool:
         """Whether `point` restores `root` byte-identical: as it is now, or as `expected`, the
@@ -84,6 +92,8 @@ class World:
         return gc.collect(services or self.services, self.vault)
 
     def usage(self, kind: str) -> list:
+        """The vault's metered events of `kind`, once the usage queue is delivered."""
+        self.meter()
         return [e for e in self.services.index.list_usage_events(self.agent.vault_id) if e.kind == kind]
 
 

@@ -7,7 +7,7 @@ Words:
   shared.service.delivery. A failed invocation (an exception out of delivery, as when the worker
   dies) leaves its message to be delivered again after VISIBILITY_TIMEOUT_S, as host.json's
   visibilityTimeout makes the Storage Queues extension do.
-- end state: every index record, blob and usage event of the vault, with times reduced to
+- end state: every index record, blob, usage event and day of the vault, with times reduced to
   whether they are set (a run with faults takes longer, so its times differ) and blobs to
   whether each region's copy is the primary's (envelopes differ between runs by their nonces).
 """
@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import pytest
 
-from functions import commit, ingest, replicate, restore
+from functions import commit, ingest, meter, replicate, restore
 from shared import crypto, formats
 from shared.domain import ChunkState, PointState, chunk_blob_name, container_name
 from shared.fakes import MemoryBlobAccount, MemoryIndex, MemoryQueue
@@ -34,7 +34,8 @@ from tests.unit.signing import signed_json
 START = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 VISIBILITY_TIMEOUT_S = 2
 HANDLERS: dict[str, Callable[[Services, str], str]] = {
-    "ingest": ingest.handle, "commit": commit.handle, "replicate": replicate.handle, "restore": restore.handle}
+    "ingest": ingest.handle, "commit": commit.handle, "replicate": replicate.handle, "restore": restore.handle,
+    "usage": meter.handle}
 POINT = "20261125T120000Z-0000abcd"
 KEYS = crypto.derive_keys("pipeline test passphrase", b"p" * 16)
 
@@ -209,7 +210,13 @@ def end_state(services: Services, vault_id: str) -> dict[str, Any]:
                          p.checked_against, sorted(p.replicated_blobs), _set(p.committed_at),
                          _set(p.geo_protected_at), _set(p.follow_ups_at))
                    for pid, p in sorted(points.items())},
-        "usage": sorted((e.id, e.kind, e.quantity, e.point_id) for e in index.list_usage_events(vault_id)),
+        # Event ids and days hold times: the metered figures, and that every event counted once.
+        "usage": sorted((e.kind, e.quantity, e.point_id, e.item_id, e.front_end_bytes)
+                        for e in index.list_usage_events(vault_id)),
+        "days": [(d.stored_delta, d.restores, d.restored_bytes, d.events, d.pending,
+                  {i: (v.get("frontEnd"), v.get("protected"), v["last"][2]) for i, v in sorted(d.items.items())},
+                  {p: v["last"][2:] for p, v in sorted(d.points.items())})
+                 for d in index.list_usage_days(vault_id, "9999-12-31")],
         "job": job and (job.status, job.point_id, job.reason,
                         [(r["region"], r["complete"]) for r in job.plan.get("regions", [])]),
         # Blob bytes differ between runs (random nonces, the vault id in the AAD): their names,

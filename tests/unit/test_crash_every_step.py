@@ -21,7 +21,7 @@ import pytest
 
 from shared.messages import CommitMessage, parse_signed_message
 from shared.service import commit, sweep
-from shared.service.context import COMMIT_QUEUE, INGEST_QUEUE, REPLICATE_QUEUE, RESTORE_QUEUE
+from shared.service.context import COMMIT_QUEUE, INGEST_QUEUE, REPLICATE_QUEUE, RESTORE_QUEUE, USAGE_QUEUE
 from tests.faults import FAULT_KINDS, Crash, Faults, faulty
 from tests.unit.pipeline import (Backup, Clock, Host, backup_and_restore, committed_points_with_unverified_chunks,
                                  end_state, fault_steps, memory_services, poisoned, send)
@@ -33,6 +33,9 @@ TARGETS: dict[str, Callable[[str, str], bool]] = {
     "replicate-point-blobs": lambda queue, text: queue == REPLICATE_QUEUE and '"blobs": ["points/' in text,
     "point-check": lambda queue, text: queue == REPLICATE_QUEUE and '"blobs": []' in text,
     "restore": lambda queue, text: queue == RESTORE_QUEUE,
+    "meter-chunks": lambda queue, text: queue == USAGE_QUEUE and '"chunk_stored"' in text,
+    "meter-commit": lambda queue, text: queue == USAGE_QUEUE and '"point_committed"' in text,
+    "meter-restore": lambda queue, text: queue == USAGE_QUEUE and '"restore_served"' in text,
 }
 
 
@@ -74,7 +77,14 @@ def test_a_clean_run_is_complete():
     assert all(replicated for *_, replicated in state["chunks"].values())
     [(point_state, *_, committed, geo_protected, followed_up)] = state["points"].values()
     assert (point_state, committed, geo_protected, followed_up) == ("committed", True, True, True)
-    assert len(state["usage"]) == 1 and state["job"][0] == "ready"
+    assert state["job"][0] == "ready"
+    stored = sum(size for _, size, *_ in state["chunks"].values())
+    assert sorted(kind for kind, *_ in state["usage"]) == ["chunk_stored"] * len(state["chunks"]) + [
+        "point_committed", "restore_served"]
+    [(delta, restores, restored, events, pending, items, points)] = state["days"]
+    [(_, own, point, item, front_end)] = [u for u in state["usage"] if u[0] == "point_committed"]
+    assert (delta, restores, restored, events, pending) == (stored + own, 1, stored, len(state["usage"]), [])
+    assert items == {item: (front_end, True, "protected")} and points == {}
     assert state["blobs"]["primary"] == state["blobs"]["secondary"]
     assert all(other[0] == state for other in CLEAN.values()), "the same run whichever target it watched"
 
@@ -97,8 +107,8 @@ def test_one_effect_beyond_the_clean_run_is_no_fault(target, request):
 
 def test_every_handler_has_effects_to_fail_after():
     assert {target: len(effects) for target, (_, _, effects) in CLEAN.items()} == {
-        "ingest": 4, "commit": 7, "replicate-chunks": 6, "replicate-point-blobs": 4, "point-check": 1,
-        "restore": 1}
+        "ingest": 5, "commit": 7, "replicate-chunks": 6, "replicate-point-blobs": 4, "point-check": 1,
+        "restore": 2, "meter-chunks": 5, "meter-commit": 3, "meter-restore": 3}
 
 
 def sweep_run(name: str, after: int | None = None, kind: str = "crash"):
@@ -142,7 +152,9 @@ SWEEP_CLEAN = sweep_run("clean-sweep")
 
 def test_a_clean_sweep_ends_as_a_clean_pipeline_run():
     assert SWEEP_CLEAN[0] == CLEAN["commit"][0]
-    assert SWEEP_CLEAN[2] == ["index.replace_point", "index.replace_vault", "index.add_usage_event",
+    # The chunks were recorded after the point was received: their usage is queued again (the
+    # meter finds it counted), then the commit and its follow-ups.
+    assert SWEEP_CLEAN[2] == ["queue.usage.send", "index.replace_point", "index.replace_vault", "queue.usage.send",
                               "queue.replicate.send", "queue.replicate.send", "index.replace_point"]
 
 

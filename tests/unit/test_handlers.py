@@ -12,10 +12,10 @@ import pytest
 from shared import crypto, errors, formats
 from shared.domain import chunk_blob_name, container_name
 from shared.fakes import MemoryBlobAccount, MemoryIndex, MemoryQueue
-from shared.messages import (ChunksMessage, CommitMessage, CommitRequest, KeyCheckRequest, LookupRequest,
+from shared.messages import (UsageMessage, ChunksMessage, CommitMessage, CommitRequest, KeyCheckRequest, LookupRequest,
                              RestoreMessage, parse_signed_message)
 from shared.service import agent_api, commit as commit_use_case, ingest, restore, vaults
-from shared.service.context import COMMIT_QUEUE, REPLICATE_QUEUE, Services
+from shared.service.context import COMMIT_QUEUE, REPLICATE_QUEUE, USAGE_QUEUE, Services
 from tests.unit.signing import signed_json
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
@@ -201,10 +201,16 @@ def test_commit_waits_for_chunks_then_commits_once(services, keys):
     point = commit_text(services, commit)
     assert point.state == "committed" and point.stats["storedBytes"] == sum(d["size"] for d in declared)
     assert services.index.get_vault("contoso", agent.vault.id).first_backup_at is not None
-    assert [e.kind for e in services.index.list_usage_events(agent.vault.id)] == ["stored_bytes"]
+    assert queued_usage(services) == ["chunk_stored", "chunk_stored", "point_committed"]
     replay = commit_text(services, commit)
     assert replay.etag == point.etag
-    assert len(services.index.list_usage_events(agent.vault.id)) == 1
+    assert queued_usage(services) == ["chunk_stored", "chunk_stored", "point_committed"], "not sent again"
+
+
+def queued_usage(services) -> list[str]:
+    """The kinds of the usage events queued for the meter (no meter runs here)."""
+    return [e.kind for body in services.queue(USAGE_QUEUE).peek()
+            for e in UsageMessage.parse(base64.b64decode(body)).events]
 
 
 def test_ingest_indexes_a_messages_last_chunk_after_all_the_others(services, keys, monkeypatch):

@@ -54,7 +54,8 @@ def test_the_sweep_commits_a_point_whose_commit_was_lost_once_its_chunks_are_ver
     point = raw.index.get_point(backup.vault.id, POINT)
     assert point.state == "committed" and point.reason is None and point.follow_ups_at and point.geo_protected_at
     assert point.stats["storedBytes"] == sum(d["size"] for d in backup.declared)
-    assert [e.id for e in raw.index.list_usage_events(backup.vault.id)] == [f"point-{POINT}"]
+    assert [e.id for e in raw.index.list_usage_events(backup.vault.id) if e.kind == "point_committed"] == [
+        f"point-{POINT}"]
     clock.advance(IDLE.total_seconds())
     assert sweep.sweep(raw) == {"committed": [], "failed": [], "pending": [], "followed_up": []}
 
@@ -112,13 +113,14 @@ def test_the_sweep_redoes_the_follow_ups_of_a_point_committed_without_them(host,
     faults.revive()
     point = raw.index.get_point(backup.vault.id, POINT)
     assert point.state == "committed" and point.follow_ups_at is None
-    assert raw.index.list_usage_events(backup.vault.id) == []
+    assert [e for e in raw.index.list_usage_events(backup.vault.id) if e.kind == "point_committed"] == []
     clock.advance(IDLE.total_seconds())
     assert sweep.sweep(raw)["followed_up"] == [POINT]
     host.run()
     state = end_state(raw, backup.vault.id)
-    assert state["vault"]["firstBackup"] and state["usage"] == [
-        (f"point-{POINT}", "stored_bytes", point.stats["storedBytes"], POINT)]
+    assert state["vault"]["firstBackup"]
+    assert [u for u in state["usage"] if u[0] == "point_committed"] == [
+        ("point_committed", state["days"][0][0] - point.stats["storedBytes"], POINT, "laptop-1", 0)]
     point = raw.index.get_point(backup.vault.id, POINT)
     assert point.follow_ups_at and point.geo_protected_at
 
