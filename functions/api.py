@@ -22,7 +22,7 @@ from shared.domain import Vault
 from shared.errors import Forbidden, Invalid, NotFound, Refused, ServiceError
 from shared.messages import (ChunkCheckRequest, CommitRequest, DamageRequest, ErrorAnswer, KeyCheckRequest, RunRequest,
                              LookupRequest, RestoreRequest, parse_request_body)
-from shared.service import agent_api, check, damage, restore, runs, vaults
+from shared.service import agent_api, bills, check, damage, restore, runs, vaults
 from shared.service.context import Services
 
 bp = func.Blueprint()
@@ -75,6 +75,9 @@ _ACTIONS: list[tuple[str, re.Pattern, Action]] = [
          svc, vault, RestoreRequest.from_doc(call.json()))).to_doc()),
     ("GET", re.compile(r"status\Z"),
      lambda svc, vault, call, _: agent_api.vault_status(svc, vault).to_doc()),
+    ("GET", re.compile(r"bill\Z"),
+     lambda svc, vault, call, _: bills.statement(svc, vault.tenant_id, bills.parse_month(call.params["month"])
+                                                 if "month" in call.params else None, [vault]).to_doc()),
     ("GET", re.compile(r"items/(?P<item>[^/]+)/schedule\Z"),
      lambda svc, vault, call, m: agent_api.item_schedule(svc, vault, m["item"]).to_doc()),
     ("POST", re.compile(r"runs\Z"),
@@ -151,6 +154,11 @@ def create_restore(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route=VAULT_ROUTE + "/status", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def vault_status(req: func.HttpRequest) -> func.HttpResponse:
+    return _serve(req)
+
+
+@bp.route(route=VAULT_ROUTE + "/bill", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def vault_bill(req: func.HttpRequest) -> func.HttpResponse:
     return _serve(req)
 
 

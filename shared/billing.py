@@ -249,6 +249,17 @@ def load_price_sheet(version: str) -> PriceSheet:
     return sheet
 
 
+def sheet_for(month: date) -> PriceSheet:
+    """The price sheet that prices `month`: the newest whose version is not after the month.
+    NotFound if none is."""
+    wanted = month.strftime("%Y-%m")
+    versions = sorted((p.stem for p in PRICES_DIR.glob("*.json") if SHEET_VERSION.match(p.stem)), reverse=True)
+    for version in versions:
+        if version <= wanted:
+            return load_price_sheet(version)
+    raise NotFound(f"no price sheet prices {wanted}: the first is {versions[-1] if versions else 'missing'}")
+
+
 # The month's usage
 
 class Protection(StrEnum):

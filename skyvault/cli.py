@@ -20,8 +20,8 @@ import sys
 
 from shared import crypto
 from skyvault import exitcodes, home
-from skyvault.commands import (backup, check, deletion, guard, points, policy, register, restore, retention, schedule,
-                               stack, status, vault)
+from skyvault.commands import (backup, bill, check, deletion, guard, points, policy, register, restore, retention,
+                               schedule, stack, status, vault)
 from skyvault.commands.common import warn
 from skyvault.vaultclient import AgentError
 
@@ -32,8 +32,8 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
 MMAP_THRESHOLD_BYTES = 256 * 1024
 RESTORE_HEAP_BYTES = 64 << 20
 # In the order `skyvault --help` lists them.
-COMMANDS = (stack, vault, policy, guard, retention, deletion, register, backup, schedule, points, restore, check,
-            status)
+COMMANDS = (stack, vault, policy, guard, retention, deletion, bill, register, backup, schedule, points, restore,
+            check, status)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -237,6 +237,16 @@ class AgentVault:
     def status(self) -> messages.VaultStatus:
         return self._call("GET", "status", messages.VaultStatus.from_doc)
 
+    def bill(self, month: str | None = None) -> dict[str, Any]:
+        """This vault's statement of `month` (YYYY-MM; default this month so far): its invoice
+        document and the usage it priced (shared/service/bills.py)."""
+        def parse(doc: Any) -> dict[str, Any]:
+            if not isinstance(doc, dict) or not isinstance(doc.get("invoice"), dict):
+                raise formats.MalformedMessage("a statement holds an invoice")
+            return doc
+
+        return self._call("GET", "bill", parse, params={"month": month} if month else None)
+
     def item_schedule(self, item: str) -> messages.ItemSchedule:
         """When the policy of `item` (a NAME_ID) backs it up: its schedule and time zone."""
         answer = self._call("GET", f"items/{item}/schedule", messages.ItemSchedule.from_doc)

@@ -52,6 +52,7 @@ def test_every_function_is_registered_with_its_trigger():
         "create_restore": (f"{vault}/restores", ("POST",)),
         "vault_status": (f"{vault}/status", ("GET",)),
         "item_schedule": (f"{vault}/items/{{item}}/schedule", ("GET",)),
+        "vault_bill": (f"{vault}/bill", ("GET",)),
         "chunk_epoch": (f"{vault}/chunks/epoch", ("GET",)),
         "start_run": (f"{vault}/runs", ("POST",)),
         "run_heartbeat": (f"{vault}/runs/{{run}}", ("POST",)),

@@ -8,7 +8,8 @@ Words:
   same event again.
 - ledger: the events the meter has counted, one document per id (the index's usage container).
 - day: a vault's usage on one UTC day (shared.domain.UsageDay), the sums and latest states of
-  the events of that day (an event's day is its `at`'s date).
+  the events of that day (an event's day is its `at`'s date). shared/service/bills.py reads
+  them into a month's billing usage.
 
 Exactly once: `meter` applies a message's events of one day in this order, each step
 idempotent, so a crash after any write is finished by the redelivery and a duplicate is
@@ -25,13 +26,10 @@ event time, then id, and front-end sizes a maximum: applying them in any order g
 """
 from __future__ import annotations
 
-import calendar
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
 from typing import Any, Iterable
 
-from shared.billing import ItemDay, ItemUsage, Protection as BillProtection, SoftDeletedPoint, Usage, VaultUsage
 from shared.domain import STORED_SIGN, ChunkRecord, UsageDay, UsageEvent, UsageKind, Vault, container_name
 from shared.errors import Retryable
 from shared.messages import UsageMessage, usage_messages
@@ -189,8 +187,8 @@ class Reading:
 def reconcile(services: Services, vault: Vault) -> Reading:
     """Measure the bytes in `vault`'s primary container (every blob, referenced or not: an agent
     stores nothing for free by uploading what it never commits), compare them with the metered
-    level and keep the reading in today's usage, which billing then takes for the day when it is
-    the greater."""
+    level and keep the reading in today's usage: billing adds what it finds beyond the level
+    (shared/service/bills.py)."""
     now = services.clock()
     day = now.date().isoformat()
     measured = blobs = 0
@@ -221,141 +219,3 @@ def reconcile(services: Services, vault: Vault) -> Reading:
 
 def reconcile_all(services: Services) -> list[Reading]:
     return [reconcile(services, vault) for vault in services.index.list_all_vaults()]
-
-
-# A month of usage: the billing input
-
-def month_days(month: date) -> list[date]:
-    return [month.replace(day=d) for d in range(1, calendar.monthrange(month.year, month.month)[1] + 1)]
-
-
-@dataclass
-class _Item:
-    state: str | None = None  # protected, stopped, removed; None before its first event
-    front_end: int = 0
-
-
-@dataclass
-class _Episode:
-    point_id: str
-    size: int
-    deleted_on: date
-    ended_on: date | None = None
-
-
-@dataclass
-class VaultMonth:
-    """One vault's month as billing takes it, with the figures it came from."""
-
-    usage: VaultUsage
-    items: list[ItemUsage]
-    metered: tuple[int, ...]  # the meter's stored bytes at each day's end
-    measured: tuple[int | None, ...]  # the reconciliation's reading of each day, if any
-    pending: int = 0
-    notes: list[str] = field(default_factory=list)
-
-
-def vault_month(services: Services, vault: Vault, month: date, through: date | None = None) -> VaultMonth:
-    """`vault`'s usage in `month` (its first day) from its metered days; with `through`, only
-    the days up to it (the month so far: later days count as not yet come, stored nothing)."""
-    days = month_days(month)
-    last = min(days[-1], through) if through else days[-1]
-    stored_days = {d.id: d for d in services.index.list_usage_days(vault.id, last.isoformat())}
-    level = 0
-    items: dict[str, _Item] = {}
-    item_days: dict[str, list[ItemDay | None]] = {}
-    episodes: dict[str, _Episode] = {}
-    closed: list[_Episode] = []
-    stored, metered, measured = [], [], []
-    pending = restores = restored = 0
-    for usage in (d for key, d in sorted(stored_days.items()) if key < days[0].isoformat()):
-        level += usage.stored_delta
-        _carry_items(items, usage, None)
-        _carry_points(episodes, closed, usage, date.fromisoformat(usage.id))
-        pending += len(usage.pending)
-    for day in days:
-        usage = stored_days.get(day.isoformat()) if day <= last else None
-        protected_today: set[str] = set()
-        if usage is not None:
-            level += usage.stored_delta
-            protected_today = _carry_items(items, usage, protected_today)
-            _carry_points(episodes, closed, usage, day)
-            restores += usage.restores
-            restored += usage.restored_bytes
-            pending += len(usage.pending)
-        reading = usage.measured["bytes"] if usage is not None and usage.measured else None
-        total = max(level, reading or 0)
-        held = sum(e.size for e in episodes.values())
-        stored.append(max(total - held, 0) if day <= last else 0)
-        metered.append(level)
-        measured.append(reading)
-        for name, item in items.items():
-            column = item_days.setdefault(name, [None] * (day.day - 1))
-            if day > last or item.state is None:
-                column.append(None)
-            elif item.state == "protected" or name in protected_today:
-                column.append(ItemDay(BillProtection.PROTECTED, item.front_end))
-            elif item.state == "stopped":
-                column.append(ItemDay(BillProtection.STOPPED))
-            else:
-                column.append(None)
-    soft_deleted = tuple(
-        SoftDeletedPoint(e.point_id, e.size, e.deleted_on, e.ended_on)
-        for e in sorted([*closed, *episodes.values()], key=lambda e: (e.deleted_on, e.point_id))
-        if e.deleted_on <= last and (e.ended_on is None or e.ended_on > days[0]))
-    vault_usage = VaultUsage(vault.id, vault.redundancy, tuple(stored), soft_deleted, restores, restored)
-    item_usage = [ItemUsage(vault.id, name, tuple(column)) for name, column in sorted(item_days.items())
-                  if any(column)]
-    return VaultMonth(vault_usage, item_usage, tuple(metered), tuple(measured), pending)
-
-
-def _carry_items(items: dict[str, _Item], usage: UsageDay, protected_today: set[str] | None) -> set[str]:
-    today = set()
-    for name, change in usage.items.items():
-        item = items.setdefault(name, _Item())
-        if change.get("protected") or item.state == "protected":
-            today.add(name)
-        if "frontEnd" in change:
-            item.front_end = change["frontEnd"]
-        if change.get("last"):
-            item.state = change["last"][2]
-    return today
-
-
-def _carry_points(episodes: dict[str, _Episode], closed: list[_Episode], usage: UsageDay, day: date) -> None:
-    for point_id, change in sorted(usage.points.items()):
-        _, _, state, size = change["last"]
-        open_episode = episodes.pop(point_id, None)
-        if open_episode is not None:
-            if state == "deleted":  # undeleted and deleted again on one day: one episode goes on
-                episodes[point_id] = open_episode
-                continue
-            open_episode.ended_on = day
-            closed.append(open_episode)
-        elif state == "deleted":
-            episodes[point_id] = _Episode(point_id, size, day)
-
-
-def tenant_usage(services: Services, tenant_id: str, month: date, vault_ids: Iterable[str] = (),
-                 through: date | None = None) -> tuple[Usage, list[VaultMonth]]:
-    """A tenant's usage in `month` for billing.invoice, over its vaults (or those named)."""
-    wanted = set(vault_ids)
-    months = [vault_month(services, vault, month, through) for vault in services.index.list_vaults(tenant_id)
-              if not wanted or vault.id in wanted or vault.name in wanted]
-    return Usage(tuple(m.usage for m in months), tuple(i for m in months for i in m.items)), months
-
-
-def today(services: Services) -> date:
-    return services.clock().date()
-
-
-def current_month(services: Services) -> date:
-    return today(services).replace(day=1)
-
-
-def previous_day(day: date) -> date:
-    return day - timedelta(days=1)
-
-
-def parse_month(text: str) -> date:
-    return datetime.strptime(text, "%Y-%m").date()

@@ -15,8 +15,8 @@ import pytest
 
 from shared import bootstrap
 from shared.domain import SoftDelete, UsageKind, container_name
-from shared.service import gc, policies, vaults
-from shared.service.context import update_vault
+from shared.service import bills, gc, metering, policies, vaults
+from shared.service.context import USAGE_QUEUE, update_vault
 from skyvault import cli, exitcodes, home
 from skyvault.backup import Backup
 from skyvault.cache import Cache
@@ -81,7 +81,13 @@ class World:
         [swept] = json.loads(capsys.readouterr().out)["vaults"]
         return swept
 
+    def metered(self) -> None:
+        """Wait until the stack's meter function has taken every usage message."""
+        wait_until(lambda: self.services.queue(USAGE_QUEUE).approximate_count() == 0, 60.0,
+                   "the usage queue metered")
+
     def usage(self, kind: str) -> list:
+        self.metered()
         return [e for e in self.services.index.list_usage_events(self.agent.vault_id) if e.kind == kind]
 
 
@@ -140,6 +146,34 @@ def test_a_purge_frees_storage_in_both_regions(world, week, capsys):
     for region in ("primary", "secondary"):
         assert before[region] - after[region] == freed - freed_before, region
     assert world.restores(points[-1], root, digests[-1])
+
+
+def test_the_bill_meters_the_bytes_in_azurite_and_the_restores_at_zero(world, week, capsys):
+    """After backups, a restore, a purge and garbage collection: what the meter counted is what
+    Azurite holds, the reconciliation finds no drift, and the bill's storage line prices it."""
+    world.metered()
+    held = world.stored_bytes()["primary"]
+    reading = metering.reconcile(world.services, world.vault)
+    assert (reading.measured, reading.metered, reading.drift, reading.pending) == (held, held, 0, 0)
+    assert cli.main(["bill", *VAULT, "--json"]) == exitcodes.OK
+    doc = json.loads(capsys.readouterr().out)
+    [usage] = doc["usage"]
+    assert usage["meteredBytes"] == usage["measuredBytes"] == held
+    assert usage["restores"] >= 1 and usage["items"][0]["item"] == "laptop"
+    lines = {line["kind"]: line for line in doc["invoice"]["lines"]}
+    month = bills.vault_month(world.services, world.vault, world.services.clock().date().replace(day=1),
+                              world.services.clock().date())
+    today = world.services.clock().date().day - 1
+    kept = sum(p.size for p in month.usage.soft_deleted if p.purged_on is None)
+    assert month.usage.stored_bytes[today] + kept == held, "the last day's storage is Azurite's bytes"
+    assert lines["storage"]["byteDays"] == sum(month.usage.stored_bytes)
+    assert lines["protectedInstance"]["itemId"] == "laptop" and lines["protectedInstance"]["daysProtected"] >= 1
+    assert (lines["restore"]["amount"], lines["egress"]["amount"]) == ("0.00", "0.00")
+    assert lines["restore"]["quantity"] == usage["restores"]
+    assert cli.main(["bill", *VAULT, "--csv"]) == exitcodes.OK
+    assert capsys.readouterr().out.splitlines()[-1].split(",")[3] == "total"
+    assert cli.main(["usage", *VAULT]) == exitcodes.OK
+    assert "cost so far" in capsys.readouterr().out
 
 
 def test_a_backup_running_while_garbage_collection_runs_commits_and_restores(world, week, capsys, monkeypatch):
