@@ -47,8 +47,7 @@ from datetime import datetime, timedelta
 from typing import Iterator
 
 from shared import formats
-from shared.domain import (ChunkRecord, ChunkState, PointState, RecoveryPoint, UsageEvent, UsageKind, Vault,
-                           chunk_blob_name, container_name)
+from shared.domain import ChunkRecord, ChunkState, PointState, RecoveryPoint, Vault, chunk_blob_name, container_name
 from shared.ports import BlobContainer, BlobNotFound, PreconditionFailed
 from shared.service import metering
 from shared.service.context import Services, iso_time, update_chunk, update_vault

@@ -27,7 +27,7 @@ event time, then id, and front-end sizes a maximum: applying them in any order g
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 from shared.domain import STORED_SIGN, ChunkRecord, UsageDay, UsageEvent, UsageKind, Vault, container_name
