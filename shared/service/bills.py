@@ -14,7 +14,7 @@ Words:
 from __future__ import annotations
 
 import calendar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Iterable
 
@@ -46,6 +46,53 @@ class _Episode:
 
 
 @dataclass
+class _Carried:
+    """What the days up to one carry to the next: the level, what the last reading found beyond
+    it, the pending events seen, each item's state and each open soft-delete episode."""
+
+    level: int = 0
+    unmetered: int = 0  # the last reading's bytes beyond the metered level: blobs no event named
+    pending: int = 0
+    items: dict[str, _Item] = field(default_factory=dict)
+    episodes: dict[str, _Episode] = field(default_factory=dict)
+    closed: list[_Episode] = field(default_factory=list)
+
+    def apply(self, usage: UsageDay) -> set[str]:
+        """Take in one day; returns the items protected at some moment of it."""
+        self.level += usage.stored_delta
+        if usage.measured:
+            self.unmetered = max(usage.measured["bytes"] - usage.measured["metered"], 0)
+        self.pending += len(usage.pending)
+        self._carry_points(usage, date.fromisoformat(usage.id))
+        return self._carry_items(usage)
+
+    def _carry_items(self, usage: UsageDay) -> set[str]:
+        today = set()
+        for name, change in usage.items.items():
+            item = self.items.setdefault(name, _Item())
+            if change.get("protected") or item.state == "protected":
+                today.add(name)
+            if "frontEnd" in change:
+                item.front_end = change["frontEnd"]
+            if change.get("last"):
+                item.state = change["last"][2]
+        return today
+
+    def _carry_points(self, usage: UsageDay, day: date) -> None:
+        for point_id, change in sorted(usage.points.items()):
+            _, _, state, size = change["last"]
+            open_episode = self.episodes.pop(point_id, None)
+            if open_episode is not None:
+                if state == "deleted":  # undeleted and deleted again on one day: one episode goes on
+                    self.episodes[point_id] = open_episode
+                    continue
+                open_episode.ended_on = day
+                self.closed.append(open_episode)
+            elif state == "deleted":
+                self.episodes[point_id] = _Episode(point_id, size, day)
+
+
+@dataclass
 class VaultMonth:
     """One vault's month as billing takes it, with the figures it came from."""
 
@@ -61,39 +108,27 @@ def vault_month(services: Services, vault: Vault, month: date, through: date | N
     the days up to it (the month so far: later days count as not yet come, stored nothing)."""
     days = month_days(month)
     last = min(days[-1], through) if through else days[-1]
-    stored_days = {d.id: d for d in services.index.list_usage_days(vault.id, last.isoformat())}
-    level = 0
-    items: dict[str, _Item] = {}
+    stored_days = services.index.list_usage_days(vault.id, last.isoformat())
+    carried = _Carried()
+    for usage in stored_days:
+        if usage.id < days[0].isoformat():
+            carried.apply(usage)
+    in_month = {d.id: d for d in stored_days if d.id >= days[0].isoformat()}
     item_days: dict[str, list[ItemDay | None]] = {}
-    episodes: dict[str, _Episode] = {}
-    closed: list[_Episode] = []
     stored, metered, measured = [], [], []
-    pending = restores = restored = 0
-    unmetered = 0  # the last reading's bytes beyond the metered level: blobs no event named
-    for usage in (d for key, d in sorted(stored_days.items()) if key < days[0].isoformat()):
-        level += usage.stored_delta
-        unmetered = _unmetered(usage, unmetered)
-        _carry_items(items, usage)
-        _carry_points(episodes, closed, usage, date.fromisoformat(usage.id))
-        pending += len(usage.pending)
+    restores = restored = 0
     for day in days:
-        usage = stored_days.get(day.isoformat()) if day <= last else None
+        usage = in_month.get(day.isoformat())
         protected_today: set[str] = set()
         if usage is not None:
-            level += usage.stored_delta
-            protected_today = _carry_items(items, usage)
-            unmetered = _unmetered(usage, unmetered)
-            _carry_points(episodes, closed, usage, day)
+            protected_today = carried.apply(usage)
             restores += usage.restores
             restored += usage.restored_bytes
-            pending += len(usage.pending)
-        reading = usage.measured["bytes"] if usage is not None and usage.measured else None
-        total = level + unmetered
-        held = sum(e.size for e in episodes.values())
-        stored.append(max(total - held, 0) if day <= last else 0)
-        metered.append(level)
-        measured.append(reading)
-        for name, item in items.items():
+        held = sum(e.size for e in carried.episodes.values())
+        stored.append(max(carried.level + carried.unmetered - held, 0) if day <= last else 0)
+        metered.append(carried.level)
+        measured.append(usage.measured["bytes"] if usage is not None and usage.measured else None)
+        for name, item in carried.items.items():
             column = item_days.setdefault(name, [None] * (day.day - 1))
             if day > last or item.state is None:
                 column.append(None)
@@ -105,45 +140,12 @@ def vault_month(services: Services, vault: Vault, month: date, through: date | N
                 column.append(None)
     soft_deleted = tuple(
         SoftDeletedPoint(e.point_id, e.size, e.deleted_on, e.ended_on)
-        for e in sorted([*closed, *episodes.values()], key=lambda e: (e.deleted_on, e.point_id))
+        for e in sorted([*carried.closed, *carried.episodes.values()], key=lambda e: (e.deleted_on, e.point_id))
         if e.deleted_on <= last and (e.ended_on is None or e.ended_on > days[0]))
     vault_usage = VaultUsage(vault.id, Redundancy(vault.redundancy), tuple(stored), soft_deleted, restores, restored)
     item_usage = [ItemUsage(vault.id, name, tuple(column)) for name, column in sorted(item_days.items())
                   if any(column)]
-    return VaultMonth(vault_usage, item_usage, tuple(metered), tuple(measured), pending)
-
-
-def _unmetered(usage: UsageDay, before: int) -> int:
-    if not usage.measured:
-        return before
-    return max(usage.measured["bytes"] - usage.measured["metered"], 0)
-
-
-def _carry_items(items: dict[str, _Item], usage: UsageDay) -> set[str]:
-    today = set()
-    for name, change in usage.items.items():
-        item = items.setdefault(name, _Item())
-        if change.get("protected") or item.state == "protected":
-            today.add(name)
-        if "frontEnd" in change:
-            item.front_end = change["frontEnd"]
-        if change.get("last"):
-            item.state = change["last"][2]
-    return today
-
-
-def _carry_points(episodes: dict[str, _Episode], closed: list[_Episode], usage: UsageDay, day: date) -> None:
-    for point_id, change in sorted(usage.points.items()):
-        _, _, state, size = change["last"]
-        open_episode = episodes.pop(point_id, None)
-        if open_episode is not None:
-            if state == "deleted":  # undeleted and deleted again on one day: one episode goes on
-                episodes[point_id] = open_episode
-                continue
-            open_episode.ended_on = day
-            closed.append(open_episode)
-        elif state == "deleted":
-            episodes[point_id] = _Episode(point_id, size, day)
+    return VaultMonth(vault_usage, item_usage, tuple(metered), tuple(measured), carried.pending)
 
 
 @dataclass
@@ -161,8 +163,9 @@ class Statement:
         usage = []
         for month in self.vaults:
             v = month.usage
-            usage.append({"vaultId": v.vault_id, "redundancy": v.redundancy.value, "meteredBytes": month.metered[self.through.day - 1],
-                          "measuredBytes": month.measured[self.through.day - 1], "pendingEvents": month.pending,
+            last = self.through.day - 1
+            usage.append({"vaultId": v.vault_id, "redundancy": v.redundancy.value, "meteredBytes": month.metered[last],
+                          "measuredBytes": month.measured[last], "pendingEvents": month.pending,
                           "restores": v.restores, "restoredBytes": v.restored_bytes,
                           "softDeleted": [{"pointId": p.point_id, "bytes": p.size, "deletedOn": p.deleted_on.isoformat(),
                                            "purgedOn": p.purged_on.isoformat() if p.purged_on else None}

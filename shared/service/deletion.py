@@ -50,10 +50,12 @@ def soft_delete(services: Services, vault: Vault, point: RecoveryPoint, reason: 
     point = update_point(services, point, delete) or point
     if point.state == PointState.COMMITTED and point.deleted_at is not None:
         # Sent again by a repeated deletion: a crash may have come between the two writes.
-        size = (alone if alone is not None and point.id in alone else footprint.alone_bytes(services, vault, [point.id]))
+        size = (alone or {}).get(point.id)
+        if size is None:
+            size = footprint.alone_bytes(services, vault, [point.id])[point.id]
         metering.record(services, vault, [UsageEvent(
             id=f"softdel-{point.id}-{point.deleted_at}", vault_id=vault.id, kind=UsageKind.POINT_SOFT_DELETED,
-            quantity=size[point.id], at=point.deleted_at, point_id=point.id, item_id=point.item)])
+            quantity=size, at=point.deleted_at, point_id=point.id, item_id=point.item)])
     return point
 
 
@@ -167,7 +169,7 @@ def stop_protection(services: Services, vault: Vault, item: str, delete_data: bo
     deleted = []
     if delete_data:
         doomed = [p for p in points if p.state != PointState.PENDING and p.deleted_at is None]
-        alone = footprint.alone_bytes(services, vault, [p.id for p in doomed]) if doomed else {}
+        alone = footprint.alone_bytes(services, vault, [p.id for p in doomed])
         for point in doomed:
             soft_delete(services, vault, point, f"protection of {item} stopped with its data deleted", alone)
             deleted.append(point.id)

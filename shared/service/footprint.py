@@ -96,6 +96,8 @@ def alone_bytes(services: Services, vault: Vault, point_ids: Iterable[str]) -> d
     must not stop a deletion."""
     wanted = set(point_ids)
     alone = dict.fromkeys(wanted, 0)
+    if not wanted:
+        return alone  # no list to read for no point
     for _, size, owners in _referenced(services, vault, kept_points(services, vault), lambda p: p.id,
                                        skip_unreadable=True):
         if len(owners) == 1 and (owner := next(iter(owners))) in wanted:

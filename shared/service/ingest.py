@@ -58,7 +58,8 @@ def ingest_chunks(services: Services, message: ChunksMessage, vault: Vault | Non
         record = verify_chunk(container, vault, entry, iso_time(services.clock()))
         return record if services.index.add_chunk(record) else None
 
-    *others, last = {e.id: e for e in message.chunks}.values()
+    entries = list({e.id: e for e in message.chunks}.values())
+    *others, last = entries
     # The chunks are verified INGEST_WORKERS at a time (each is a storage read and an index
     # write), the message's last one only after all others: once it is indexed, all are,
     # which is what an agent waiting for its messages checks.
@@ -67,7 +68,6 @@ def ingest_chunks(services: Services, message: ChunksMessage, vault: Vault | Non
     records.append(index(last))
     added = [r for r in records if r is not None]
     verified = [r for r in added if r.state == ChunkState.VERIFIED]
-    entries = list({e.id: e for e in message.chunks}.values())  # in the order of `records`
     found_ids = [e.id for e, r in zip(entries, records) if r is None]
     # A delivery that indexed them may have failed before it queued their usage and copies.
     found = list(services.index.get_chunks(vault.id, found_ids).values()) if found_ids else []

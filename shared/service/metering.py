@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Callable, Iterable
 
 from shared.domain import STORED_SIGN, ChunkRecord, UsageDay, UsageEvent, UsageKind, Vault, container_name
 from shared.errors import Retryable
@@ -98,33 +98,45 @@ def meter(services: Services, message: UsageMessage) -> str:
     return str(outcome)
 
 
+def _change_day(services: Services, vault_id: str, day: str, change: Callable[[UsageDay], bool]) -> UsageDay | None:
+    """Read the vault's `day` (a new one if absent), apply `change` and write it, ETag-checked or
+    create-if-absent; on a lost race read again and apply `change` again. `change` returns
+    whether anything needs writing. Returns the day as stored (None if absent and unchanged)."""
+    index = services.index
+    for _ in range(UPDATE_ATTEMPTS):
+        stored = index.get_usage_day(vault_id, day)
+        usage = stored or UsageDay(id=day, vault_id=vault_id)
+        if not change(usage):
+            return stored
+        try:
+            return index.replace_usage_day(usage) if stored else index.create_usage_day(usage)
+        except (Conflict, PreconditionFailed):
+            continue
+    raise Retryable(f"gave up changing the usage of {vault_id} on {day}: {UPDATE_ATTEMPTS} concurrent changes in a row")
+
+
 def _meter_day(services: Services, vault_id: str, day: str, events: list[UsageEvent]) -> int:
     index = services.index
     ids = [e.id for e in events]
-    for _ in range(UPDATE_ATTEMPTS):
-        stored = index.get_usage_day(vault_id, day)
-        counted = index.usage_events_present(vault_id, ids)
-        pending = set(stored.pending) if stored else set()
+    counted: set[str] = set()
+    todo: list[UsageEvent] = []
+
+    def count(usage: UsageDay) -> bool:
+        nonlocal counted, todo
+        counted = index.usage_events_present(vault_id, ids)  # after the day is read: see above
+        pending = set(usage.pending)
         todo = [e for e in events if e.id not in counted and e.id not in pending]
-        if not todo:
-            break
-        usage = stored or UsageDay(id=day, vault_id=vault_id)
         for event in todo:
             _add(usage, event)
         usage.pending = sorted(pending | {e.id for e in todo})
-        try:
-            stored = index.replace_usage_day(usage) if usage.etag else index.create_usage_day(usage)
-            break
-        except (Conflict, PreconditionFailed):
-            continue
-    else:
-        raise Retryable(f"gave up metering {vault_id} on {day}: {UPDATE_ATTEMPTS} concurrent changes in a row")
-    fresh = [e for e in events if e.id not in counted]
-    for event in fresh:
-        index.add_usage_event(event)
-    mine = set(ids)
+        return bool(todo)
+
+    stored = _change_day(services, vault_id, day, count)
+    for event in events:
+        if event.id not in counted:
+            index.add_usage_event(event)
     if stored is not None:
-        update(stored, _unpend(mine), index.replace_usage_day, lambda d: index.get_usage_day(d.vault_id, d.id))
+        update(stored, _unpend(set(ids)), index.replace_usage_day, lambda d: index.get_usage_day(d.vault_id, d.id))
     return len(todo)
 
 
@@ -179,10 +191,6 @@ class Reading:
     def drift(self) -> int:
         return self.measured - self.metered
 
-    def to_doc(self) -> dict[str, Any]:
-        return {"vaultId": self.vault_id, "day": self.day, "measuredBytes": self.measured, "blobs": self.blobs,
-                "meteredBytes": self.metered, "driftBytes": self.drift, "pending": self.pending}
-
 
 def reconcile(services: Services, vault: Vault) -> Reading:
     """Measure the bytes in `vault`'s primary container (every blob, referenced or not: an agent
@@ -198,21 +206,11 @@ def reconcile(services: Services, vault: Vault) -> Reading:
     metered = sum(d.stored_delta for d in days)
     reading = {"bytes": measured, "blobs": blobs, "at": iso_time(now), "metered": metered}
 
-    def change(usage: UsageDay) -> bool:
+    def keep(usage: UsageDay) -> bool:
         usage.measured = reading
         return True
 
-    for _ in range(UPDATE_ATTEMPTS):
-        current = services.index.get_usage_day(vault.id, day)
-        if current is not None:
-            update(current, change, services.index.replace_usage_day,
-                   lambda d: services.index.get_usage_day(d.vault_id, d.id))
-            break
-        try:
-            services.index.create_usage_day(UsageDay(id=day, vault_id=vault.id, measured=reading))
-            break
-        except Conflict:
-            continue
+    _change_day(services, vault.id, day, keep)
     pending = sum(len(d.pending) for d in days)
     return Reading(vault.id, day, measured, blobs, metered, pending)
 

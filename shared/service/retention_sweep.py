@@ -114,7 +114,7 @@ def expire(services: Services, vault: Vault, now: datetime) -> list[str]:
             if point is not None and point.live:
                 doomed.append((point, f"expired by policy {plan.policy_name} at {iso_time(now)}: no rule keeps it"))
     # One pass over the reference lists measures what each expired point alone keeps stored.
-    alone = footprint.alone_bytes(services, vault, [p.id for p, _ in doomed]) if doomed else {}
+    alone = footprint.alone_bytes(services, vault, [p.id for p, _ in doomed])
     for point, reason in doomed:
         deletion.soft_delete(services, vault, point, reason, alone)
     return [p.id for p, _ in doomed]
