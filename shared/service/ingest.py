@@ -71,8 +71,8 @@ def ingest_chunks(services: Services, message: ChunksMessage, vault: Vault | Non
     found_ids = [e.id for e, r in zip(entries, records) if r is None]
     # A delivery that indexed them may have failed before it queued their usage and copies.
     found = list(services.index.get_chunks(vault.id, found_ids).values()) if found_ids else []
-    new = [r for e, r in zip(entries, records) if r is not None and e.blob is None]  # not promotions
-    metering.record(services, vault, [metering.stored_event(r) for r in [*new, *found]])
+    # A promotion over an existing record keeps its lifetime: the meter finds that event counted.
+    metering.record(services, vault, [metering.stored_event(r) for r in [*added, *found]])
     if vault.redundancy == Redundancy.GRS:
         _queue_replication(services, vault, verified, found)
     return IngestOutcome(verified=len(verified), rejected=len(added) - len(verified),

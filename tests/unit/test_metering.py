@@ -4,19 +4,20 @@ meter is in test_crash_every_step.py (its meter-* targets)."""
 from __future__ import annotations
 
 import base64
+import hashlib
 from datetime import date, datetime, timezone
 from decimal import Decimal
 
 import pytest
 
 from functions import meter
-from shared.domain import UsageEvent
+from shared.domain import UsageEvent, chunk_blob_name, replacement_blob_name
 from shared.errors import Invalid, NotFound
 from shared.messages import UsageMessage, usage_messages
 from shared.service import bills, delivery, metering
-from shared.service.context import USAGE_QUEUE, Services
+from shared.service.context import INGEST_QUEUE, USAGE_QUEUE, Services
 from shared.service.vaults import create_vault
-from tests.unit.pipeline import Clock, memory_services
+from tests.unit.pipeline import Backup, Clock, Host, memory_services, send
 
 GIB = 2 ** 30
 DEC = date(2026, 12, 1)
@@ -188,3 +189,20 @@ def test_reconciliation_measures_every_blob_and_the_bill_takes_the_greater(servi
     month = bills.vault_month(services, vault, DEC, date(2026, 12, 6))
     assert month.usage.stored_bytes[:6] == (1000, 1000, 1000, 1000, 1500, 1500), "until a reading says otherwise"
     assert month.measured[4] == 1500 and month.metered[4] == 1000
+
+
+def test_a_replacement_promoted_where_no_record_was_is_metered_as_stored(request):
+    """A replacement declared for a chunk with no record (its record was collected meanwhile):
+    the promotion creates the record, whose bytes are stored like any other."""
+    clock = Clock()
+    raw = memory_services(clock, f"metering-{request.node.name}")
+    backup = Backup(raw, redundancy="LRS", chunks=1)
+    [chunk] = backup.declared
+    envelope = backup.container.read(chunk_blob_name(chunk["id"]))
+    name = replacement_blob_name(chunk["id"], "0123456789abcdef")
+    backup.container.put(name, envelope, md5=hashlib.md5(envelope).digest())
+    send(raw, INGEST_QUEUE, backup._signed("m-replace", type="chunks", chunks=[{**chunk, "blob": name}]))
+    Host(raw, raw, clock).run()
+    assert raw.index.get_chunks(backup.vault.id, [chunk["id"]])[chunk["id"]].state == "verified"
+    [day] = raw.index.list_usage_days(backup.vault.id, "9999-12-31")
+    assert day.stored_delta == len(envelope) and day.pending == []
