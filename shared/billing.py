@@ -349,14 +349,6 @@ class InstanceLine:
                 "tiers": [{"tier": t.tier, "units": t.units, "fee": _text(t.fee), "days": t.days} for t in self.tiers],
                 "amount": _text(self.amount)}
 
-    def csv_row(self) -> dict[str, str]:
-        parts = [f"{t.tier}{f', {t.units} units' if t.units > 1 else ''}: {t.days} days at {_text(t.fee)}"
-                 for t in self.tiers]
-        parts.append(f"stopped: {self.days_stopped} days")
-        return {"kind": self.kind, "vaultId": self.vault_id, "itemId": self.item_id, "redundancy": "",
-                "quantity": str(self.days_protected), "unit": "days", "unitPrice": "",
-                "amount": _text(self.amount), "detail": "; ".join(parts)}
-
 
 @dataclass(frozen=True)
 class StorageLine:
@@ -376,11 +368,6 @@ class StorageLine:
                 "byteDays": self.byte_days, "gbMonths": _text(self.gb_months),
                 "unitPrice": _text(self.unit_price), "amount": _text(self.amount)}
 
-    def csv_row(self) -> dict[str, str]:
-        return {"kind": self.kind, "vaultId": self.vault_id, "itemId": "", "redundancy": self.redundancy.value,
-                "quantity": _text(self.gb_months), "unit": "GB-months", "unitPrice": _text(self.unit_price),
-                "amount": _text(self.amount), "detail": f"{self.byte_days} byte-days"}
-
 
 @dataclass(frozen=True)
 class FreeLine:
@@ -396,11 +383,6 @@ class FreeLine:
     def to_doc(self) -> dict[str, Any]:
         return {"kind": self.kind, "vaultId": self.vault_id, "quantity": self.quantity, "unit": self.unit,
                 "unitPrice": _text(self.unit_price), "amount": _text(self.amount)}
-
-    def csv_row(self) -> dict[str, str]:
-        return {"kind": self.kind, "vaultId": self.vault_id, "itemId": "", "redundancy": "",
-                "quantity": str(self.quantity), "unit": self.unit, "unitPrice": _text(self.unit_price),
-                "amount": _text(self.amount), "detail": "free"}
 
 
 Line = InstanceLine | StorageLine | FreeLine
@@ -425,15 +407,40 @@ class Invoice:
                 "lines": [line.to_doc() for line in self.lines], "total": _text(self.total)}
 
     def to_csv(self) -> str:
-        """One row per line and a last `total` row; each row names the month, sheet and currency."""
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        context = {"month": self.month.strftime("%Y-%m"), "priceSheet": self.price_sheet, "currency": self.currency}
-        for line in self.lines:
-            writer.writerow(context | line.csv_row())
-        writer.writerow(context | {"kind": "total", "amount": _text(self.total)})
-        return out.getvalue()
+        return invoice_csv(self.to_doc())
+
+
+def invoice_csv(doc: dict[str, Any]) -> str:
+    """An invoice document (`Invoice.to_doc`, or the service's answer to an agent) as CSV: one
+    row per line and a last `total` row; each row names the month, sheet and currency."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    context = {"month": doc["month"], "priceSheet": doc["priceSheet"], "currency": doc["currency"]}
+    for line in doc["lines"]:
+        writer.writerow(context | _csv_row(line))
+    writer.writerow(context | {"kind": "total", "amount": doc["total"]})
+    return out.getvalue()
+
+
+def _units(units: int) -> str:
+    return f", {units} units" if units > 1 else ""
+
+
+def _csv_row(line: dict[str, Any]) -> dict[str, str]:
+    """One line's row, from its document."""
+    row = {"kind": line["kind"], "vaultId": line["vaultId"], "itemId": line.get("itemId", ""),
+           "redundancy": line.get("redundancy", ""), "amount": line["amount"]}
+    if line["kind"] == InstanceLine.kind:
+        parts = [f"{t['tier']}{_units(t['units'])}: {t['days']} days at {t['fee']}" for t in line["tiers"]]
+        parts.append(f"stopped: {line['daysStopped']} days")
+        return row | {"quantity": str(line["daysProtected"]), "unit": "days", "unitPrice": "",
+                      "detail": "; ".join(parts)}
+    if "gbMonths" in line:
+        return row | {"quantity": line["gbMonths"], "unit": "GB-months", "unitPrice": line["unitPrice"],
+                      "detail": f"{line['byteDays']} byte-days"}
+    return row | {"quantity": str(line["quantity"]), "unit": line["unit"], "unitPrice": line["unitPrice"],
+                  "detail": "free"}
 
 
 def _days_of(month: date) -> int:

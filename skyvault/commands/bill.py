@@ -36,13 +36,12 @@ def _scope(parser) -> None:
     parser.add_argument("--vault", help="operator, with --tenant: only this vault (name or id)")
 
 
-def statement(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
-    """The statement document, and for --csv the invoice's CSV."""
+def statement(args: argparse.Namespace) -> dict[str, Any]:
+    """The statement document, from the stack's services or this machine's vault's API."""
     if args.vault and not args.tenant:
         raise AgentError("--vault needs --tenant (an operator's bill); without both, this machine's vault is billed")
     if not args.tenant:
-        doc = AgentVault(home.agent_state()["credentials"]).bill(args.month)
-        return doc, ""
+        return AgentVault(home.agent_state()["credentials"]).bill(args.month)
     from shared.errors import ServiceError
     from shared.service import bills, vaults
 
@@ -53,25 +52,24 @@ def statement(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         found = bills.statement(services, args.tenant, month, chosen)
     except ServiceError as e:
         raise AgentError(str(e)) from None
-    return found.to_doc(), found.invoice.to_csv()
+    return found.to_doc()
 
 
 def run_bill(args: argparse.Namespace) -> int:
-    doc, rows = statement(args)
+    doc = statement(args)
     if args.json:
         say(json.dumps(doc, indent=2))
     elif args.csv:
-        if not rows:
-            from shared.billing import CSV_COLUMNS
-            rows = _csv_of(doc["invoice"], CSV_COLUMNS)
-        print(rows, end="")
+        from shared.billing import invoice_csv
+
+        print(invoice_csv(doc["invoice"]), end="")
     else:
         _print_invoice(doc)
     return exitcodes.OK
 
 
 def run_usage(args: argparse.Namespace) -> int:
-    doc, _ = statement(args)
+    doc = statement(args)
     if args.json:
         say(json.dumps(doc["usage"], indent=2))
         return exitcodes.OK
@@ -124,17 +122,3 @@ def _print_usage(doc: dict[str, Any]) -> None:
             say(f"  item {item['item']}: {human(item['uniqueBytes'])} unique (what deleting it frees), "
                 f"{human(item['sharedBytes'])} shared with other items")
 
-
-def _csv_of(invoice: dict[str, Any], columns: tuple[str, ...]) -> str:
-    """The CSV of an invoice document the service answered (the agent has no Invoice object)."""
-    import csv
-    import io
-
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    context = {"month": invoice["month"], "priceSheet": invoice["priceSheet"], "currency": invoice["currency"]}
-    for line in invoice["lines"]:
-        writer.writerow(context | {k: v for k, v in line.items() if k in columns and not isinstance(v, list)})
-    writer.writerow(context | {"kind": "total", "amount": invoice["total"]})
-    return out.getvalue()
