@@ -1,8 +1,9 @@
 """Host configuration: host.json and app settings.
 
 Owns what the real Functions host reads from host.json for the triggers run
-here (`extensions.queues`, `extensions.http.routePrefix`), with its defaults and
-its validation, and resolving binding values against the app settings: in
+here (`functionTimeout`, `extensions.queues`, `extensions.http.routePrefix`),
+with its defaults and its validation; the app setting that limits HTTP
+request bodies; and resolving binding values against the app settings: in
 Azure app settings are environment variables, so the settings are a mapping
 of names to strings. `%NAME%` inside a binding value names a setting; a
 storage `connection` names a setting holding a connection string.
@@ -16,6 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_STORAGE_SETTING = "AzureWebJobsStorage"
+# ScriptJobHostOptionsSetup in azure-functions-host: 30 minutes on every plan but Windows Consumption
+# (Flex Consumption, Premium, Dedicated); "-1" means no timeout; below 1 second is refused.
+DEFAULT_FUNCTION_TIMEOUT = 30 * 60.0
+MIN_FUNCTION_TIMEOUT = 1.0
+# Learn: "App settings reference for Azure Functions", FUNCTIONS_REQUEST_BODY_SIZE_LIMIT (bytes).
+REQUEST_BODY_SIZE_SETTING = "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT"
+DEFAULT_REQUEST_BODY_SIZE_LIMIT = 104_857_600
 
 
 class ConfigError(ValueError):
@@ -33,6 +41,17 @@ def parse_timespan(value: str, key: str) -> float:
     days, hours, minutes, seconds, fraction = match.groups()
     return (int(days or 0) * 86400 + int(hours) * 3600 + int(minutes) * 60 + int(seconds)
             + (float(f"0.{fraction}") if fraction else 0.0))
+
+
+def format_timespan(seconds: float) -> str:
+    """`seconds` as the host writes a TimeSpan in its logs, e.g. 00:10:00."""
+    whole = int(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{days}.{hours:02}:{minutes:02}:{secs:02}" if days else f"{hours:02}:{minutes:02}:{secs:02}"
+    fraction = round((seconds - whole) * 10_000_000)
+    return f"{text}.{fraction:07}" if fraction else text
 
 
 @dataclass(frozen=True)
@@ -83,6 +102,7 @@ class HostConfig:
 
     queues: QueueOptions = QueueOptions()
     route_prefix: str = "api"
+    function_timeout: float | None = DEFAULT_FUNCTION_TIMEOUT  # seconds; None: no timeout
 
     @classmethod
     def from_json(cls, document: Mapping) -> HostConfig:
@@ -93,7 +113,8 @@ class HostConfig:
         http = _lower_keys(extensions.get("http") or {}, "extensions.http")
         prefix = http.get("routeprefix", "api")
         return cls(queues=QueueOptions.from_json(extensions.get("queues") or {}),
-                   route_prefix=str(prefix).strip("/"))
+                   route_prefix=str(prefix).strip("/"),
+                   function_timeout=_function_timeout(top.get("functiontimeout")))
 
     @classmethod
     def load(cls, path: Path) -> HostConfig:
@@ -104,6 +125,29 @@ class HostConfig:
         except json.JSONDecodeError as error:
             raise ConfigError(f"{path} is not valid JSON: {error}") from None
         return cls.from_json(document)
+
+
+def _function_timeout(value: object) -> float | None:
+    if value is None:
+        return DEFAULT_FUNCTION_TIMEOUT
+    if not isinstance(value, str):
+        raise ConfigError(f"host.json functionTimeout must be a TimeSpan string like '00:10:00', not {value!r}")
+    if value.strip() == "-1":
+        return None
+    seconds = parse_timespan(value, "functionTimeout")
+    if seconds < MIN_FUNCTION_TIMEOUT:
+        raise ConfigError(f"host.json functionTimeout must be at least 00:00:01 (or -1 for none), not {value!r}")
+    return seconds
+
+
+def request_body_size_limit(settings: Mapping[str, str]) -> int:
+    """The largest HTTP request body, in bytes: the app setting FUNCTIONS_REQUEST_BODY_SIZE_LIMIT, else 100 MB."""
+    value = settings.get(REQUEST_BODY_SIZE_SETTING)
+    if value is None or value == "":
+        return DEFAULT_REQUEST_BODY_SIZE_LIMIT
+    if not re.fullmatch(r"[0-9]+", value.strip()) or int(value) < 1:
+        raise ConfigError(f"app setting {REQUEST_BODY_SIZE_SETTING} must be a number of bytes, not {value!r}")
+    return int(value)
 
 
 def resolve_setting_refs(value: str, settings: Mapping[str, str], what: str) -> str:

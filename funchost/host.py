@@ -2,10 +2,11 @@
 
 Owns wiring: reading the app's functions and host.json, resolving their
 bindings against the app settings (so a missing setting fails at start-up,
-as in Azure), one listener per queue or timer function, one HTTP server for
-every HTTP function and the status endpoint, and the order of start and
-stop. Stopping stops intake first (HTTP, polling, timers), then waits up to
-`drain_timeout` seconds for invocations under way.
+as in Azure), one invoker holding every invocation to functionTimeout, one
+listener per queue or timer function, one HTTP server for every HTTP
+function and the status endpoint, with the request body limit, and the order
+of start and stop. Stopping stops intake first (HTTP, polling, timers), then
+waits up to `drain_timeout` seconds for invocations under way.
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ import azure.functions as func
 from azure.storage.queue import QueueClient
 
 from funchost.catalog import HTTP, QUEUE, TIMER, FunctionSpec, describe, load_app
-from funchost.config import ConfigError, HostConfig, resolve_setting_refs, storage_connection_string
+from funchost.config import (ConfigError, HostConfig, request_body_size_limit, resolve_setting_refs,
+                             storage_connection_string)
 from funchost.invoker import Invoker
 from funchost.queues import DEFAULT_LEASE, QueueListener
 from funchost.routes import RouteTable
@@ -53,10 +55,12 @@ class FunctionHost:
         self.settings = dict(os.environ if settings is None else settings)
         self.functions = describe(app)
         self.drain_timeout = drain_timeout
-        self._invoker = Invoker()
+        self.request_body_limit = request_body_size_limit(self.settings)
+        self._invoker = Invoker(self.config.function_timeout)
         self._queues = [self._queue_listener(spec, message_lease) for spec in self._of(QUEUE)]
         self._timers = [self._timer_listener(spec) for spec in self._of(TIMER)]
-        self._web = WebServer(RouteTable(self._of(HTTP), self.config.route_prefix), self._invoker, host, port)
+        self._web = WebServer(RouteTable(self._of(HTTP), self.config.route_prefix), self._invoker, host, port,
+                              self.request_body_limit)
         self._started = False
 
     @property

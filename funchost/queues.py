@@ -8,8 +8,10 @@ Owns polling one queue for one function and settling each message:
   in flight, so at most batchSize + newBatchThreshold run at once. An empty
   queue is polled with exponential backoff from 100 ms up to
   maxPollingInterval, reset when a message arrives.
-- Settle: success deletes the message. A failure releases it with
-  visibilityTimeout, or once its dequeue count has reached maxDequeueCount,
+- Settle: success deletes the message. A failure (the function raised, or
+  ran past functionTimeout) releases it with visibilityTimeout, so that it
+  comes back dequeued once more, or once its dequeue count has reached
+  maxDequeueCount,
   copies its text unchanged to `<queue>-poison` (created when needed) and
   deletes it. A message already dequeued more than maxDequeueCount times
   (a host died while running it) goes to poison without a run, and so does

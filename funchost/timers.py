@@ -7,7 +7,10 @@ day-of-week must both match (NCrontab ANDs them, where classic cron ORs).
 Times are UTC, the host's default. Like the real TimerListener, a timer
 never overlaps itself: the next occurrence is taken after the current
 invocation ends, so occurrences missed meanwhile are skipped. A failed
-invocation is logged and the schedule goes on.
+invocation is logged and the schedule goes on, and so does one past
+functionTimeout: the next occurrence may then fire while the timed-out
+function's thread still runs, which in Azure the worker's restart would have
+ended (see invoker).
 
 There is no schedule monitor here (nothing is stored between runs), so
 `past_due` is always False, as for a timer without `use_monitor`.
