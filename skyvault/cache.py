@@ -20,7 +20,8 @@
 - refs: the chunk ids the running backup references, deduplicated on disk.
 
 Losing the cache loses no data: the next backup reads every file again and
-asks the service which chunks it already holds.
+asks the service which chunks it already holds. Its file and SQLite's side files are
+0600, in a 0700 folder (skyvault.home).
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
+
+from skyvault.home import FOLDER_MODE, create_private_file
 
 # Rows the backup writes per file and per chunk are buffered and written this many to a transaction.
 FILE_ROWS_PER_TRANSACTION = 1000
@@ -84,7 +87,8 @@ class PreviousFile:
 
 class Cache:
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+        create_private_file(path)
         self.path = path
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")

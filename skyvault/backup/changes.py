@@ -13,14 +13,13 @@ order both follow (cache.PreviousFiles), rather than one query per file.
 """
 from __future__ import annotations
 
-import errno
-import os
+import functools
 import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from skyvault.backup.manifest import ManifestWriter
-from skyvault.backup.walk import Entry, Walk
+from skyvault.backup.walk import Entry, Replaced, Walk, open_as_walked
 from skyvault.cache import Cache
 
 if TYPE_CHECKING:
@@ -51,19 +50,11 @@ class Changes:
             last_backup.finish()
 
 
-def _open_regular_file(path: str, flags: int) -> int:
-    """The walk saw a regular file here: anything else now (a FIFO, whose open would wait for a
-    writer; a device; a link) is not opened, or is closed at once, and never read."""
-    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK)  # no effect on a regular file's reads
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(errno.EINVAL, "no longer a regular file")
-    return fd
-
-
 class ConcatReader:
     """A readinto() stream over the files that must be read, pulled lazily from the walk. A file
-    that cannot be opened or read is left out of the manifest, with a warning."""
+    that cannot be opened or read is left out of the manifest, with a warning; so is one that
+    is not the file the walk stat'ed (walk.open_as_walked): a link, a FIFO or another file put
+    in its place, or a path that now leads elsewhere through a directory swapped for a link."""
 
     def __init__(self, to_read: Iterator[Entry], manifest: ManifestWriter, report: BackupReport,
                  warn: Callable[[str], None]):
@@ -80,7 +71,12 @@ class ConcatReader:
                 if entry is None:
                     return 0
                 try:
-                    self._file = open(entry.path, "rb", buffering=0, opener=_open_regular_file)
+                    self._file = open(entry.path, "rb", buffering=0, opener=functools.partial(
+                        open_as_walked, kind=stat.S_IFREG, identity=entry.identity))
+                except Replaced as e:
+                    self._warn(f"{entry.path} changed while being backed up ({e.strerror}): file left out")
+                    entry.failed = entry.complete = True
+                    continue
                 except OSError as e:
                     self._warn(f"cannot read {entry.path}: {e.strerror or e}")
                     entry.failed = entry.complete = True

@@ -10,6 +10,18 @@ Words:
 - Walk order: a directory before its entries, siblings sorted by the bytes of their names
   with a directory's name followed by "/"; so every path comes after the one before in
   byte order (docs/design.md, "Chunk ids and chunking").
+- Identity: the (st_dev, st_ino) the walk's lstat gave a file or directory. What the backup
+  opens later (a directory to list it, a file to read it) must have the same, or it was
+  replaced in between (by a link to another user's file, a FIFO, another file) and is left
+  out with a warning (Replaced).
+
+No link is followed below a root: each directory is opened with O_NOFOLLOW relative to its
+parent's descriptor and checked against its identity, and its entries are stat'ed, their
+links and attributes read, relative to it; so a directory swapped for a symlink mid-walk
+shows nothing of what the link points to. The walk holds one descriptor per level of the
+path it is in. Files are read later by their paths (skyvault.backup.changes), each checked
+against its identity (open_as_walked): one reached through a swapped directory is not the
+file the walk stat'ed.
 """
 from __future__ import annotations
 
@@ -19,6 +31,7 @@ import grp
 import os
 import pwd
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
@@ -33,13 +46,44 @@ if TYPE_CHECKING:
 class Entry:
     """A manifest entry waiting for its place in the manifest (files: for their extents)."""
 
-    __slots__ = ("doc", "signature", "start", "end", "complete", "failed", "path", "previous")
+    __slots__ = ("doc", "signature", "start", "end", "complete", "failed", "path", "previous", "identity")
 
-    def __init__(self, doc: dict, path: str = "", signature: str = "", complete: bool = True):
+    def __init__(self, doc: dict, path: str = "", signature: str = "", complete: bool = True,
+                 identity: tuple[int, int] | None = None):
         self.doc, self.path, self.signature = doc, path, signature
         self.start = self.end = None
         self.complete, self.failed = complete, False
         self.previous: PreviousFile | None = None  # an unchanged file's entry, from the cache
+        # A file's or directory's; None only in entries the walk did not make (tests craft some).
+        self.identity = identity
+
+
+class Replaced(OSError):
+    """What the walk stat'ed at a path is not what is there now: the backup leaves it out."""
+
+
+def open_as_walked(name: str, flags: int, kind: int, identity: tuple[int, int] | None,
+                   dir_fd: int | None = None) -> int:
+    """A descriptor on what the walk stat'ed as `kind` (stat.S_IFREG, S_IFDIR) with `identity`,
+    at `name` (relative to `dir_fd`). Never through a link in its place, and never waiting:
+    O_NONBLOCK, as opening a FIFO put there would wait for a writer (it changes nothing for
+    a regular file's reads or a directory's listing). Replaced if anything else is there."""
+    try:
+        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # what O_NOFOLLOW answers for a link
+            raise Replaced(errno.ELOOP, "it is a symbolic link now") from None
+        if e.errno == errno.ENOTDIR and kind == stat.S_IFDIR:
+            raise Replaced(errno.ENOTDIR, "it is no longer a directory") from None
+        raise
+    st = os.fstat(fd)
+    if stat.S_IFMT(st.st_mode) != kind:
+        os.close(fd)
+        raise Replaced(errno.ESTALE, f"it is a {_KINDS.get(stat.S_IFMT(st.st_mode), 'socket')} now")
+    if identity is not None and (st.st_dev, st.st_ino) != identity:
+        os.close(fd)
+        raise Replaced(errno.ESTALE, "another file took its place")
+    return fd
 
 
 def roots(paths: list[str]) -> list[Path]:
@@ -75,6 +119,26 @@ def _root_key(root: Path) -> bytes:
     return _sort_key(root.name or "root", root.is_dir() and not root.is_symlink())
 
 
+@dataclass
+class _OpenDirectory:
+    """A directory on the walk's current path, whose entries are looked up relative to its
+    descriptor (None: the roots, looked up by their paths as the user gave them)."""
+
+    fd: int | None
+    children: list[tuple[str, str, str]]  # (name, path, manifest path) of those left to visit, last first
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+
+
+def _in_directory(dir_fd: int | None, name: str) -> str:
+    """A path to `name` in the directory open as `dir_fd` that the kernel resolves through the
+    descriptor, not through the directory's own path: for the extended attribute calls, which
+    take no dir_fd."""
+    return name if dir_fd is None else f"/proc/self/fd/{dir_fd}/{name}"
+
+
 class Walk:
     """Counts the directories and symlinks it yields in the report, and warns of the paths it
     cannot list, stat or back up."""
@@ -85,28 +149,53 @@ class Walk:
         self._first_paths: dict[tuple[int, int], str] = {}
 
     def entries(self, roots: list[Path]) -> Iterator[Entry]:
-        """Depth first, a directory before its entries; with a stack of the paths still to visit
-        rather than nested generators, whose every yield would pass up through each level."""
+        """Depth first, a directory before its entries; with a stack of open directories rather
+        than nested generators, whose every yield would pass up through each level."""
         for root in sorted(roots, key=_root_key):  # so the roots' paths are in byte order too
-            pending = [(str(root), root.name or "root")]
-            while pending:
-                path, rel = pending.pop()
-                entry = self._entry(path, rel)
-                if entry is None:
-                    continue
-                yield entry
-                if entry.doc["type"] == "dir":
-                    try:
-                        with os.scandir(path) as listing:
-                            children = sorted(_walk_key(child) for child in listing)
-                    except OSError as e:
-                        self.warn(f"cannot list {path}: {e.strerror or e}")
+            open_dirs = [_OpenDirectory(None, [(str(root), str(root), root.name or "root")])]
+            try:
+                while open_dirs:
+                    directory = open_dirs[-1]
+                    if not directory.children:
+                        open_dirs.pop().close()
                         continue
-                    pending.extend((os.path.join(path, name), f"{rel}/{name}") for _, name in reversed(children))
+                    name, path, rel = directory.children.pop()
+                    entry = self._entry(directory.fd, name, path, rel)
+                    if entry is None:
+                        continue
+                    yield entry
+                    if entry.doc["type"] == "dir":
+                        listed = self._list(directory.fd, name, path, rel, entry.identity)
+                        if listed is not None:
+                            open_dirs.append(listed)
+            finally:  # the backup may stop mid-walk
+                for directory in open_dirs:
+                    directory.close()
 
-    def _entry(self, path: str, rel: str) -> Entry | None:
+    def _list(self, parent_fd: int | None, name: str, path: str, rel: str,
+              identity: tuple[int, int]) -> _OpenDirectory | None:
+        """The directory the walk stat'ed at `path`, open, with its entries to visit."""
         try:
-            st = os.lstat(path)
+            fd = open_as_walked(name, os.O_RDONLY | os.O_DIRECTORY, stat.S_IFDIR, identity, parent_fd)
+        except Replaced as e:
+            self.warn(f"{path} changed while being backed up ({e.strerror}): its entries are left out")
+            return None
+        except OSError as e:
+            self.warn(f"cannot list {path}: {e.strerror or e}")
+            return None
+        try:
+            with os.scandir(fd) as listing:
+                children = sorted(_walk_key(child) for child in listing)
+        except OSError as e:
+            os.close(fd)
+            self.warn(f"cannot list {path}: {e.strerror or e}")
+            return None
+        return _OpenDirectory(fd, [(child, os.path.join(path, child), f"{rel}/{child}")
+                                   for _, child in reversed(children)])
+
+    def _entry(self, dir_fd: int | None, name: str, path: str, rel: str) -> Entry | None:
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         except OSError as e:
             self.warn(f"{path} vanished or cannot be read: {e.strerror or e}")
             return None
@@ -121,14 +210,16 @@ class Walk:
                 self.report.hardlinks += 1
                 return Entry({**base, "type": "hardlink", "target": first})
         doc = {**base, "type": kind, **self._owner(st)}
-        xattrs = self._xattrs(path)
+        xattrs = self._xattrs(_in_directory(dir_fd, name), path)
         if xattrs:
             doc["xattrs"] = xattrs_doc(xattrs)
+        identity = (st.st_dev, st.st_ino)
         if kind == "dir":
             self.report.dirs += 1
-        elif kind == "symlink":
+            return Entry(doc, identity=identity)
+        if kind == "symlink":
             try:
-                doc["target"] = os.readlink(path)
+                doc["target"] = os.readlink(name, dir_fd=dir_fd)
             except OSError as e:
                 self.warn(f"{path} vanished or cannot be read: {e.strerror or e}")
                 return None
@@ -138,7 +229,7 @@ class Walk:
             # "2:" names the line format: a cache row of an older format has another signature,
             # so that file is read once more and gets a line with its owner and attributes.
             signature = f"2:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
-            return Entry(doc, path, signature, complete=False)
+            return Entry(doc, path, signature, complete=False, identity=identity)
         else:
             self.report.specials += 1
             if kind != "fifo":
@@ -156,10 +247,11 @@ class Walk:
             owner["group"] = group
         return owner
 
-    def _xattrs(self, path: str) -> list[tuple[str, bytes]]:
-        """The extended attributes the agent can read (ACLs among them); one it cannot is warned of."""
+    def _xattrs(self, at: str, path: str) -> list[tuple[str, bytes]]:
+        """The extended attributes the agent can read (ACLs among them) of the entry `at` names;
+        one it cannot is warned of, by its `path`."""
         try:
-            names = os.listxattr(path, follow_symlinks=False)
+            names = os.listxattr(at, follow_symlinks=False)
         except OSError as e:
             if e.errno not in _NO_XATTRS:
                 self.warn(f"{path}: extended attributes not backed up: {e.strerror or e}")
@@ -167,7 +259,7 @@ class Walk:
         found = []
         for name in names:
             try:
-                found.append((name, os.getxattr(path, name, follow_symlinks=False)))
+                found.append((name, os.getxattr(at, name, follow_symlinks=False)))
             except OSError as e:
                 if e.errno != errno.ENODATA:  # removed since the listing
                     self.warn(f"{path}: extended attribute {name} not backed up: {e.strerror or e}")
