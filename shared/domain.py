@@ -161,7 +161,6 @@ class Vault(_Doc):
     name: str
     redundancy: str  # a Redundancy
     kdf: dict[str, Any]  # public: algorithm, salt (base64) and parameters
-    signing_key: str  # hex HMAC key agents sign messages with; not a data key
     created_at: str
     first_backup_at: str | None = None
     scrub_cursor: str = ""  # the last chunk id the scrub compared; the next sample starts after it
@@ -180,6 +179,9 @@ class Vault(_Doc):
     # Raised before garbage collection deletes chunks: an agent that saw another value forgets the
     # chunks it knew, as a chunk it knew may be gone (its files' extents stay: their point lives).
     gc_epoch: int = 0
+    # Enrolment tickets not yet expired: id -> {"secretSha256", "createdAt", "expiresAt"}. Only the
+    # digest of a ticket's secret is kept (shared/service/machines.py).
+    tickets: dict[str, Any] = field(default_factory=dict)
     etag: str | None = None
 
 
@@ -242,6 +244,7 @@ class RecoveryPoint(_Doc):
     deleted_reason: str | None = None
     purge_after: str | None = None
     purging_at: str | None = None  # its purge began: no undelete, and GC no longer reads its list
+    machine: str | None = None  # the machine whose commit made it (None: older than machine identities)
     etag: str | None = None
 
     @property
@@ -260,6 +263,7 @@ class Job(_Doc):
     created_at: str
     plan: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None
+    machine: str | None = None  # the machine that asked for it: only it is answered about the job
     etag: str | None = None
 
 
@@ -299,6 +303,32 @@ class UsageDay(_Doc):
     points: dict[str, Any] = field(default_factory=dict)
     pending: list[str] = field(default_factory=list)
     measured: dict[str, Any] | None = None
+    etag: str | None = None
+
+
+@dataclass
+class Machine(_Doc):
+    """A registered machine of a vault: only its public key (shared.identity), never a secret."""
+
+    id: str
+    vault_id: str
+    name: str  # the host name it gave, for people; not unique
+    public_key: str  # Ed25519, base64 of the 32 raw bytes
+    enrolled_at: str
+    ticket_id: str  # the enrolment ticket it registered with
+    revoked_at: str | None = None  # from then on none of its requests, messages or commits is accepted
+    etag: str | None = None
+
+
+@dataclass
+class Nonce(_Doc):
+    """A request nonce seen: kept until the request's date leaves the clock-skew window, so the same
+    signed request is accepted once. `ttl` (seconds) lets Cosmos DB delete it then."""
+
+    id: str  # machine id "." nonce
+    vault_id: str
+    expires_at: str
+    ttl: int
     etag: str | None = None
 
 

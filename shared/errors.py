@@ -43,3 +43,8 @@ class Retryable(ServiceError):
     """The same input may succeed later: a dependency did not answer, or the input is not ready yet."""
 
     retryable = True
+
+
+class Unauthenticated(Forbidden):
+    """A request that does not prove it comes from a registered, unrevoked machine of the vault it
+    names. An unknown tenant, vault or machine answers exactly as a bad signature does."""

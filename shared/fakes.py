@@ -38,9 +38,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable, Iterator, TypeVar
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from shared.domain import (ChunkRecord, ChunkState, ItemRecord, Job, PointState, RecoveryPoint, UsageDay, UsageEvent,
-                           Vault)
+from shared.domain import (ChunkRecord, ChunkState, ItemRecord, Job, Machine, Nonce, PointState, RecoveryPoint,
+                           UsageDay, UsageEvent, Vault)
 from shared.ports import (
+    ContainerExists,
     BlobAccount,
     BlobAlreadyExists,
     BlobContainer,
@@ -183,10 +184,12 @@ class MemoryBlobContainer(BlobContainer):
             raise BlobNotFound(f"container {self.name} does not exist")
         return blobs
 
-    def create(self) -> None:
+    def create(self, *, exist_ok: bool = True) -> None:
         if self._permissions is not None:
             raise PermissionError(f"a container SAS cannot create container {self.name}")
         with self._account._lock:
+            if self.name in self._account._containers and not exist_ok:
+                raise ContainerExists(f"container {self.name} exists")
             self._account._containers.setdefault(self.name, {})
 
     def put(self, name: str, data: bytes, *, overwrite: bool = False, md5: bytes | None = None) -> BlobProperties:
@@ -478,6 +481,27 @@ class MemoryIndex(Index):
 
     def list_items(self, vault_id: str) -> list[ItemRecord]:
         return sorted(self._partition("items", ItemRecord, vault_id), key=lambda r: r.id)
+
+    def create_machine(self, machine: Machine) -> Machine:
+        return self._create("machines", machine.vault_id, machine)
+
+    def get_machine(self, vault_id: str, machine_id: str) -> Machine | None:
+        return self._get("machines", Machine, vault_id, machine_id)
+
+    def replace_machine(self, machine: Machine) -> Machine:
+        return self._replace("machines", machine.vault_id, machine)
+
+    def list_machines(self, vault_id: str) -> list[Machine]:
+        return sorted(self._partition("machines", Machine, vault_id), key=lambda m: (m.enrolled_at, m.id))
+
+    def add_nonce(self, nonce: Nonce, now: str) -> bool:
+        with self._lock:
+            table = self._table("nonces")
+            seen = table.get((nonce.vault_id, nonce.id))
+            if seen is not None and seen["expiresAt"] > now:
+                return False
+            table[(nonce.vault_id, nonce.id)] = self._stored(nonce)
+            return True
 
     def add_chunk(self, chunk: ChunkRecord) -> bool:
         try:

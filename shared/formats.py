@@ -1,25 +1,21 @@
-"""Bytes on the wire and in storage: the id patterns, canonical JSON (what signatures cover),
-signed HTTP requests, a point's blob names, manifest lines and reference lists.
+"""Bytes on the wire and in storage: the id patterns, canonical JSON (what signatures cover;
+the signatures themselves are shared.identity's), a point's blob names, manifest lines and reference lists.
 
 The typed messages built on these live in shared.messages. A queue message's JSON is at most
 MAX_MESSAGE_BYTES, so that with the base64 the queue carries it stays under Azure's 64 KiB.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Iterator
 
-from shared import crypto
 from shared.errors import Forbidden, Invalid
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: messages name their machine and carry its Ed25519 signature
 MAX_MESSAGE_BYTES = 48 * 1024
 LOOKUP_MAX_IDS = 1000  # chunk ids per dedup look-up (POST chunks/lookup)
 CHUNKS_PER_MESSAGE = 256  # ~130 bytes each: a full batch stays well under MAX_MESSAGE_BYTES
-MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 # Anchored with \Z, not $: "$" also matches before a final newline, which would let an id
 # such as "laptop\n" through into blob names and index keys.
@@ -27,7 +23,6 @@ HEX_ID = re.compile(r"[0-9a-f]{64}\Z")
 NAME_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 POINT_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}\Z")
 B64_MD5 = re.compile(r"[A-Za-z0-9+/]{22}==\Z")
-SIGNATURE = re.compile(r"[0-9a-f]{64}\Z")
 
 
 class MalformedMessage(Invalid, ValueError):
@@ -35,37 +30,11 @@ class MalformedMessage(Invalid, ValueError):
 
 
 class BadSignature(Forbidden, ValueError):
-    """The signature does not match: not from an agent of this vault, or altered."""
+    """The signature does not match: not from a registered, unrevoked machine of this vault, or altered."""
 
 
 def canonical(body: dict[str, Any]) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-
-
-# Signed HTTP requests: the agent signs method, path, date and the body's hash.
-
-def request_string(method: str, path: str, date: str, body: bytes) -> bytes:
-    return "\n".join([method.upper(), path, date, hashlib.sha256(body).hexdigest()]).encode()
-
-
-def sign_request(signing_key: bytes, method: str, path: str, body: bytes, now: datetime) -> dict[str, str]:
-    date = now.astimezone(timezone.utc).isoformat()
-    return {"x-skyvault-date": date,
-            "x-skyvault-signature": crypto.sign(signing_key, request_string(method, path, date, body))}
-
-
-def verify_request(signing_key: bytes, method: str, path: str, body: bytes,
-                   headers: dict[str, str], now: datetime) -> None:
-    date = headers.get("x-skyvault-date", "")
-    signature = headers.get("x-skyvault-signature", "")
-    try:
-        when = datetime.fromisoformat(date)
-    except ValueError:
-        raise BadSignature("missing or unreadable x-skyvault-date header") from None
-    if abs(now - when) > MAX_CLOCK_SKEW:
-        raise BadSignature(f"request date {date} is more than {MAX_CLOCK_SKEW} from the service's clock")
-    if not crypto.verify_signature(signing_key, request_string(method, path, date, body), signature):
-        raise BadSignature("request signature does not match")
 
 
 # Blob names of a recovery point.

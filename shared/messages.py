@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, ClassVar, Iterable, Iterator, Mapping
 
-from shared import crypto, formats
+from shared import crypto, formats, identity
 from shared.domain import JobStatus, PointState, Redundancy, UsageEvent, UsageKind, chunk_blob_name
-from shared.formats import B64_MD5, HEX_ID, NAME_ID, POINT_ID, SIGNATURE, MalformedMessage
+from shared.formats import B64_MD5, HEX_ID, NAME_ID, POINT_ID, MalformedMessage
+from shared.identity import MACHINE_ID, PUBLIC_KEY, SIGNATURE, TICKET_SECRET
 from shared.jsonfields import MAX_COUNT, MAX_STATS_BYTES, MAX_TEXT, FieldReader
 from shared.retention import ZONE_NAME, Schedule
 
@@ -29,7 +30,7 @@ MAX_CHUNK_ENVELOPE = 9 * 1024 * 1024  # an 8 MiB chunk stored raw, with its fram
 MIN_CHUNK_ENVELOPE = crypto.HEADER_BYTES + crypto.TAG_BYTES + 1  # a header, a flag byte and a tag
 REPLACEMENT_BLOB = re.compile(r"chunks/[0-9a-f]{2}/[0-9a-f]{64}\.[0-9a-f]{16}\Z")
 BLOB_NAME = re.compile(r"(chunks/[0-9a-f]{2}/[0-9a-f]{64}|points/[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}/(manifest|refs))\Z")
-CREDENTIALS_KIND = "skyvault-agent-credentials"
+LEGACY_CREDENTIALS_KIND = "skyvault-agent-credentials"  # version 1: one signing key per vault
 
 
 def _json_object(text: str | bytes, what: str, max_bytes: int) -> Any:
@@ -38,8 +39,8 @@ def _json_object(text: str | bytes, what: str, max_bytes: int) -> Any:
         raise MalformedMessage(f"{what} of {len(raw)} bytes is over {max_bytes}")
     try:
         return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MalformedMessage(f"{what} is not JSON: {e}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # ValueError: also a 5,000-digit integer
+        raise MalformedMessage(f"{what} is not JSON: {str(e)[:200]}") from None
 
 
 def _drop_none(doc: dict[str, Any]) -> dict[str, Any]:
@@ -91,13 +92,15 @@ class ChunkDeclaration:
 
 @dataclass(frozen=True)
 class SignedMessage:
-    """Fields every agent message has. `sig` is HMAC-SHA256 with the vault's signing key over
-    the canonical JSON of all other fields (formats.canonical)."""
+    """Fields every agent message has. `machine` names the registered machine that sent it;
+    `sig` is that machine's Ed25519 signature (base64) over the canonical JSON of every other
+    field (formats.canonical)."""
 
     TYPE: ClassVar[str] = ""
     id: str
     tenant_id: str
     vault_id: str
+    machine: str
     sig: str
 
     def body(self) -> dict[str, Any]:
@@ -106,7 +109,7 @@ class SignedMessage:
 
     def unsigned_doc(self) -> dict[str, Any]:
         return {"v": formats.SCHEMA_VERSION, "type": self.TYPE, "id": self.id, "tenantId": self.tenant_id,
-                "vaultId": self.vault_id, **self.body()}
+                "vaultId": self.vault_id, "machine": self.machine, **self.body()}
 
     def to_doc(self) -> dict[str, Any]:
         return {**self.unsigned_doc(), "sig": self.sig}
@@ -114,21 +117,18 @@ class SignedMessage:
     def to_json(self) -> str:
         return json.dumps(self.to_doc(), separators=(",", ":"))
 
-    def signature_matches(self, signing_key: bytes) -> bool:
-        return crypto.verify_signature(signing_key, formats.canonical(self.unsigned_doc()), self.sig)
-
-    def verify(self, signing_key: bytes) -> None:
-        if not self.signature_matches(signing_key):
-            raise formats.BadSignature(f"message {self.id}: signature does not match vault {self.vault_id}")
+    def signature_matches(self, public_key: str) -> bool:
+        return identity.verify(public_key, formats.canonical(self.unsigned_doc()), self.sig)
 
 
 def _common(r: FieldReader) -> dict[str, str]:
     r.version("v", formats.SCHEMA_VERSION)
     return {"id": r.str("id", NAME_ID), "tenant_id": r.str("tenantId", NAME_ID),
-            "vault_id": r.str("vaultId", NAME_ID), "sig": r.str("sig", SIGNATURE)}
+            "vault_id": r.str("vaultId", NAME_ID), "machine": r.str("machine", MACHINE_ID),
+            "sig": r.str("sig", SIGNATURE)}
 
 
-_COMMON_FIELDS = ("v", "type", "id", "tenantId", "vaultId", "sig")
+_COMMON_FIELDS = ("v", "type", "id", "tenantId", "vaultId", "machine", "sig")
 
 
 @dataclass(frozen=True)
@@ -217,10 +217,10 @@ def parse_signed_message(text: str | bytes, expected: type[SignedMessage] | None
     return signed_message_from_doc(_json_object(text, "message", formats.MAX_MESSAGE_BYTES), expected)
 
 
-def sign(message_type: type[SignedMessage], signing_key: bytes, **fields: Any) -> SignedMessage:
-    """A message of `message_type` with its signature (the agent's side)."""
+def sign(message_type: type[SignedMessage], private_key: str, **fields: Any) -> SignedMessage:
+    """A message of `message_type` with its machine's signature (the agent's side)."""
     unsigned = message_type(sig="", **fields)
-    signed = message_type(**{**fields, "sig": crypto.sign(signing_key, formats.canonical(unsigned.unsigned_doc()))})
+    signed = message_type(**{**fields, "sig": identity.sign(private_key, formats.canonical(unsigned.unsigned_doc()))})
     size = len(signed.to_json().encode())
     if size > formats.MAX_MESSAGE_BYTES:
         raise MalformedMessage(f"message of {size} bytes is over {formats.MAX_MESSAGE_BYTES}")
@@ -520,7 +520,7 @@ _POINT_FIELDS = (("id", "id"), ("vault_id", "vaultId"), ("item", "item"), ("stat
                  ("created_at", "createdAt"), ("committed_at", "committedAt"), ("reason", "reason"),
                  ("chunk_count", "chunkCount"), ("stats", "stats"), ("geo_protected_at", "geoProtectedAt"),
                  ("checked_against", "checkedAgainst"), ("deleted_at", "deletedAt"), ("deleted_reason", "deletedReason"),
-                 ("purge_after", "purgeAfter"))
+                 ("purge_after", "purgeAfter"), ("machine", "machine"))
 
 
 @dataclass(frozen=True)
@@ -541,6 +541,7 @@ class PointView:
     deleted_at: str | None = None  # soft-deleted: not restorable; an operator may undelete it until purge_after
     deleted_reason: str | None = None
     purge_after: str | None = None
+    machine: str | None = None  # the machine that made it
 
     @property
     def settled(self) -> bool:
@@ -561,7 +562,7 @@ class PointView:
                    reason=r.str("reason", optional=True), geo_protected_at=r.str("geoProtectedAt", optional=True),
                    checked_against=r.str("checkedAgainst", POINT_ID, optional=True),
                    deleted_at=r.str("deletedAt", optional=True), deleted_reason=r.str("deletedReason", optional=True),
-                   purge_after=r.str("purgeAfter", optional=True))
+                   purge_after=r.str("purgeAfter", optional=True), machine=r.str("machine", MACHINE_ID, optional=True))
 
 
 @dataclass(frozen=True)
@@ -687,56 +688,167 @@ class ErrorAnswer:
         return {"error": self.error}
 
 
-# The agent credentials document (written by `vault create`, renewed through the API)
+# Enrolment: the vault credentials file an operator hands out, what a machine posts with it, and
+# the machine's own credentials (renewed through the API)
+
+def _kdf(r: FieldReader) -> dict[str, Any]:
+    kdf = r.obj("kdf")
+    if "keyCheck" in kdf:  # the key check value never leaves the service (docs/design.md, "Keys")
+        raise MalformedMessage(f"{r.where}: field 'kdf' holds a key check value")
+    return kdf
+
+
+def _redundancy(r: FieldReader) -> Redundancy:
+    redundancy = r.str("redundancy")
+    if redundancy not in set(Redundancy):
+        raise MalformedMessage(f"{r.where}: field 'redundancy' is {redundancy!r}")
+    return Redundancy(redundancy)
+
+
+def _kind(doc: Any, kind: str, version: int, where: str, older: str) -> FieldReader:
+    if not isinstance(doc, dict) or doc.get("kind") not in (kind, LEGACY_CREDENTIALS_KIND):
+        raise MalformedMessage(f"{where} is not a Skyvault {older}")
+    if doc.get("kind") != kind or doc.get("version") != version:
+        raise MalformedMessage(f"{where} is a Skyvault credentials file of an older version (one signing key for "
+                               f"every machine): ask the vault's operator for a new one "
+                               f"(`skyvault vault ticket`) and register again")
+    return FieldReader(doc, where)
+
 
 @dataclass(frozen=True)
-class Credentials:
-    """What an agent needs: create-only blob SAS for its own container, add-only queue SAS,
-    the public KDF parameters and the signing key. Short-lived; renewed through the API."""
+class EnrolmentTicket:
+    """The vault credentials file (`vault create`, `vault ticket`): what a machine needs to
+    register, valid until `expires_at` (as Azure Backup's vault credentials are). Its secret is
+    good for nothing but enrolling machines; the service keeps only its SHA-256."""
 
     tenant_id: str
     vault_id: str
     vault_name: str
     redundancy: str
     kdf: Mapping[str, Any]
-    signing_key: str
+    api_url: str
+    ticket_id: str
+    ticket_secret: str
+    expires_at: str
+
+    KIND: ClassVar[str] = "skyvault-vault-credentials"
+    VERSION: ClassVar[int] = 2
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"kind": self.KIND, "version": self.VERSION, "tenantId": self.tenant_id, "vaultId": self.vault_id,
+                "vaultName": self.vault_name, "redundancy": self.redundancy, "kdf": dict(self.kdf),
+                "apiUrl": self.api_url, "ticketId": self.ticket_id, "ticketSecret": self.ticket_secret,
+                "expiresAt": self.expires_at}
+
+    @classmethod
+    def from_doc(cls, doc: Any, where: str = "vault credentials") -> "EnrolmentTicket":
+        r = _kind(doc, cls.KIND, cls.VERSION, where, "vault credentials file")
+        r.only("kind", "version", "tenantId", "vaultId", "vaultName", "redundancy", "kdf", "apiUrl", "ticketId",
+               "ticketSecret", "expiresAt")
+        return cls(tenant_id=r.str("tenantId", NAME_ID), vault_id=r.str("vaultId", NAME_ID),
+                   vault_name=r.str("vaultName", NAME_ID), redundancy=_redundancy(r), kdf=_kdf(r),
+                   api_url=r.str("apiUrl", max_len=4096), ticket_id=r.str("ticketId", MACHINE_ID),
+                   ticket_secret=r.str("ticketSecret", TICKET_SECRET), expires_at=r.str("expiresAt", max_len=64))
+
+
+@dataclass(frozen=True)
+class EnrolRequest:
+    """POST machines: a machine registers with a ticket's secret, its new public key (the request
+    is signed with the matching private key) and its passphrase's key check value."""
+
+    ticket_id: str
+    ticket_secret: str
+    name: str
+    public_key: str
+    key_check: str
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"ticketId": self.ticket_id, "ticketSecret": self.ticket_secret, "name": self.name,
+                "publicKey": self.public_key, "keyCheck": self.key_check}
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> "EnrolRequest":
+        r = FieldReader(doc, "enrolment request")
+        r.only("ticketId", "ticketSecret", "name", "publicKey", "keyCheck")
+        return cls(ticket_id=r.str("ticketId", MACHINE_ID), ticket_secret=r.str("ticketSecret", TICKET_SECRET),
+                   name=r.str("name", NAME_ID), public_key=r.str("publicKey", PUBLIC_KEY),
+                   key_check=r.str("keyCheck", HEX_ID))
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """One machine's credentials: create-only blob SAS for its vault's container, add-only queue
+    SAS, the public KDF parameters and the machine's id. No secret: the machine's private key
+    stays on it. Short-lived (shared/service/machines.CREDENTIALS_TTL); renewed through the API
+    by a machine that is not revoked."""
+
+    tenant_id: str
+    vault_id: str
+    vault_name: str
+    redundancy: str
+    kdf: Mapping[str, Any]
+    machine_id: str
     api_url: str
     expires_at: str
     blob_container_url: str
     queue_urls: Mapping[str, str]
 
-    VERSION: ClassVar[int] = 1
+    KIND: ClassVar[str] = "skyvault-machine-credentials"
+    VERSION: ClassVar[int] = 2
 
     def to_doc(self) -> dict[str, Any]:
-        return {"kind": CREDENTIALS_KIND, "version": self.VERSION, "tenantId": self.tenant_id,
+        return {"kind": self.KIND, "version": self.VERSION, "tenantId": self.tenant_id,
                 "vaultId": self.vault_id, "vaultName": self.vault_name, "redundancy": self.redundancy,
-                "kdf": dict(self.kdf), "signingKey": self.signing_key, "apiUrl": self.api_url,
+                "kdf": dict(self.kdf), "machineId": self.machine_id, "apiUrl": self.api_url,
                 "expiresAt": self.expires_at, "blobContainerUrl": self.blob_container_url,
                 "queueUrls": dict(self.queue_urls)}
 
     @classmethod
     def from_doc(cls, doc: Any, where: str = "credentials") -> "Credentials":
-        if not isinstance(doc, dict) or doc.get("kind") != CREDENTIALS_KIND:
-            raise MalformedMessage(f"{where} is not a Skyvault vault credentials file")
-        r = FieldReader(doc, where)
-        r.version("version", cls.VERSION)
-        missing = [k for k in ("tenantId", "vaultId", "kdf", "signingKey", "apiUrl", "blobContainerUrl",
-                               "queueUrls") if k not in doc]
-        if missing:
-            raise MalformedMessage(f"{where} lacks {', '.join(missing)}")
+        r = _kind(doc, cls.KIND, cls.VERSION, where, "machine's credentials")
         queue_urls = r.obj("queueUrls")
         for name, url in queue_urls.items():
             if not (isinstance(url, str) and NAME_ID.match(name)):
                 raise MalformedMessage(f"{where}: field 'queueUrls' has a bad entry {name!r}")
-        redundancy = r.str("redundancy", optional=True) or Redundancy.LRS
-        if redundancy not in set(Redundancy):
-            raise MalformedMessage(f"{where}: field 'redundancy' is {redundancy!r}")
         return cls(tenant_id=r.str("tenantId", NAME_ID), vault_id=r.str("vaultId", NAME_ID),
-                   vault_name=r.str("vaultName", NAME_ID, optional=True) or doc["vaultId"],
-                   redundancy=Redundancy(redundancy), kdf=r.obj("kdf"),
-                   signing_key=r.str("signingKey", HEX_ID), api_url=r.str("apiUrl", max_len=4096),
-                   expires_at=r.str("expiresAt", max_len=64), blob_container_url=r.str("blobContainerUrl", max_len=4096),
-                   queue_urls=queue_urls)
+                   vault_name=r.str("vaultName", NAME_ID), redundancy=_redundancy(r), kdf=_kdf(r),
+                   machine_id=r.str("machineId", MACHINE_ID), api_url=r.str("apiUrl", max_len=4096),
+                   expires_at=r.str("expiresAt", max_len=64),
+                   blob_container_url=r.str("blobContainerUrl", max_len=4096), queue_urls=queue_urls)
+
+
+@dataclass(frozen=True)
+class EnrolAnswer:
+    """POST machines' answer: the machine's credentials, and whether its key check value became
+    the vault's (its first machine) or matched it."""
+
+    credentials: Credentials
+    key_check: str  # KeyCheckAnswer.RECORDED or MATCH
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"credentials": self.credentials.to_doc(), "keyCheck": self.key_check}
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> "EnrolAnswer":
+        r = FieldReader(doc, "enrolment answer")
+        return cls(Credentials.from_doc(r.obj("credentials"), "enrolment answer: credentials"),
+                   r.str("keyCheck", re.compile(r"(recorded|match)\Z")))
+
+
+@dataclass(frozen=True)
+class MachineView:
+    """A registered machine as `skyvault vault machines` lists it."""
+
+    id: str
+    name: str
+    fingerprint: str  # of its public key (shared.identity.fingerprint)
+    enrolled_at: str
+    ticket_id: str
+    revoked_at: str | None = None
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "fingerprint": self.fingerprint, "enrolledAt": self.enrolled_at,
+                "ticketId": self.ticket_id, "revokedAt": self.revoked_at}
 
 
 # A recovery point's manifest (decrypted on the agent only; docs/design.md, "Manifest")

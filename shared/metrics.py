@@ -64,9 +64,9 @@ class _CountingContainer(BlobContainer):
     def _add(self, op: str, n: int = 1) -> None:
         self._counts.add(f"blob.{self._region}.{op}", n)
 
-    def create(self) -> None:
+    def create(self, *, exist_ok: bool = True) -> None:
         self._add("create_container")
-        self._inner.create()
+        self._inner.create(exist_ok=exist_ok)
 
     def put(self, name: str, data: bytes, *, overwrite: bool = False, md5: bytes | None = None) -> BlobProperties:
         self._add("put")
@@ -242,6 +242,21 @@ class CountingIndex(Index):
 
     def stale_points(self, vault_id, checked_before, limit):
         return self._query().stale_points(vault_id, checked_before, limit)
+
+    def create_machine(self, machine):
+        return self._write().create_machine(machine)
+
+    def get_machine(self, vault_id, machine_id):
+        return self._query().get_machine(vault_id, machine_id)
+
+    def replace_machine(self, machine):
+        return self._write().replace_machine(machine)
+
+    def list_machines(self, vault_id):
+        return self._query().list_machines(vault_id)
+
+    def add_nonce(self, nonce, now):
+        return self._write().add_nonce(nonce, now)
 
     def create_job(self, job):
         return self._write().create_job(job)

@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Iterable, Iterator
 
 from shared.errors import Retryable
-from shared.domain import ChunkRecord, ItemRecord, Job, RecoveryPoint, UsageDay, UsageEvent, Vault
+from shared.domain import ChunkRecord, ItemRecord, Job, Machine, Nonce, RecoveryPoint, UsageDay, UsageEvent, Vault
 
 
 class StorageError(Exception):
@@ -44,6 +44,10 @@ class BlobAlreadyExists(StorageError):
 
 class Conflict(StorageError):
     """A document with this id already exists in its partition."""
+
+
+class ContainerExists(StorageError):
+    """A container created with exist_ok=False is there already."""
 
 
 class PreconditionFailed(StorageError):
@@ -96,8 +100,8 @@ class BlobContainer(ABC):
     name: str
 
     @abstractmethod
-    def create(self) -> None:
-        """Create the container; does nothing if it exists."""
+    def create(self, *, exist_ok: bool = True) -> None:
+        """Create the container; if it exists, nothing (exist_ok) or ContainerExists."""
 
     @abstractmethod
     def put(self, name: str, data: bytes, *, overwrite: bool = False, md5: bytes | None = None) -> BlobProperties:
@@ -256,6 +260,29 @@ class Index(ABC):
     @abstractmethod
     def list_items(self, vault_id: str) -> list[ItemRecord]:
         """The vault's item records, by item name."""
+
+    # machines (partition /vaultId)
+    @abstractmethod
+    def create_machine(self, machine: Machine) -> Machine:
+        """Conflict if the vault has a machine of this id."""
+
+    @abstractmethod
+    def get_machine(self, vault_id: str, machine_id: str) -> Machine | None:
+        pass
+
+    @abstractmethod
+    def replace_machine(self, machine: Machine) -> Machine:
+        """Replace if machine.etag still matches; raises PreconditionFailed."""
+
+    @abstractmethod
+    def list_machines(self, vault_id: str) -> list[Machine]:
+        """The vault's machines, by enrolment time (then id)."""
+
+    # request nonces (partition /vaultId)
+    @abstractmethod
+    def add_nonce(self, nonce: Nonce, now: str) -> bool:
+        """Record a nonce; False if it is recorded and expires after `now` (a replay). An expired
+        one is replaced; expired ones may also be dropped at any time (Cosmos DB's TTL)."""
 
     # chunks (hierarchical partition /vaultId,/shard)
     @abstractmethod

@@ -1,8 +1,11 @@
-"""What an agent holds of its vault: the credentials file, the keys derived on this
-machine, and signed access to the service (queues, the vault's container, the HTTP API).
+"""What an agent holds of its vault: this machine's credentials and private key, the keys
+derived on this machine, and signed access to the service (queues, the vault's container, the
+HTTP API); and `enrol`, which makes this machine one of the vault's with the vault credentials
+file (an enrolment ticket).
 
-The credentials carry create-only and add-only SAS; reads only ever happen
-through the read-only SAS of a restore job.
+The credentials carry create-only and add-only SAS, valid an hour and renewed by the machine's
+signed request; reads only ever happen through the read-only SAS of a restore job. The
+machine's private key (`machineKey` in its credentials document) is made here and never sent.
 """
 from __future__ import annotations
 
@@ -15,17 +18,19 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator
 
-from shared import crypto, formats, messages
+from shared import crypto, formats, identity, messages
 from shared.messages import Credentials
-from shared.adapters.sas_rest import Endpoint, SasContainer, SasQueueSender
+from shared.adapters.sas_rest import Endpoint, SasContainer, SasQueueSender, insecure
 from shared.ports import BlobContainer, BlobProperties, TransientError
 from skyvault import exitcodes
 
 API_TIMEOUT_S = 30
-# Credentials are renewed when they expire sooner than this, before a command starts and before
-# each use of their SAS during it: a backup of a terabyte outlives a day's SAS.
-RENEW_BEFORE = timedelta(hours=2)
+# Credentials (valid an hour: shared/service/machines.CREDENTIALS_TTL) are renewed when they
+# expire sooner than this, before a command starts and before each use of their SAS during it.
+RENEW_BEFORE = timedelta(minutes=20)
 CONFLICT = 409  # what the API answers a refusal that contradicts the vault's state (functions/api.py)
+UNAUTHENTICATED = 401  # not signed by a registered, unrevoked machine of the vault
+FORBIDDEN = 403
 
 
 class AgentError(Exception):
@@ -46,19 +51,64 @@ class CredentialsError(AgentError):
     exit_code = exitcodes.CREDENTIALS
 
 
-def load_credentials(path: str) -> dict[str, Any]:
+def load_ticket(path: str) -> dict[str, Any]:
+    """The vault credentials file (an enrolment ticket) at `path`, checked."""
     try:
         with open(path) as f:
-            creds = json.load(f)
+            ticket = json.load(f)
     except FileNotFoundError:
-        raise CredentialsError(f"credentials file {path} does not exist") from None
+        raise CredentialsError(f"vault credentials file {path} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CredentialsError(f"credentials file {path} is not JSON: {e}") from None
+        raise CredentialsError(f"vault credentials file {path} is not JSON: {e}") from None
     try:
-        Credentials.from_doc(creds, f"credentials file {path}")
+        parsed = messages.EnrolmentTicket.from_doc(ticket, f"vault credentials file {path}")
     except formats.MalformedMessage as e:
         raise CredentialsError(str(e)) from None
-    return creds
+    if why := insecure(parsed.api_url):
+        raise CredentialsError(f"vault credentials file {path}: the service's URL {why}")
+    return ticket
+
+
+def enrol(ticket: dict[str, Any], keys: crypto.VaultKeys, name: str, transport: "HttpTransport | None" = None,
+          clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> tuple[dict[str, Any], str]:
+    """Register this machine with the vault `ticket` names: a new key pair, whose public half
+    and the passphrase's key check value go to the service with the ticket's secret. Returns
+    the machine's credentials (with its private key, `machineKey`, for this machine only) and
+    whether its passphrase became the vault's (KeyCheckAnswer.RECORDED) or matched it."""
+    parsed = messages.EnrolmentTicket.from_doc(ticket)
+    private_key = identity.new_private_key()
+    public_key = identity.public_key_of(private_key)
+    transport = transport or HttpTransport({"apiUrl": parsed.api_url, "queueUrls": {}})
+    path = f"{transport.base_path}/api/tenants/{parsed.tenant_id}/vaults/{parsed.vault_id}/machines"
+    body = json.dumps(messages.EnrolRequest(parsed.ticket_id, parsed.ticket_secret, name, public_key,
+                                            keys.key_check_value()).to_doc()).encode()
+    machine_id = identity.machine_id_of(public_key)
+    headers = identity.sign_request(private_key, machine_id, "POST", path, None, body, clock())
+    status, raw = transport.call("POST", path, None, {**headers, "content-type": "application/json"}, body)
+    answer = _answer_of("POST machines", status, raw)
+    if status == CONFLICT:
+        raise CredentialsError("wrong passphrase: it does not match the one this vault was first used with")
+    if status in (UNAUTHENTICATED, FORBIDDEN):
+        raise CredentialsError(f"the service refused these vault credentials: {answer.get('error', answer)}")
+    if status != 200:
+        raise ApiError(f"POST machines: {status} {answer.get('error', answer)}", status)
+    try:
+        enrolled = messages.EnrolAnswer.from_doc(answer)
+    except (formats.MalformedMessage, KeyError, TypeError) as e:
+        raise ApiError(f"POST machines: the service's answer is not one this agent reads: {e}") from None
+    urls = [enrolled.credentials.api_url, enrolled.credentials.blob_container_url,
+            *enrolled.credentials.queue_urls.values()]
+    if why := next(filter(None, map(insecure, urls)), None):
+        raise ApiError(f"POST machines: the service answered a URL this agent will not use: {why}")
+    return {**enrolled.credentials.to_doc(), "machineKey": private_key}, enrolled.key_check
+
+
+def _answer_of(what: str, status: int, raw: bytes) -> Any:
+    try:
+        answer = json.loads(raw)
+    except ValueError:
+        answer = {"error": raw[:200].decode(errors="replace")}
+    return answer if isinstance(answer, dict) else {"error": answer}
 
 
 class HttpTransport:
@@ -116,7 +166,8 @@ class AgentVault:
         self.clock = clock
         self.tenant_id: str = creds["tenantId"]
         self.vault_id: str = creds["vaultId"]
-        self._signing_key = bytes.fromhex(creds["signingKey"])
+        self.machine_id: str = creds["machineId"]
+        self._machine_key: str = creds["machineKey"]
         self.transport = transport or HttpTransport(creds)
         self._on_renew = on_renew
         self._renewing = threading.Lock()
@@ -127,7 +178,7 @@ class AgentVault:
         with self._renewing:
             if datetime.fromisoformat(self.creds["expiresAt"]) - self.clock() >= RENEW_BEFORE:
                 return
-            self.creds = self.renew_credentials()
+            self.creds = {**self.renew_credentials(), "machineKey": self._machine_key}
             self.transport.update(self.creds)
             self._on_renew(self.creds)
 
@@ -150,8 +201,9 @@ class AgentVault:
         its schema as the service will check it; `body` gets an id if it has none."""
         body.setdefault("id", uuid.uuid4().hex)
         draft = messages.signed_message_from_doc({"v": formats.SCHEMA_VERSION, "tenantId": self.tenant_id,
-                                                  "vaultId": self.vault_id, **body, "sig": "0" * 64})
-        return messages.sign(type(draft), self._signing_key,
+                                                  "vaultId": self.vault_id, "machine": self.machine_id, **body,
+                                                  "sig": "A" * 86 + "=="})
+        return messages.sign(type(draft), self._machine_key,
                              **{f.name: getattr(draft, f.name) for f in dataclasses.fields(draft) if f.name != "sig"})
 
     def send(self, queue: str, body: dict[str, Any]) -> str:
@@ -165,17 +217,19 @@ class AgentVault:
         """A signed request of the HTTP API and its JSON answer; ApiError, with the status, if refused."""
         path = f"{self.transport.base_path}/api/tenants/{self.tenant_id}/vaults/{self.vault_id}/{subpath}"
         data = json.dumps(body).encode() if body is not None else b""
-        headers = formats.sign_request(self._signing_key, method, path, data, self.clock())
+        headers = identity.sign_request(self._machine_key, self.machine_id, method, path, params, data, self.clock())
         headers["content-type"] = "application/json"
         status, raw = self.transport.call(method, path, params, headers, data)
-        try:
-            answer = json.loads(raw)
-        except ValueError:
-            answer = {"error": raw[:200].decode(errors="replace")}
-        if status != 200:
-            error = answer.get("error", answer) if isinstance(answer, dict) else answer
-            raise ApiError(f"{method} {subpath}: {status} {error}", status)
-        return answer
+        if status == 200:
+            try:
+                return json.loads(raw)
+            except ValueError:
+                raise ApiError(f"{method} {subpath}: the service's answer is not JSON") from None
+        error = _answer_of(f"{method} {subpath}", status, raw).get("error")
+        if status == UNAUTHENTICATED:
+            raise CredentialsError(f"{method} {subpath}: {error} (if this machine was revoked, an operator "
+                                   f"issues new vault credentials and it registers again)")
+        raise ApiError(f"{method} {subpath}: {status} {error}", status)
 
     # The service's API, typed: requests and answers are shared.messages' classes, and answers
     # are checked here as the service checks what it receives.
@@ -205,7 +259,8 @@ class AgentVault:
                           messages.RestoreRequest(job_id, point_id).to_doc())
 
     def key_check(self, value: str) -> messages.KeyCheckAnswer:
-        """Record this passphrase's key check value, or learn whether it matches the recorded one."""
+        """Whether this passphrase's key check value matches the vault's (the service never tells
+        the value: it is recorded once, by the first machine's registration)."""
         try:
             return self._call("POST", "keycheck", messages.KeyCheckAnswer.from_doc,
                               messages.KeyCheckRequest(value).to_doc())
@@ -301,8 +356,8 @@ class RenewingContainer(BlobContainer):
     def name(self) -> str:
         return self._current().name
 
-    def create(self) -> None:
-        self._current().create()
+    def create(self, *, exist_ok: bool = True) -> None:
+        self._current().create(exist_ok=exist_ok)
 
     def put(self, name: str, data: bytes, *, overwrite: bool = False, md5: bytes | None = None) -> BlobProperties:
         return self._current().put(name, data, overwrite=overwrite, md5=md5)

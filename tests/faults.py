@@ -92,8 +92,8 @@ class FaultyContainer(BlobContainer):
     def _do(self, method: str, effect: bool, *args, **kwargs):
         return self._faults.call(f"{self._port}.{method}", effect, getattr(self._inner, method), *args, **kwargs)
 
-    def create(self) -> None:
-        self._do("create", True)
+    def create(self, *, exist_ok: bool = True) -> None:
+        self._do("create", True, exist_ok=exist_ok)
 
     def put(self, name: str, data: bytes, *, overwrite: bool = False, md5: bytes | None = None) -> BlobProperties:
         return self._do("put", True, name, data, overwrite=overwrite, md5=md5)
@@ -253,6 +253,21 @@ class FaultyIndex(Index):
 
     def stale_points(self, vault_id, checked_before, limit):
         return self._read("stale_points", vault_id, checked_before, limit)
+
+    def create_machine(self, machine):
+        return self._write("create_machine", machine)
+
+    def get_machine(self, vault_id, machine_id):
+        return self._read("get_machine", vault_id, machine_id)
+
+    def replace_machine(self, machine):
+        return self._write("replace_machine", machine)
+
+    def list_machines(self, vault_id):
+        return self._read("list_machines", vault_id)
+
+    def add_nonce(self, nonce, now):
+        return self._write("add_nonce", nonce, now)
 
     def create_job(self, job):
         return self._write("create_job", job)

@@ -15,7 +15,8 @@ from shared.fakes import MemoryBlobAccount, MemoryIndex, MemoryQueue
 from shared.ports import BlobContainer
 from shared.service import delivery, vaults
 from shared.service.context import Services
-from skyvault.vaultclient import AgentVault
+from shared.messages import EnrolmentTicket
+from skyvault.vaultclient import AgentVault, enrol
 
 QUEUE_HANDLERS = {"ingest": ingest.handle, "commit": commit.handle, "restore": restore.handle}
 
@@ -64,17 +65,32 @@ def memory_services(name: str, clock: Callable[[], datetime] = lambda: datetime.
 
 
 def new_vault(services: Services, tenant: str, name: str, redundancy: str = "LRS") -> dict[str, Any]:
-    """A vault's agent credentials document, as `vault create` writes it."""
+    """A vault's credentials file (its enrolment ticket), as `vault create` writes it."""
     return vaults.create_vault(services, tenant, name, redundancy)[1].to_doc()
+
+
+def enrolled(ticket: dict[str, Any], services: Services, keys, name: str = "test-machine") -> dict[str, Any]:
+    """The credentials of a machine registered with `ticket` (`skyvault register`, in process)."""
+    return enrol(ticket, keys, name, InProcessTransport(services), services.clock)[0]
+
+
+def new_machine(services: Services, tenant: str, name: str, redundancy: str = "LRS",
+                passphrase: str = "in-process test passphrase") -> dict[str, Any]:
+    """The credentials of the first machine of a new vault (`vault create`, then `register`)."""
+    ticket = new_vault(services, tenant, name, redundancy)
+    return enrolled(ticket, services, AgentVault.derive_keys(ticket, passphrase))
 
 
 class InProcessVault(AgentVault):
     """An agent whose queue messages and API calls go straight to the function app's entry
-    points: the pipeline runs synchronously, on fakes. It shares the service's clock."""
+    points: the pipeline runs synchronously, on fakes. It shares the service's clock. Given a
+    vault credentials file (an enrolment ticket), it registers first."""
 
-    def __init__(self, creds: dict[str, Any], services: Services, passphrase: str):
-        super().__init__(creds, AgentVault.derive_keys(creds, passphrase), clock=services.clock,
-                         transport=InProcessTransport(services))
+    def __init__(self, creds: dict[str, Any], services: Services, passphrase: str, name: str = "test-machine"):
+        keys = AgentVault.derive_keys(creds, passphrase)
+        if creds.get("kind") == EnrolmentTicket.KIND:
+            creds = enrolled(creds, services, keys, name)
+        super().__init__(creds, keys, clock=services.clock, transport=InProcessTransport(services))
         self.services = services
 
 

@@ -13,11 +13,11 @@ from azure.functions.queue import QueueMessage
 
 import function_app
 from functions import api, ingest
-from shared import crypto, formats
+from shared import crypto, formats, identity
 from shared.messages import Poisoned
 from shared.service.context import Services
 from shared.service.vaults import create_vault
-from tests.unit.signing import signed_json
+from tests.unit.signing import register, signed_json
 from shared.domain import chunk_blob_name, container_name
 from shared.fakes import MemoryBlobAccount, MemoryIndex, MemoryQueue
 
@@ -58,6 +58,7 @@ def test_every_function_is_registered_with_its_trigger():
         "run_heartbeat": (f"{vault}/runs/{{run}}", ("POST",)),
         "check_chunks": (f"{vault}/chunks/check", ("POST",)),
         "report_damage": (f"{vault}/chunks/damage", ("POST",)),
+        "enrol_machine": (f"{vault}/machines", ("POST",)),
     }
 
 
@@ -84,16 +85,17 @@ def fake_services(monkeypatch):
 
 
 def test_ingest_through_its_binding(fake_services):
-    vault, creds = create_vault(fake_services, "contoso", "bind", "LRS")
+    vault, _ = create_vault(fake_services, "contoso", "bind", "LRS")
+    machine = register(fake_services, vault)
     keys = crypto.derive_keys("bindings test passphrase", b"b" * 16)
     data = b"through the binding" * 100
     cid = crypto.chunk_id(keys, data)
     envelope = crypto.encrypt_chunk(keys, vault.id, cid, data)
     fake_services.primary.container(container_name(vault.id)).put(chunk_blob_name(cid), envelope)
-    text = signed_json({"v": 1, "id": "b1", "type": "chunks", "tenantId": "contoso", "vaultId": vault.id,
-                                   "chunks": [{"id": cid, "size": len(envelope),
-                                               "md5": base64.b64encode(hashlib.md5(envelope).digest()).decode()}]},
-                                  bytes.fromhex(creds.signing_key))
+    text = signed_json({"v": formats.SCHEMA_VERSION, "id": "b1", "type": "chunks", "tenantId": "contoso",
+                        "vaultId": vault.id, "chunks": [{"id": cid, "size": len(envelope),
+                                                         "md5": base64.b64encode(hashlib.md5(envelope).digest()).decode()}]},
+                       machine)
     user_function = functions_by_name()["ingest"].get_user_function()
     user_function(QueueMessage(id="m1", body=text.encode(), dequeue_count=1))
     assert fake_services.index.get_chunks(vault.id, [cid])[cid].state == "verified"
@@ -106,10 +108,16 @@ def test_ingest_through_its_binding(fake_services):
 
 
 def test_http_lookup_through_its_binding(fake_services):
-    vault, creds = create_vault(fake_services, "contoso", "http", "LRS")
+    vault, _ = create_vault(fake_services, "contoso", "http", "LRS")
+    machine = register(fake_services, vault)
     path = f"/api/tenants/contoso/vaults/{vault.id}/chunks/lookup"
     body = json.dumps({"ids": ["ab" * 32]}).encode()
-    headers = formats.sign_request(bytes.fromhex(creds.signing_key), "POST", path, body, datetime.now(timezone.utc))
+
+    def signed(body):
+        return identity.sign_request(machine.private_key, machine.id, "POST", path, None, body,
+                                     datetime.now(timezone.utc))
+
+    headers = signed(body)
     user_function = functions_by_name()["lookup_chunks"].get_user_function()
 
     def call(headers, body=body):
@@ -118,7 +126,7 @@ def test_http_lookup_through_its_binding(fake_services):
 
     ok = call(headers)
     assert ok.status_code == 200 and json.loads(ok.get_body()) == {"verified": [], "rejected": []}
-    assert call({**headers, "x-skyvault-signature": "0" * 64}).status_code == 403
-    bad_json = call(formats.sign_request(bytes.fromhex(creds.signing_key), "POST", path, b"{",
-                                         datetime.now(timezone.utc)), body=b"{")
+    assert call({**signed(body), "x-skyvault-signature": "A" * 86 + "=="}).status_code == 401
+    assert call(headers).status_code == 401, "a replay"
+    bad_json = call(signed(b"{"), body=b"{")
     assert bad_json.status_code == 400 and "not JSON" in json.loads(bad_json.get_body())["error"]

@@ -58,6 +58,7 @@ from azure.storage.queue import QueueClient, QueueServiceClient, generate_queue_
 from shared.adapters.blob_copy import copy_source_error, wait_for_copy
 from shared.adapters.http_pool import pooled_transport
 from shared.ports import (
+    ContainerExists,
     BlobAccount,
     BlobAlreadyExists,
     BlobContainer,
@@ -196,12 +197,13 @@ class AzureBlobContainer(BlobContainer):
         self._client = client
         self.name = client.container_name
 
-    def create(self) -> None:
+    def create(self, *, exist_ok: bool = True) -> None:
         with _blob_errors(f"create container {self.name}"):
             try:
                 self._client.create_container()
             except ResourceExistsError:
-                pass
+                if not exist_ok:
+                    raise ContainerExists(f"container {self.name} exists") from None
 
     def put(self, name: str, data: bytes, *, overwrite: bool = False, md5: bytes | None = None) -> BlobProperties:
         # overwrite=False makes the SDK send If-None-Match: *, so the service

@@ -37,8 +37,9 @@ from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey
 from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
 
 from shared.adapters.http_pool import pooled_transport
-from shared.domain import (ChunkRecord, ChunkState, ItemRecord, Job, PointState, RecoveryPoint, UsageDay, UsageEvent,
-                           Vault, shard_of)
+from shared.adapters.sas_rest import LOOPBACK_HOSTS
+from shared.domain import (ChunkRecord, ChunkState, ItemRecord, Job, Machine, Nonce, PointState, RecoveryPoint,
+                           UsageDay, UsageEvent, Vault, shard_of)
 from shared.ports import (
     Conflict,
     Index,
@@ -54,6 +55,8 @@ CHUNKS = "chunks"
 USAGE = "usage"
 USAGE_DAYS = "usageDays"
 JOBS = "jobs"
+MACHINES = "machines"
+NONCES = "nonces"
 
 # Chunks are partitioned by vault and then by shard, so that one vault can
 # outgrow a single 20 GB logical partition.
@@ -65,7 +68,12 @@ PARTITION_KEYS = {
     USAGE: PartitionKey(path="/vaultId"),
     USAGE_DAYS: PartitionKey(path="/vaultId"),
     JOBS: PartitionKey(path="/vaultId"),
+    MACHINES: PartitionKey(path="/vaultId"),
+    NONCES: PartitionKey(path="/vaultId"),
 }
+# Containers whose documents carry a `ttl` (seconds): -1 turns Cosmos DB's per-document TTL on
+# without a default, so each nonce is deleted when it can no longer be replayed.
+DEFAULT_TTL = {NONCES: -1}
 
 # Keeps each ARRAY_CONTAINS parameter, and so each query, well under Cosmos DB's
 # limits on query text and parameter size.
@@ -73,9 +81,8 @@ CHUNK_QUERY_BATCH = 500
 
 _CLIENT_OPTIONS = dict(retry_total=3, connection_timeout=5)
 _TRANSIENT_STATUS = {408, 429, 449}
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
-T = TypeVar("T", Vault, ItemRecord, ChunkRecord, RecoveryPoint, Job, UsageEvent)
+T = TypeVar("T", Vault, ItemRecord, ChunkRecord, RecoveryPoint, Job, UsageEvent, Machine, Nonce)
 
 
 @functools.lru_cache(maxsize=None)
@@ -123,7 +130,8 @@ class CosmosIndex(Index):
         with _cosmos_errors(f"create database {self.database_name}"):
             database = _client(self._endpoint, self._key).create_database_if_not_exists(self.database_name)
             for name, partition_key in PARTITION_KEYS.items():
-                database.create_container_if_not_exists(name, partition_key=partition_key)
+                ttl = {"default_ttl": DEFAULT_TTL[name]} if name in DEFAULT_TTL else {}
+                database.create_container_if_not_exists(name, partition_key=partition_key, **ttl)
 
     def _container(self, name: str) -> ContainerProxy:
         container = self._containers.get(name)
@@ -225,6 +233,39 @@ class CosmosIndex(Index):
     def list_items(self, vault_id: str) -> list[ItemRecord]:
         docs = self._query(ITEMS, "SELECT * FROM c WHERE c.vaultId = @v ORDER BY c.id", vault_id, v=vault_id)
         return [ItemRecord.from_doc(doc) for doc in docs]
+
+    # machines and nonces
+
+    def create_machine(self, machine: Machine) -> Machine:
+        return self._create(MACHINES, machine)
+
+    def get_machine(self, vault_id: str, machine_id: str) -> Machine | None:
+        return self._find(MACHINES, Machine, "vaultId", vault_id, machine_id)
+
+    def replace_machine(self, machine: Machine) -> Machine:
+        return self._replace(MACHINES, machine)
+
+    def list_machines(self, vault_id: str) -> list[Machine]:
+        docs = self._query(MACHINES, "SELECT * FROM c WHERE c.vaultId = @v", vault_id, v=vault_id)
+        return sorted((Machine.from_doc(doc) for doc in docs), key=lambda m: (m.enrolled_at, m.id))
+
+    def add_nonce(self, nonce: Nonce, now: str) -> bool:
+        try:
+            self._create(NONCES, nonce)
+            return True
+        except Conflict:
+            seen = self._find(NONCES, Nonce, "vaultId", nonce.vault_id, nonce.id)
+        if seen is not None and seen.expires_at > now:
+            return False
+        try:  # expired, and its TTL has not deleted it yet
+            if seen is None:
+                self._create(NONCES, nonce)
+            else:
+                nonce.etag = seen.etag
+                self._replace(NONCES, nonce)
+        except (Conflict, PreconditionFailed):
+            return False  # the same nonce, at the same moment: one of the two is the replay
+        return True
 
     # chunks
 

@@ -30,7 +30,7 @@ from typing import Iterator
 from urllib.parse import quote, urlencode, urlsplit
 
 from shared.adapters.blob_copy import copy_source_error, wait_for_copy
-from shared.ports import (BlobAlreadyExists, BlobContainer, BlobNotFound, BlobProperties, ContentMismatch,
+from shared.ports import (BlobAlreadyExists, ContainerExists, BlobContainer, BlobNotFound, BlobProperties, ContentMismatch,
                           StorageError,
                           TransientError, transient_status)
 
@@ -71,6 +71,17 @@ def _xml_text(body: bytes, tag: str) -> str | None:
     return element.text if element is not None else None
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def insecure(url: str) -> str | None:
+    """Why `url` may not be used (plain http to a host other than the loopback emulators'), or None."""
+    parts = urlsplit(url)
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+        return f"{url.split('?', 1)[0]!r} is plain http: only the loopback emulators are reached without TLS"
+    return None
+
+
 class Endpoint:
     """scheme://host:port and path of a URL (with its SAS query, if any), and requests to it over
     kept-alive connections. Connection failures, and unless `retry_status` is False also 408, 429
@@ -81,6 +92,8 @@ class Endpoint:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not a storage URL: {url.split('?', 1)[0]!r}")
+        if why := insecure(url):  # TLS, with the certificate verified (http.client's default context)
+            raise ValueError(why)
         self.scheme, self.host = parts.scheme, parts.hostname
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.path = parts.path.rstrip("/")
@@ -173,9 +186,11 @@ class SasContainer(BlobContainer):
     def _blob(self, name: str) -> str:
         return f"{self._endpoint.path}/{quote(name, safe='/')}"
 
-    def create(self) -> None:
+    def create(self, *, exist_ok: bool = True) -> None:
         what = f"create container {self.name}"
         response = self._endpoint.request(what, "PUT", self._endpoint.path, {"restype": "container"})
+        if response.status == 409 and not exist_ok:
+            raise ContainerExists(f"{what}: it exists")
         if response.status not in (201, 409):
             raise _error(what, response)
 

@@ -2,34 +2,26 @@
 recovery points and their commit, restore jobs, key check, credential renewal, vault status
 (with each item's missed backup, if any) and each item's schedule.
 
-Every request is signed with the vault's signing key (formats.sign_request); `authenticate`
-gives the vault a request's signature proves, and every other handler takes that vault."""
+Every request is signed by a registered machine of the vault (shared.identity.sign_request);
+machines.authenticate gives the vault and machine a request's signature proves, and every other
+handler takes them."""
 from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
 
 from shared import formats
-from shared.domain import ChunkState, Job, PointState, Protection, RecoveryPoint, Vault
+from shared.domain import ChunkState, Job, Machine, PointState, Protection, RecoveryPoint, Vault
 from shared.errors import Forbidden, Invalid, NotFound
 from shared.messages import (STATUS_MAX_ITEMS, Credentials, CommitRequest, EpochAnswer, ItemSchedule, ItemStatus,
                              JobView, LookupAnswer, LookupRequest, PointView, RestorePlan, VaultStatus)
 from shared.retention import missed_run
-from shared.service import gc
+from shared.service import gc, machines
 from shared.service.commit import commit_point
 from shared.service.context import Services
 from shared.service.ingest import ChunkNotUploaded, ingest_chunks
 from shared.service.policies import DEFAULT_POLICY_NAME, policies_of, show_policy
 from shared.service.replication import replication_status
-from shared.service.vaults import agent_credentials, vault_for
-
-
-def authenticate(services: Services, tenant_id: str, vault_id: str, method: str, path: str,
-                 body: bytes, headers: dict[str, str]) -> Vault:
-    vault = vault_for(services, tenant_id, vault_id)
-    formats.verify_request(bytes.fromhex(vault.signing_key), method, path, body,
-                           {k.lower(): v for k, v in headers.items()}, services.clock())
-    return vault
 
 
 def lookup_chunks(services: Services, vault: Vault, request: LookupRequest) -> LookupAnswer:
@@ -50,7 +42,7 @@ def point_view(point: RecoveryPoint) -> PointView:
                      created_at=point.created_at, chunk_count=point.chunk_count, stats=point.stats,
                      committed_at=point.committed_at, reason=point.reason, geo_protected_at=point.geo_protected_at,
                      checked_against=point.checked_against, deleted_at=point.deleted_at,
-                     deleted_reason=point.deleted_reason, purge_after=point.purge_after)
+                     deleted_reason=point.deleted_reason, purge_after=point.purge_after, machine=point.machine)
 
 
 def job_view(job: Job) -> JobView:
@@ -62,7 +54,7 @@ def list_points(services: Services, vault: Vault, item: str | None) -> list[Poin
     return [point_view(p) for p in services.index.list_points(vault.id, item)]
 
 
-def commit_request(services: Services, vault: Vault, request: CommitRequest) -> PointView:
+def commit_request(services: Services, vault: Vault, machine: Machine, request: CommitRequest) -> PointView:
     """HTTP entry of ingest_chunks and commit_point: the agent posts its signed commit message,
     with the signed chunks message of its last chunks if it has one, and learns at once whether
     the point committed, instead of waiting for queue polls. A point whose chunks are still
@@ -71,6 +63,9 @@ def commit_request(services: Services, vault: Vault, request: CommitRequest) -> 
     for message in filter(None, (request.chunks, request.commit)):
         if (message.tenant_id, message.vault_id) != (vault.tenant_id, vault.id):
             raise Forbidden(f"the {message.TYPE!r} message is not for vault {vault.id} of tenant {vault.tenant_id}")
+        if message.machine != machine.id:
+            raise Forbidden(f"the {message.TYPE!r} message names machine {message.machine}, not the one that "
+                            f"signed the request")
     if request.chunks is not None:
         try:
             ingest_chunks(services, request.chunks, vault)
@@ -79,15 +74,18 @@ def commit_request(services: Services, vault: Vault, request: CommitRequest) -> 
     return point_view(commit_point(services, request.commit, vault))
 
 
-def job_status(services: Services, vault: Vault, job_id: str) -> JobView:
+def job_status(services: Services, vault: Vault, machine: Machine, job_id: str) -> JobView:
+    """A job the machine asked for: another machine's is answered as one that does not exist
+    (its plan holds read SAS)."""
     job = services.index.get_job(vault.id, job_id)
-    if job is None:
+    if job is None or job.machine not in (None, machine.id):
         raise NotFound(f"no job {job_id} in vault {vault.id}")
     return job_view(job)
 
 
-def renew_credentials(services: Services, vault: Vault) -> Credentials:
-    return agent_credentials(services, vault)
+def renew_credentials(services: Services, vault: Vault, machine: Machine) -> Credentials:
+    """Fresh SAS for the (authenticated, so unrevoked) machine."""
+    return machines.machine_credentials(services, vault, machine)
 
 
 def chunk_epoch(vault: Vault) -> EpochAnswer:

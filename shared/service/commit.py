@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Iterator
 
-from shared import crypto, formats
+from shared import crypto, formats, identity
 from shared.domain import (ChunkRecord, ChunkState, PointState, Redundancy, RecoveryPoint, UsageEvent, UsageKind,
                            Vault, chunk_blob_name, container_name)
+from shared.errors import Invalid
 from shared.messages import CommitMessage, ReplicateMessage
 from shared.ports import BlobContainer, BlobNotFound, Conflict, PreconditionFailed
 from shared.service.context import (COMMIT_QUEUE, REPLICATE_QUEUE, Services, enqueue, iso_time, set_once,
@@ -27,7 +29,8 @@ from shared.service import metering
 from shared.service.gc import revive
 from shared.service.ingest import adopt_chunk
 from shared.service.runs import end_run
-from shared.service.vaults import authorized_vault, mark_first_backup
+from shared.service.machines import authorized_vault
+from shared.service.vaults import mark_first_backup
 
 REFS_QUERY_BATCH = 500
 # A commit that arrives before its chunks are verified is checked again after 1, 2, 4 ...
@@ -53,6 +56,7 @@ def commit_point(services: Services, message: CommitMessage, vault: Vault | None
     never multiply. After COMMIT_MAX_CHECKS checks the point fails, naming how many chunks
     never came."""
     vault = authorized_vault(services, message, vault)
+    _check_creation_time(services, message)
     index = services.index
     now = iso_time(services.clock())
     try:  # create first: a commit is seen once far more often than again
@@ -61,7 +65,7 @@ def commit_point(services: Services, message: CommitMessage, vault: Vault | None
             created_at=message.created_at, manifest_blob=formats.manifest_blob(message.point_id),
             refs_blob=formats.refs_blob(message.point_id), chunk_count=message.chunk_count,
             stats=dict(message.stats), parent_point_id=message.parent_point_id, received_at=now,
-            checked_at=now))
+            checked_at=now, machine=message.machine))
     except Conflict:
         point = index.get_point(vault.id, message.point_id)
     if point.state == PointState.COMMITTED and point.follow_ups_at is None:
@@ -72,6 +76,21 @@ def commit_point(services: Services, message: CommitMessage, vault: Vault | None
     if isinstance(outcome, RecoveryPoint):
         return outcome
     return _recheck_later(services, vault, point, message, outcome)
+
+
+def _check_creation_time(services: Services, message: CommitMessage) -> None:
+    """A point's time is its machine's clock, and points list newest first: one dated in the
+    future (beyond the clock skew the API allows) would list first for ever, so it is refused."""
+    try:
+        created = datetime.fromisoformat(message.created_at)
+    except ValueError:
+        created = None
+    if created is None or created.tzinfo is None:
+        raise Invalid(f"commit {message.point_id}: createdAt {message.created_at!r} is not an ISO 8601 time "
+                      f"with its time zone")
+    if created - services.clock() > identity.MAX_CLOCK_SKEW:
+        raise Invalid(f"commit {message.point_id}: createdAt {message.created_at} is in the future (the service's "
+                      f"clock is {iso_time(services.clock())}); check this machine's clock")
 
 
 def check_point(services: Services, vault: Vault, point: RecoveryPoint,

@@ -19,7 +19,7 @@ from shared.messages import MAX_CHUNK_ENVELOPE, MIN_CHUNK_ENVELOPE, ChunkDeclara
 from shared.ports import BlobContainer, BlobNotFound
 from shared.service import metering
 from shared.service.context import REPLICATE_QUEUE, Services, enqueue, iso_time, update_chunk
-from shared.service.vaults import authorized_vault
+from shared.service.machines import authorized_vault
 
 log = logging.getLogger("skyvault.ingest")
 

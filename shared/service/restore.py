@@ -12,7 +12,7 @@ from shared.messages import RegionAccess, RestoreMessage, RestorePlan, RestoreRe
 from shared.ports import Conflict
 from shared.service import metering
 from shared.service.context import Services, iso_time
-from shared.service.vaults import authorized_vault
+from shared.service.machines import authorized_vault
 
 RESTORE_SAS_TTL = timedelta(hours=1)
 
@@ -20,19 +20,20 @@ RESTORE_SAS_TTL = timedelta(hours=1)
 def prepare_restore(services: Services, message: RestoreMessage) -> Job:
     """The restore queue's entry of create_restore_job. Idempotent on the job id the agent chose."""
     vault = authorized_vault(services, message)
-    return create_restore_job(services, vault, RestoreRequest(job_id=message.id, point_id=message.point_id))
+    return create_restore_job(services, vault, RestoreRequest(job_id=message.id, point_id=message.point_id),
+                              message.machine)
 
 
-def create_restore_job(services: Services, vault: Vault, request: RestoreRequest) -> Job:
-    """Create restore job `request.job_id` for a committed point (a failed job, with the reason,
-    for any other). Idempotent on the job id the agent chose."""
+def create_restore_job(services: Services, vault: Vault, request: RestoreRequest, machine: str | None = None) -> Job:
+    """Create restore job `request.job_id` of `machine` for a committed point (a failed job,
+    with the reason, for any other). Idempotent on the job id the agent chose."""
     existing = services.index.get_job(vault.id, request.job_id)
     if existing is not None:
         return _served(services, vault, existing)  # a crash may have come before its usage event
     now = services.clock()
     point = services.index.get_point(vault.id, request.point_id)
     job = Job(id=request.job_id, vault_id=vault.id, kind=JobKind.RESTORE, point_id=request.point_id,
-              status=JobStatus.READY, created_at=iso_time(now))
+              status=JobStatus.READY, created_at=iso_time(now), machine=machine)
     if point is None or point.state != PointState.COMMITTED:
         job.status = JobStatus.FAILED
         job.reason = (f"recovery point {request.point_id} is {'unknown' if point is None else point.state}, "

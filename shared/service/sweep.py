@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 
 from shared.domain import PointState, RecoveryPoint, Vault
 from shared.ports import PreconditionFailed, TransientError
+from shared.service import machines
 from shared.service.commit import COMMIT_MAX_CHECKS, check_point, finish_point, follow_up
 from shared.service.context import Services, iso_time
 
@@ -63,6 +64,11 @@ def sweep_point(services: Services, vault: Vault, point: RecoveryPoint) -> str:
         follow_up(services, vault, point)
         log.warning("vault %s: point %s was committed without its follow-ups; redone", vault.id, point.id)
         return "followed_up"
+    revoked = machines.revoked_at(services, vault, point.machine)
+    if revoked is not None:  # its commit messages are refused from then on: so is the point
+        finish_point(services, vault, point, PointState.FAILED,
+                     f"made by machine {point.machine}, revoked at {revoked} before the point committed")
+        return "failed"
     outcome = check_point(services, vault, point, point.parent_point_id)
     if isinstance(outcome, RecoveryPoint):
         log.warning("vault %s: point %s had no live commit; the sweep found it %s", vault.id, point.id, outcome.state)

@@ -9,7 +9,7 @@ import sys
 from shared import crypto
 from skyvault import home
 from skyvault.cache import Cache
-from skyvault.vaultclient import AgentError, AgentVault, CredentialsError
+from skyvault.vaultclient import AgentError, AgentVault
 
 KEYS_FILE = "keys.json"
 
@@ -57,31 +57,32 @@ def passphrase(confirm: bool = False) -> str:
 
 
 def agent() -> AgentVault:
-    """This machine's agent, with its vault keys; its credentials renewed if they expire soon."""
+    """This machine's agent, with its vault keys; its credentials renewed if they expire soon.
+    Without remembered keys the passphrase is asked for, and the service says whether it is
+    the vault's (the key check value is not kept on this machine, so a stolen state folder
+    gives no offline test of guessed passphrases)."""
     state = home.agent_state()
     creds = state["credentials"]
-    keys = remembered_keys(creds["vaultId"], state["keyCheck"])
-    if keys is None:
-        keys = AgentVault.derive_keys(creds, passphrase())
-        if keys.key_check_value() != state["keyCheck"]:
-            raise CredentialsError("wrong passphrase for this vault")
 
     def keep(renewed: dict) -> None:
         state["credentials"] = renewed
         home.write_json("agent.json", state)
 
+    keys = remembered_keys(creds["vaultId"], creds["machineId"])
     vault = AgentVault(creds, keys, on_renew=keep)
+    if keys is None:
+        vault.keys = AgentVault.derive_keys(creds, passphrase())
+        vault.key_check(vault.keys.key_check_value())  # CredentialsError: not the vault's passphrase
     vault.ensure_fresh()
     return vault
 
 
-def remembered_keys(vault_id: str, key_check: str) -> crypto.VaultKeys | None:
-    """The keys `register` remembered for this vault, if they still match its registration."""
+def remembered_keys(vault_id: str, machine_id: str) -> crypto.VaultKeys | None:
+    """The keys `register` remembered for this machine's registration, if any."""
     doc = home.read_optional_json(KEYS_FILE)
-    if not doc or doc.get("vaultId") != vault_id:
+    if not doc or (doc.get("vaultId"), doc.get("machineId")) != (vault_id, machine_id):
         return None
-    keys = crypto.VaultKeys.from_doc(doc["keys"])
-    return keys if keys.key_check_value() == key_check else None
+    return crypto.VaultKeys.from_doc(doc["keys"])
 
 
 def cache() -> Cache:

@@ -1,38 +1,51 @@
-"""`skyvault register CREDENTIALS`: this machine joins a vault. The passphrase's key check
-must match the one the vault recorded at its first registration (or becomes it); the keys
-derived here are remembered in the state folder unless `--no-remember-keys`."""
+"""`skyvault register CREDENTIALS`: this machine joins a vault with the vault credentials file
+(an enrolment ticket, valid for a few days) its operator handed out. A key pair is made here;
+the service learns the public key and the passphrase's key check value, which must match the
+one the vault's first machine set (or becomes it). The keys derived here are remembered in the
+state folder unless `--no-remember-keys`."""
 from __future__ import annotations
 
 import argparse
+import socket
 from datetime import datetime, timezone
 
+from shared import formats
 from shared.messages import KeyCheckAnswer
 from skyvault import exitcodes, home
 from skyvault.commands.common import KEYS_FILE, passphrase, say
-from skyvault.vaultclient import AgentVault, load_credentials
+from skyvault.vaultclient import AgentVault, enrol, load_ticket
 
 
 def add_parser(subparsers) -> None:
     register = subparsers.add_parser("register", help="register this machine with a vault")
-    register.add_argument("credentials")
+    register.add_argument("credentials", help="the vault credentials file (`skyvault vault create` or "
+                                              "`skyvault vault ticket` wrote it)")
+    register.add_argument("--name", help="this machine's name in `skyvault vault machines` (default: the host name)")
     register.add_argument("--no-remember-keys", action="store_true",
                           help="do not keep the vault keys on this machine: every later command then "
                                "asks for the passphrase")
     register.set_defaults(func=run)
 
 
+def machine_name(name: str | None) -> str:
+    """The name a machine registers under: the given one, else the host name made a NAME_ID."""
+    candidate = name or socket.gethostname().split(".")[0][:63] or "machine"
+    if not formats.NAME_ID.match(candidate):
+        candidate = "".join(c if c.isalnum() or c in "._-" else "-" for c in candidate).lstrip("._-")[:63]
+    return candidate if formats.NAME_ID.match(candidate) else "machine"
+
+
 def run(args: argparse.Namespace) -> int:
-    creds = load_credentials(args.credentials)
-    keys = AgentVault.derive_keys(creds, passphrase(confirm=True))
-    vault = AgentVault(creds, keys)
-    answer = vault.key_check(keys.key_check_value())  # CredentialsError: another passphrase
-    home.write_json("agent.json", {"credentials": creds, "keyCheck": keys.key_check_value(),
-                                   "registeredAt": datetime.now(timezone.utc).isoformat()})
+    ticket = load_ticket(args.credentials)
+    keys = AgentVault.derive_keys(ticket, passphrase(confirm=True))
+    creds, key_check = enrol(ticket, keys, machine_name(args.name))  # CredentialsError: another passphrase
+    home.write_json("agent.json", {"credentials": creds, "registeredAt": datetime.now(timezone.utc).isoformat()})
     if args.no_remember_keys:
         home.remove(KEYS_FILE)
     else:
-        home.write_json(KEYS_FILE, {"vaultId": creds["vaultId"], "keys": keys.to_doc()})
+        home.write_json(KEYS_FILE, {"vaultId": creds["vaultId"], "machineId": creds["machineId"],
+                                    "keys": keys.to_doc()})
     first = "first machine of this vault; keep the passphrase safe: without it the data cannot be restored"
-    say(f"registered with vault {creds['vaultName']} ({creds['vaultId']})"
-        f"{': ' + first if answer.status == KeyCheckAnswer.RECORDED else ''}")
+    say(f"registered with vault {creds['vaultName']} ({creds['vaultId']}) as machine {creds['machineId']}"
+        f"{': ' + first if key_check == KeyCheckAnswer.RECORDED else ''}")
     return exitcodes.OK

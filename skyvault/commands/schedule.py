@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     schedule = vault.item_schedule(args.item)
     # A scheduled backup has no terminal to ask for the passphrase on: common.agent() needs the
     # keys `register` remembered, or SKYVAULT_PASSPHRASE in the timer's environment.
-    if remembered_keys(vault.vault_id, state.get("keyCheck")) is None:
+    if remembered_keys(vault.vault_id, vault.machine_id) is None:
         warn(f"skyvault: warning: this machine does not remember the vault's keys ({state_folder / KEYS_FILE}): a "
              f"scheduled backup cannot ask for the passphrase and fails unless its environment sets "
              f"SKYVAULT_PASSPHRASE (run `skyvault register` again without --no-remember-keys)")

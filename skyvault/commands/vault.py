@@ -1,5 +1,5 @@
-"""`skyvault vault create|set-redundancy|soft-delete|immutability`: the operator's commands, on
-the service's handlers directly (they need the local stack's settings, not an agent's
+"""`skyvault vault create|ticket|machines|revoke-machine|set-redundancy|soft-delete|immutability`:
+the operator's commands, on the service's handlers directly (they need the local stack's settings, not an agent's
 credentials). Soft delete and immutability are shared/service/protection.py's rules: locked
 immutability and always-on soft delete are irreversible; with a guard on, disabling soft
 delete or shortening its days needs the guard owner's approval (`skyvault guard`)."""
@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from shared.domain import REDUNDANCIES, Immutability, SoftDelete
@@ -23,8 +24,26 @@ def add_parser(subparsers) -> None:
     create.add_argument("name")
     create.add_argument("--tenant", required=True)
     create.add_argument("--redundancy", choices=REDUNDANCIES, default="LRS")
-    create.add_argument("--out", help="credentials file (default NAME.credentials.json)")
+    create.add_argument("--out", help="vault credentials file (default NAME.credentials.json)")
+    create.add_argument("--valid-hours", type=float, default=48,
+                        help="how long machines can register with the credentials file (default 48, at most 240)")
     create.set_defaults(func=run)
+    ticket = vault_sub.add_parser("ticket", help="new vault credentials file, for machines to register with")
+    ticket.add_argument("name", help="vault name or id")
+    ticket.add_argument("--tenant", required=True)
+    ticket.add_argument("--out", help="vault credentials file (default NAME.credentials.json)")
+    ticket.add_argument("--valid-hours", type=float, default=48, help="default 48, at most 240")
+    ticket.set_defaults(func=run)
+    machines = vault_sub.add_parser("machines", help="the machines registered with a vault")
+    machines.add_argument("name", help="vault name or id")
+    machines.add_argument("--tenant", required=True)
+    machines.add_argument("--json", action="store_true", help="one JSON object per machine")
+    machines.set_defaults(func=run)
+    revoke = vault_sub.add_parser("revoke-machine", help="refuse a machine from now on (its SAS end within an hour)")
+    revoke.add_argument("name", help="vault name or id")
+    revoke.add_argument("machine", help="the machine's id (`skyvault vault machines`)")
+    revoke.add_argument("--tenant", required=True)
+    revoke.set_defaults(func=run)
     redundancy = vault_sub.add_parser("set-redundancy", help="change LRS/GRS (only before the first backup)")
     redundancy.add_argument("name", help="vault name or id")
     redundancy.add_argument("--tenant", required=True)
@@ -47,8 +66,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    commands = {"create": _create, "set-redundancy": _set_redundancy, "soft-delete": _soft_delete,
-                "immutability": _immutability}
+    commands = {"create": _create, "ticket": _ticket, "machines": _machines, "revoke-machine": _revoke_machine,
+                "set-redundancy": _set_redundancy, "soft-delete": _soft_delete, "immutability": _immutability}
     return commands[args.vault_command](args)
 
 
@@ -59,16 +78,68 @@ def _create(args: argparse.Namespace) -> int:
 
     services = operator_services()
     try:
-        vault, credentials = vaults.create_vault(services, args.tenant, args.name, args.redundancy)
+        vault, ticket = vaults.create_vault(services, args.tenant, args.name, args.redundancy,
+                                            timedelta(hours=args.valid_hours))
     except ServiceError as e:
         raise AgentError(str(e)) from None
-    creds = credentials.to_doc()
-    out = Path(args.out or f"{args.name}.credentials.json")
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(creds, f, indent=2)
     say(f"vault {vault.name} ({vault.id}) created for tenant {vault.tenant_id}, {vault.redundancy}")
-    say(f"agent credentials written to {out} (valid until {creds['expiresAt']}; keep it private)")
+    return _write_ticket(ticket.to_doc(), args.out or f"{args.name}.credentials.json")
+
+
+def _ticket(args: argparse.Namespace) -> int:
+    from shared.errors import ServiceError
+    from shared.service import vaults
+
+    services = operator_services()
+    try:
+        vault = vaults.find_vault(services, args.tenant, args.name)
+        ticket = vaults.issue_ticket(services, vault, timedelta(hours=args.valid_hours))
+    except ServiceError as e:
+        raise AgentError(str(e)) from None
+    return _write_ticket(ticket.to_doc(), args.out or f"{vault.name}.credentials.json")
+
+
+def _write_ticket(doc: dict, out: str) -> int:
+    path = Path(out)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(doc, f, indent=2)
+    say(f"vault credentials written to {path}: machines register with it (`skyvault register {path}`) until "
+        f"{doc['expiresAt']}; keep it private")
+    return exitcodes.OK
+
+
+def _machines(args: argparse.Namespace) -> int:
+    from shared.errors import ServiceError
+    from shared.service import machines, vaults
+
+    services = operator_services()
+    try:
+        listed = machines.list_machines(services, vaults.find_vault(services, args.tenant, args.name))
+    except ServiceError as e:
+        raise AgentError(str(e)) from None
+    for machine in listed:
+        if args.json:
+            say(json.dumps(machine.to_doc()))
+        else:
+            state = f"revoked {machine.revoked_at}" if machine.revoked_at else "active"
+            say(f"{machine.id}  {machine.name:<24} key {machine.fingerprint}  registered {machine.enrolled_at}  "
+                f"{state}")
+    return exitcodes.OK
+
+
+def _revoke_machine(args: argparse.Namespace) -> int:
+    from shared.errors import ServiceError
+    from shared.service import machines, vaults
+
+    services = operator_services()
+    try:
+        machine = machines.revoke_machine(services, vaults.find_vault(services, args.tenant, args.name),
+                                          args.machine)
+    except ServiceError as e:
+        raise AgentError(str(e)) from None
+    say(f"machine {machine.id} ({machine.name}) revoked at {machine.revoked_at}: its requests and messages are "
+        f"refused, and the SAS it holds end within an hour")
     return exitcodes.OK
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from shared.adapters.azure_storage import AzureBlobAccount
 from shared.adapters.sas_rest import SasContainer
-from shared.ports import (BlobAlreadyExists, BlobNotFound, ContentMismatch, LeaseHeld, LeaseLost, StorageError,
+from shared.ports import (BlobAlreadyExists, BlobNotFound, ContainerExists, ContentMismatch, LeaseHeld, LeaseLost, StorageError,
                           TransientError, blob_url)
 from skyvault.stack.emulators import DEV_ACCOUNT_KEY
 
@@ -140,9 +140,11 @@ def test_container_must_be_created_first(blob_account):
     container.delete("a")
 
 
-def test_create_twice_is_harmless(container):
+def test_create_twice_is_harmless_unless_asked_for_a_new_one(container):
     container.put("a", b"x")
     container.create()
+    with pytest.raises(ContainerExists):
+        container.create(exist_ok=False)  # a new vault's container: another one's must not be taken
     assert container.read("a") == b"x"
 
 

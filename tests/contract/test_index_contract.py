@@ -11,14 +11,14 @@ from dataclasses import replace
 import pytest
 
 from shared.adapters.cosmos_index import CHUNKS, POINTS, CosmosIndex
-from shared.domain import ChunkRecord, ItemRecord, Job, RecoveryPoint, UsageDay, UsageEvent, Vault
+from shared.domain import ChunkRecord, ItemRecord, Job, Machine, Nonce, RecoveryPoint, UsageDay, UsageEvent, Vault
 from shared.ports import Conflict, PreconditionFailed, TransientError
 from skyvault.stack.emulators import COSMOS_DEV_KEY
 
 
 def a_vault(vault_id="v1", tenant_id="t1", created_at="2024-05-01T10:00:00Z") -> Vault:
     return Vault(id=vault_id, tenant_id=tenant_id, name=f"vault {vault_id}", redundancy="GRS",
-                 kdf={"algorithm": "argon2id", "salt": "c2FsdA==", "t": 3}, signing_key="00ff",
+                 kdf={"algorithm": "argon2id", "salt": "c2FsdA==", "t": 3},
                  created_at=created_at)
 
 
@@ -435,3 +435,32 @@ def test_jobs_replace_and_list_by_kind_and_status(index):
     assert [j.id for j in index.list_jobs("v1", "backup", "done")] == ["r2"]
     assert done.plan == {"endedAt": at_minute(4)}
     assert index.list_jobs("v1", "restore", "running") == []
+
+
+def a_machine(machine_id: str, enrolled_at: str, vault_id="v1") -> Machine:
+    return Machine(id=machine_id, vault_id=vault_id, name="laptop-1", public_key="A" * 43 + "=",
+                   enrolled_at=enrolled_at, ticket_id="ab" * 16)
+
+
+def test_machines_are_created_once_listed_by_enrolment_and_replaced_by_etag(index):
+    first = index.create_machine(a_machine("m2", at_minute(1)))
+    index.create_machine(a_machine("m1", at_minute(2)))
+    index.create_machine(a_machine("m3", at_minute(0), vault_id="v2"))
+    with pytest.raises(Conflict):
+        index.create_machine(a_machine("m2", at_minute(5)))
+    assert [m.id for m in index.list_machines("v1")] == ["m2", "m1"]
+    assert index.get_machine("v1", "m3") is None and index.get_machine("v2", "m3").vault_id == "v2"
+    revoked = index.replace_machine(replace(first, revoked_at=at_minute(9)))
+    assert index.get_machine("v1", "m2").revoked_at == at_minute(9)
+    with pytest.raises(PreconditionFailed):
+        index.replace_machine(replace(first, name="stale"))
+    assert revoked.etag != first.etag
+
+
+def test_a_nonce_is_taken_once_until_it_expires(index):
+    nonce = Nonce(id="m1.0123", vault_id="v1", expires_at=at_minute(5), ttl=600)
+    assert index.add_nonce(nonce, now=at_minute(0))
+    assert not index.add_nonce(replace(nonce), now=at_minute(4)), "a replay within the window"
+    assert index.add_nonce(replace(nonce, vault_id="v2"), now=at_minute(4)), "nonces are per vault"
+    assert index.add_nonce(replace(nonce, expires_at=at_minute(20)), now=at_minute(6)), "expired: taken again"
+    assert not index.add_nonce(replace(nonce, expires_at=at_minute(30)), now=at_minute(7))

@@ -17,16 +17,15 @@ from skyvault.cache import Cache
 from skyvault.restore import Restore
 from skyvault.stack import local
 from skyvault.treedigest import differences, tree_digest
-from skyvault.vaultclient import AgentError, AgentVault, load_credentials
-from tests.e2e.support import PASSPHRASE, wait_until
+from skyvault.vaultclient import AgentError, AgentVault
+from tests.e2e.support import PASSPHRASE, registered_agent, wait_until
 
 
 def make_vault(name: str, redundancy: str, tmp: Path) -> AgentVault:
     path = tmp / f"{name}.json"
     assert cli.main(["vault", "create", name, "--tenant", "contoso", "--redundancy", redundancy,
                      "--out", str(path)]) == 0
-    creds = load_credentials(str(path))
-    return AgentVault(creds, AgentVault.derive_keys(creds, PASSPHRASE))
+    return registered_agent(path)
 
 
 @pytest.fixture(scope="module")

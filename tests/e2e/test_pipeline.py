@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from shared import bootstrap, crypto
+from shared import bootstrap, crypto, identity
 from shared.messages import Poisoned
 from shared.service.vaults import create_vault
 from shared.adapters.azure_storage import AzureQueue
@@ -26,18 +26,24 @@ from skyvault.backup import changes as backup_changes
 from skyvault.cache import Cache
 from skyvault.restore import Restore, RestoreFailed
 from skyvault.treedigest import differences, tree_digest
-from skyvault.vaultclient import AgentError, AgentVault, load_credentials
+from skyvault.vaultclient import AgentError, AgentVault
 from tests.e2e.support import PASSPHRASE, wait_until
 
 
 
 @pytest.fixture(scope="module")
-def vault(stack, tmp_path_factory):
+def ticket(stack, tmp_path_factory):
+    """The vault credentials file of the module's vault."""
     creds_path = tmp_path_factory.mktemp("creds") / "e2e.credentials.json"
     assert cli.main(["vault", "create", "e2e", "--tenant", "contoso", "--redundancy", "LRS",
                      "--out", str(creds_path)]) == 0
-    assert cli.main(["register", str(creds_path)]) == 0
-    creds = load_credentials(str(creds_path))
+    return creds_path
+
+
+@pytest.fixture(scope="module")
+def vault(ticket):
+    assert cli.main(["register", str(ticket)]) == 0
+    creds = home.agent_state()["credentials"]
     return AgentVault(creds, AgentVault.derive_keys(creds, PASSPHRASE))
 
 
@@ -198,8 +204,8 @@ def _chunk_count(services, vault_id):
 
 @pytest.mark.parametrize("body", [
     b"this is not json",
-    json.dumps({"v": 1, "type": "chunks", "id": "x", "tenantId": "contoso", "vaultId": "nope",
-                "sig": "0" * 64, "chunks": [{"id": "ab" * 32, "size": 100, "md5": "A" * 22 + "=="}]}).encode(),
+    json.dumps({"v": 2, "type": "chunks", "id": "x", "tenantId": "contoso", "vaultId": "nope", "machine": "ab" * 16,
+                "sig": "A" * 86 + "==", "chunks": [{"id": "ab" * 32, "size": 100, "md5": "A" * 22 + "=="}]}).encode(),
 ])
 def test_malformed_message_lands_in_poison_and_changes_nothing(vault, services, stack, body):
     before = _chunk_count(services, vault.vault_id)
@@ -215,15 +221,16 @@ def test_malformed_message_lands_in_poison_and_changes_nothing(vault, services, 
 
 
 def test_forged_signature_is_refused(vault, services, stack):
-    """A message for this vault signed with another key never reaches the index."""
-    forged = AgentVault({**vault.creds, "signingKey": "00" * 32}, vault.keys)
+    """A message for this vault signed with another key, in the name of its machine, never
+    reaches the index."""
+    forged = AgentVault({**vault.creds, "machineKey": identity.new_private_key()}, vault.keys)
     cid = crypto.chunk_id(vault.keys, b"forged")
     before = _chunk_count(services, vault.vault_id)
     forged.send("ingest", {"type": "chunks", "chunks": [{"id": cid, "size": 100, "md5": "A" * 22 + "=="}]})
     poison = AzureQueue(stack["settings"][bootstrap.STORAGE], "ingest-poison")
     found = wait_until(lambda: [p for p in poisoned(poison) if cid in p.message], timeout=90,
                        what="the forged message in ingest-poison")
-    assert found[0].attempts == 1 and "signature does not match" in found[0].reason
+    assert found[0].attempts == 1 and "signature refused" in found[0].reason
     assert _chunk_count(services, vault.vault_id) == before
 
 
@@ -248,18 +255,17 @@ def test_replayed_messages_change_nothing(vault, cache, services, stack, tmp_pat
     assert services.index.get_point(vault.vault_id, report.point_id).etag == point.etag
 
 
-def test_wrong_passphrase_is_refused(vault, stack, tmp_path, monkeypatch):
-    path = tmp_path / "creds.json"
-    path.write_text(json.dumps(vault.creds))
+def test_wrong_passphrase_is_refused(vault, ticket, stack, tmp_path, monkeypatch):
+    path = ticket
     monkeypatch.setenv("SKYVAULT_PASSPHRASE", "a wrong but long passphrase")
     monkeypatch.setenv("SKYVAULT_HOME", str(tmp_path / "other-home"))
     assert cli.main(["register", str(path)]) == 2
     assert not (tmp_path / "other-home" / "agent.json").exists()
 
 
-def test_registration_remembers_the_keys_on_this_machine_unless_told_not_to(vault, stack, tmp_path, monkeypatch):
-    path = tmp_path / "creds.json"
-    path.write_text(json.dumps(vault.creds))
+def test_registration_remembers_the_keys_on_this_machine_unless_told_not_to(vault, ticket, stack, tmp_path,
+                                                                            monkeypatch):
+    path = ticket
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "a.txt").write_text("remembered\n")
     shutil.copy(home.home() / "stack.json", tmp_path / "stack.json")
@@ -306,7 +312,7 @@ def test_agent_credentials_only_create_in_their_own_vault(vault, services, stack
         AzureQueue.from_url(vault.creds["queueUrls"]["ingest"]).receive(1, 1)
 
 
-def test_a_backup_stopped_by_ctrl_c_is_completed_by_the_next_one(vault, services, stack, tmp_path):
+def test_a_backup_stopped_by_ctrl_c_is_completed_by_the_next_one(vault, ticket, services, stack, tmp_path):
     """A real Ctrl-C of the agent's process once its first chunks are uploaded, on the local
     stack (the other stages are tests/unit/test_lifecycle.py's); then the same machine backs up
     again, and a fresh one (its own state folder, registered anew) does too."""
@@ -332,7 +338,7 @@ def test_a_backup_stopped_by_ctrl_c_is_completed_by_the_next_one(vault, services
     fresh = tmp_path / "fresh-machine"
     fresh.mkdir()
     shutil.copy(home.home() / "stack.json", fresh / "stack.json")
-    (fresh / "credentials.json").write_text(json.dumps(vault.creds))
+    shutil.copy(ticket, fresh / "credentials.json")
     for env in ({}, {"SKYVAULT_HOME": str(fresh)}):
         environment = {**os.environ, **env}
         if env:

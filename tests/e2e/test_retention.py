@@ -22,8 +22,8 @@ from skyvault.backup import Backup
 from skyvault.cache import Cache
 from skyvault.restore import Restore
 from skyvault.treedigest import differences, tree_digest
-from skyvault.vaultclient import AgentVault, load_credentials
-from tests.e2e.support import PASSPHRASE, wait_until
+from skyvault.vaultclient import AgentVault
+from tests.e2e.support import registered_agent, wait_until
 
 DAY = 86400
 THREE_DAYS = {"v": 1, "schedule": {"frequency": "daily", "times": ["21:00"]}, "retention": {"daily": {"days": 3}}}
@@ -37,9 +37,7 @@ class World:
         path = tmp / "week.json"
         assert cli.main(["vault", "create", "week", "--tenant", "contoso", "--redundancy", "GRS",
                          "--out", str(path)]) == 0
-        creds = load_credentials(str(path))
-        self.agent = AgentVault(creds, AgentVault.derive_keys(creds, PASSPHRASE),
-                                clock=bootstrap.offset_clock(str(self.offset)))
+        self.agent = registered_agent(path, clock=bootstrap.offset_clock(str(self.offset)))
         self.cache = Cache(home.home() / "retention-cache.sqlite")
 
     @property

@@ -29,7 +29,7 @@ from shared.service import delivery, vaults
 from shared.service.context import (ALL_QUEUES, COMMIT_QUEUE, INGEST_QUEUE, POISON_SUFFIX, RESTORE_QUEUE,
                                     Services)
 from tests.faults import FAULT_KINDS, Crash, Faults
-from tests.unit.signing import signed_json
+from tests.unit.signing import register, signed_json
 
 START = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 VISIBILITY_TIMEOUT_S = 2
@@ -77,8 +77,8 @@ class Backup:
     """An agent's backup of `chunks` into a new vault: blobs uploaded, its messages signed."""
 
     def __init__(self, services: Services, redundancy: str = "GRS", chunks: int = 3, point: str = POINT):
-        self.vault, creds = vaults.create_vault(services, "contoso", "laptops", redundancy)
-        self.key = bytes.fromhex(creds.signing_key)
+        self.vault, _ = vaults.create_vault(services, "contoso", "laptops", redundancy)
+        self.key = register(services, self.vault)
         self.point = point
         container = services.primary.container(container_name(self.vault.id))
         self.declared = []
@@ -103,7 +103,7 @@ class Backup:
         return [d["id"] for d in self.declared]
 
     def _signed(self, message_id: str, **body: Any) -> str:
-        return signed_json({"v": 1, "id": message_id, "tenantId": self.vault.tenant_id,
+        return signed_json({"v": formats.SCHEMA_VERSION, "id": message_id, "tenantId": self.vault.tenant_id,
                             "vaultId": self.vault.id, **body}, self.key)
 
     def chunks_message(self) -> str:

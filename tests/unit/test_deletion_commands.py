@@ -16,6 +16,8 @@ from skyvault.commands import points as points_command
 from skyvault.vaultclient import ApiError
 from tests import inprocess
 
+PASSPHRASE = "deletion commands test passphrase"
+
 
 class Clock:
     def __init__(self):
@@ -97,8 +99,8 @@ def test_retention_sweep_now_and_busy_while_another_instance_sweeps(services, ca
 def test_points_shows_a_deleted_point_and_until_when(services, capsys, monkeypatch):
     assert cli.main(["delete", POINT, *VAULT]) == exitcodes.OK
     vault = vaults.find_vault(services, "contoso", "files")
-    creds = vaults.agent_credentials(services, vault).to_doc()
-    agent = inprocess.InProcessVault(creds, services, "unused passphrase")
+    agent = inprocess.InProcessVault(vaults.issue_ticket(services, vault).to_doc(), services, PASSPHRASE)
+    creds = agent.creds
     monkeypatch.setattr(points_command, "AgentVault", lambda creds: agent)
     monkeypatch.setattr(home, "agent_state", lambda: {"credentials": creds})
     capsys.readouterr()
@@ -111,12 +113,11 @@ def test_agent_credentials_can_delete_nothing(services):
     """Deleting is the operator's: an agent's SAS cannot delete a blob, and no API route of the
     agent's deletes a point."""
     vault = vaults.find_vault(services, "contoso", "files")
-    creds = vaults.agent_credentials(services, vault).to_doc()
-    container = services.primary.container_from_url(creds["blobContainerUrl"])
+    agent = inprocess.InProcessVault(vaults.issue_ticket(services, vault).to_doc(), services, PASSPHRASE)
+    container = services.primary.container_from_url(agent.creds["blobContainerUrl"])
     container.put("chunks/aa/" + "aa" * 32, b"x")
     with pytest.raises(PermissionError):
         container.delete("chunks/aa/" + "aa" * 32)
-    agent = inprocess.InProcessVault(creds, services, "unused passphrase")
     for method, subpath in (("DELETE", f"points/{POINT}"), ("POST", f"points/{POINT}/delete"),
                             ("POST", f"points/{POINT}/undelete"), ("DELETE", f"runs/{POINT}")):
         with pytest.raises(ApiError) as refused:

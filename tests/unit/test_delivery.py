@@ -11,13 +11,13 @@ import azure.functions as func
 import pytest
 from azure.functions.queue import QueueMessage
 
-from shared import errors
+from shared import errors, formats, identity
 from shared.fakes import MemoryIndex, MemoryQueue
 from shared.messages import Poisoned, Redelivery, ReplicateMessage
 from shared.ports import TransientError
 from shared.service import delivery
 from tests.inprocess import memory_services
-from tests.unit.signing import signed_json
+from tests.unit.signing import SigningMachine, signed_json
 
 
 class Clock:
@@ -143,11 +143,14 @@ QUEUE_MESSAGES = {
 }
 
 
+SENDER = SigningMachine("ab" * 16, identity.new_private_key())
+
+
 def _queue_text(queue: str) -> str:
     if queue == "replicate":
         return ReplicateMessage("contoso", "v1", blobs=("chunks/ab/" + "ab" * 32,)).to_json()
-    return signed_json({"v": 1, "id": "m1", "tenantId": "contoso", "vaultId": "v1", **QUEUE_MESSAGES[queue]},
-                       b"k" * 32)
+    return signed_json({"v": formats.SCHEMA_VERSION, "id": "m1", "tenantId": "contoso", "vaultId": "v1",
+                        **QUEUE_MESSAGES[queue]}, SENDER)
 
 
 @pytest.mark.parametrize("queue", ["ingest", "commit", "restore", "replicate"])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from skyvault import cli, exitcodes
+from skyvault import cli, exitcodes, vaultclient
 from skyvault.backup import changes
 from skyvault.commands import common, points
 from tests.unit import test_check as checks
@@ -99,11 +99,11 @@ def test_credentials_when_the_credentials_file_is_missing_or_not_one(tmp_path, c
 
 
 def test_credentials_when_the_passphrase_is_wrong(vault, state_folder, tmp_path, monkeypatch, capsys):
-    """Registered without remembering the keys: a command derives them, and the key check says
-    they are not the vault's."""
+    """Registered without remembering the keys: a command derives them, and the service's key
+    check says they are not the vault's."""
+    monkeypatch.setattr(vaultclient, "HttpTransport", lambda creds: vault.transport)
     state_folder.mkdir()
-    (state_folder / "agent.json").write_text(json.dumps({"credentials": vault.creds,
-                                                         "keyCheck": vault.keys.key_check_value()}))
+    (state_folder / "agent.json").write_text(json.dumps({"credentials": vault.creds}))
     monkeypatch.setenv("SKYVAULT_PASSPHRASE", "not the passphrase of this vault")
     assert cli.main(["backup", str(some_files(tmp_path)), "--item", "laptop"]) == exitcodes.CREDENTIALS
     assert "wrong passphrase" in capsys.readouterr().err

@@ -1,26 +1,9 @@
-"""Signed requests, id patterns, manifest lines and reference lists."""
-from datetime import datetime, timedelta, timezone
-
+"""Id patterns, manifest lines and reference lists (signed requests: test_identity.py)."""
 import pytest
 
-from shared import formats
+from shared import formats, identity
 
-KEY = b"k" * 32
 CID = "ab" * 32
-
-
-def test_request_signatures():
-    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    headers = formats.sign_request(KEY, "POST", "/api/x", b"{}", now)
-    formats.verify_request(KEY, "POST", "/api/x", b"{}", headers, now + timedelta(seconds=30))
-    with pytest.raises(formats.BadSignature, match="signature"):
-        formats.verify_request(KEY, "POST", "/api/y", b"{}", headers, now)
-    with pytest.raises(formats.BadSignature, match="signature"):
-        formats.verify_request(KEY, "POST", "/api/x", b"{1}", headers, now)
-    with pytest.raises(formats.BadSignature, match="from the service's clock"):
-        formats.verify_request(KEY, "POST", "/api/x", b"{}", headers, now + timedelta(hours=1))
-    with pytest.raises(formats.BadSignature, match="date"):
-        formats.verify_request(KEY, "POST", "/api/x", b"{}", {}, now)
 
 
 def test_manifest_lines_keep_any_file_name():
@@ -32,7 +15,8 @@ def test_manifest_lines_keep_any_file_name():
 
 @pytest.mark.parametrize("pattern, good", [
     (formats.HEX_ID, CID), (formats.NAME_ID, "laptop-42"), (formats.POINT_ID, "20261125T120000Z-0000abcd"),
-    (formats.B64_MD5, "A" * 22 + "=="), (formats.SIGNATURE, "0" * 64)])
+    (formats.B64_MD5, "A" * 22 + "=="), (identity.SIGNATURE, "A" * 86 + "=="),
+    (identity.PUBLIC_KEY, "A" * 43 + "="), (identity.MACHINE_ID, "ab" * 16), (identity.NONCE, "cd" * 16)])
 def test_id_patterns_refuse_a_trailing_newline(pattern, good):
     """"$" also matches before a final newline: every pattern must end at the string's end."""
     assert pattern.match(good)

@@ -9,14 +9,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from shared import crypto, errors, formats
+from shared import crypto, errors, formats, identity
 from shared.domain import chunk_blob_name, container_name
 from shared.fakes import MemoryBlobAccount, MemoryIndex, MemoryQueue
 from shared.messages import (UsageMessage, ChunksMessage, CommitMessage, CommitRequest, KeyCheckRequest, LookupRequest,
                              RestoreMessage, parse_signed_message)
-from shared.service import agent_api, commit as commit_use_case, ingest, restore, vaults
+from shared.service import agent_api, commit as commit_use_case, ingest, machines, restore, vaults
 from shared.service.context import COMMIT_QUEUE, REPLICATE_QUEUE, USAGE_QUEUE, Services
-from tests.unit.signing import signed_json
+from tests.unit.signing import SigningMachine, register, signed_json
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 
@@ -36,20 +36,25 @@ def restore_text(services, text):
 
 
 def commit_http(services, vault, doc) -> dict:
-    return agent_api.commit_request(services, vault, CommitRequest.from_doc(doc)).to_doc()
+    """POST commits by the vault's (first) machine."""
+    machine = services.index.list_machines(vault.id)[0]
+    return agent_api.commit_request(services, vault, machine, CommitRequest.from_doc(doc)).to_doc()
 
 
 def lookup(services, vault, doc) -> dict:
     return agent_api.lookup_chunks(services, vault, LookupRequest.from_doc(doc)).to_doc()
 
 
-def key_check(services, vault, doc) -> dict:
-    return vaults.record_key_check(services, vault, KeyCheckRequest.from_doc(doc)).to_doc()
+def key_check(services, vault, doc, first=False) -> dict:
+    return vaults.record_key_check(services, vault, KeyCheckRequest.from_doc(doc), first).to_doc()
 
 
 def create_vault(services, tenant, name, redundancy):
-    vault, creds = vaults.create_vault(services, tenant, name, redundancy)
-    return vault, creds.to_doc()
+    """A vault, and the credentials of a machine registered with it."""
+    vault, _ = vaults.create_vault(services, tenant, name, redundancy)
+    machine = register(services, vault)
+    record = services.index.get_machine(vault.id, machine.id)
+    return vault, machines.machine_credentials(services, vault, record).to_doc()
 
 
 @pytest.fixture(scope="module")
@@ -80,10 +85,13 @@ class Agent:
     """Just enough of an agent to drive the handlers: uploads chunks and signs messages."""
 
     def __init__(self, services, keys, tenant="contoso", name="laptops", redundancy="LRS"):
-        self.vault, self.creds = create_vault(services, tenant, name, redundancy)
+        self.vault, _ = vaults.create_vault(services, tenant, name, redundancy)
         self.services, self.keys = services, keys
         self.container = services.primary.container(container_name(self.vault.id))
-        self.key = bytes.fromhex(self.creds["signingKey"])
+        self.key = register(services, self.vault)
+        record = services.index.get_machine(self.vault.id, self.key.id)
+        self.creds = {**machines.machine_credentials(services, self.vault, record).to_doc(),
+                      "machineKey": self.key.private_key}
 
     def upload(self, data: bytes) -> dict:
         cid = crypto.chunk_id(self.keys, data)
@@ -92,7 +100,7 @@ class Agent:
         return {"id": cid, "size": len(envelope), "md5": base64.b64encode(hashlib.md5(envelope).digest()).decode()}
 
     def message(self, **body) -> str:
-        return signed_json({"v": 1, "id": "m-" + body.get("type", "x"), "tenantId": self.vault.tenant_id,
+        return signed_json({"v": formats.SCHEMA_VERSION, "id": "m-" + body.get("type", "x"), "tenantId": self.vault.tenant_id,
                                        "vaultId": self.vault.id, **body}, self.key)
 
     def point(self, point_id: str, chunk_ids: list[str], parent: str | None = None) -> str:
@@ -161,8 +169,9 @@ def test_ingest_refuses_forged_foreign_and_missing(services, keys):
     agent = Agent(services, keys)
     declared = agent.upload(b"abc" * 1000)
     other = Agent(services, keys, tenant="fabrikam", name="servers")
-    forged = signed_json({"v": 1, "id": "f", "type": "chunks", "tenantId": "contoso",
-                                     "vaultId": agent.vault.id, "chunks": [declared]}, b"k" * 32)
+    forged = signed_json({"v": formats.SCHEMA_VERSION, "id": "f", "type": "chunks", "tenantId": "contoso",
+                          "vaultId": agent.vault.id, "chunks": [declared]},
+                         SigningMachine(agent.key.id, identity.new_private_key()))  # its id, another key
     with pytest.raises(formats.BadSignature):
         ingest_text(services, forged)
     foreign = other.message(type="chunks", chunks=[declared])  # signed by another vault's agent
@@ -171,7 +180,7 @@ def test_ingest_refuses_forged_foreign_and_missing(services, keys):
             '"fabrikam"', '"contoso"'))
     with pytest.raises(vaults.UnknownVault):
         ingest_text(services, agent.message(type="chunks", chunks=[declared]).replace(
-            agent.vault.id, "000000000000"))
+            agent.vault.id, "0" * 32))
     missing = {**declared, "id": "cd" * 32}
     with pytest.raises(ingest.ChunkNotUploaded):
         ingest_text(services, agent.message(type="chunks", chunks=[missing]))
@@ -433,16 +442,19 @@ def test_lookup_key_check_and_request_auth(services, keys):
     assert answer == {"verified": [verified["id"]], "rejected": []}
     with pytest.raises(errors.ServiceError, match="hex chunk ids"):
         lookup(services, vault, {"ids": ["x"]})
-    assert key_check(services, vault, {"keyCheck": keys.key_check_value()})["status"] == "recorded"
+    with pytest.raises(vaults.KeyMismatch, match="no passphrase yet"):  # only a registration records it
+        key_check(services, vault, {"keyCheck": keys.key_check_value()})
+    assert key_check(services, vault, {"keyCheck": keys.key_check_value()}, first=True)["status"] == "recorded"
     vault = services.index.get_vault("contoso", agent.vault.id)
     assert key_check(services, vault, {"keyCheck": keys.key_check_value()})["status"] == "match"
     with pytest.raises(vaults.KeyMismatch):
         key_check(services, vault, {"keyCheck": "0" * 64})
     path = f"/api/tenants/contoso/vaults/{vault.id}/points"
-    headers = formats.sign_request(agent.key, "GET", path, b"", NOW)
-    assert agent_api.authenticate(services, "contoso", vault.id, "GET", path, b"", headers).id == vault.id
-    with pytest.raises(errors.Forbidden):
-        agent_api.authenticate(services, "contoso", vault.id, "GET", path + "x", b"", headers)
-    late = formats.sign_request(agent.key, "GET", path, b"", NOW - timedelta(hours=1))
-    with pytest.raises(errors.Forbidden, match="clock"):
-        agent_api.authenticate(services, "contoso", vault.id, "GET", path, b"", late)
+    headers = identity.sign_request(agent.key.private_key, agent.key.id, "GET", path, None, b"", NOW)
+    assert machines.authenticate(services, "contoso", vault.id, "GET", path, None, b"", headers)[0].id == vault.id
+    headers = identity.sign_request(agent.key.private_key, agent.key.id, "GET", path, None, b"", NOW)
+    with pytest.raises(errors.Unauthenticated):
+        machines.authenticate(services, "contoso", vault.id, "GET", path + "x", None, b"", headers)
+    late = identity.sign_request(agent.key.private_key, agent.key.id, "GET", path, None, b"", NOW - timedelta(hours=1))
+    with pytest.raises(errors.Unauthenticated, match="clock"):
+        machines.authenticate(services, "contoso", vault.id, "GET", path, None, b"", late)

@@ -13,7 +13,7 @@ import pytest
 
 from shared.domain import ChunkState, chunk_blob_name, container_name
 from shared.ports import BlobAlreadyExists
-from shared.service import vaults
+from shared.service import machines, vaults
 from skyvault.backup import Backup, committer, uploader
 from skyvault.cache import Cache
 from skyvault.restore import Restore, RestoreFailed
@@ -150,12 +150,14 @@ def test_a_sas_that_expires_during_a_backup_is_renewed(services, creds, clock, t
     vault = agent(services, creds)
     send = vault.transport.send
 
-    def a_day_passes(queue, text):  # the first ingest message goes out as the credentials expire
-        send(queue, text)
-        if clock.now < datetime.fromisoformat(creds["expiresAt"]):
-            clock.now += vaults.AGENT_CREDENTIALS_TTL + timedelta(minutes=1)
+    first_expiry = datetime.fromisoformat(vault.creds["expiresAt"])
 
-    monkeypatch.setattr(vault.transport, "send", a_day_passes)
+    def an_hour_passes(queue, text):  # the first ingest message goes out as the credentials expire
+        send(queue, text)
+        if clock.now < first_expiry:
+            clock.now += machines.CREDENTIALS_TTL + timedelta(minutes=1)
+
+    monkeypatch.setattr(vault.transport, "send", an_hour_passes)
     report = Backup(vault, Cache(tmp_path / "cache.sqlite"), "laptop").run([str(data)])
     assert report.state == "committed", report.reason
     assert datetime.fromisoformat(vault.creds["expiresAt"]) > clock.now, "the agent holds renewed credentials"

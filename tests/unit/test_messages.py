@@ -4,18 +4,22 @@ import json
 
 import pytest
 
-from shared import formats, messages
-from shared.messages import (ChunkDeclaration, ChunksMessage, CommitMessage, CommitRequest, Credentials, ItemSchedule,
-                             JobView, LookupRequest, MalformedMessage, PointView, Poisoned, Redelivery,
-                             ReplicateMessage, RestoreMessage, parse_signed_message)
-from tests.unit.signing import signed_json
+from shared import formats, identity, messages
+from shared.messages import (ChunkDeclaration, ChunksMessage, CommitMessage, CommitRequest, Credentials,
+                             EnrolmentTicket, ItemSchedule, JobView, LookupRequest, MalformedMessage, PointView,
+                             Poisoned, Redelivery, ReplicateMessage, RestoreMessage, parse_signed_message)
+from tests.unit.signing import SigningMachine, signed_json
 
-KEY = b"k" * 32
+_PRIVATE = identity.new_private_key()
+KEY = SigningMachine(identity.machine_id_of(identity.public_key_of(_PRIVATE)), _PRIVATE)
+PUBLIC = identity.public_key_of(_PRIVATE)
+SIG = "A" * 86 + "=="
+V = formats.SCHEMA_VERSION
 CID = "ab" * 32
 
 
 def chunks_message(**overrides):
-    body = {"v": 1, "type": "chunks", "id": "m1", "tenantId": "t1", "vaultId": "v1",
+    body = {"v": V, "type": "chunks", "id": "m1", "tenantId": "t1", "vaultId": "v1", "machine": KEY.id,
             "chunks": [{"id": CID, "size": 1000, "md5": "A" * 22 + "=="}]}
     body.update(overrides)
     return body
@@ -23,46 +27,50 @@ def chunks_message(**overrides):
 
 def test_signed_message_round_trip():
     message = parse_signed_message(signed_json(chunks_message(), KEY), ChunksMessage)
-    message.verify(KEY)
+    assert message.signature_matches(PUBLIC) and message.machine == KEY.id
     assert message.chunks == (ChunkDeclaration(CID, 1000, "A" * 22 + "=="),)
     assert parse_signed_message(message.to_json()) == message
 
 
 def test_the_agents_signature_is_the_wire_signature():
-    signed = messages.sign(CommitMessage, KEY, id="c1", tenant_id="t1", vault_id="v1",
+    signed = messages.sign(CommitMessage, KEY.private_key, id="c1", tenant_id="t1", vault_id="v1", machine=KEY.id,
                            point_id="20261125T120000Z-0000abcd", item="laptop", created_at="2026-11-25T12:00:00",
                            chunk_count=3, manifest_chunks=1, stats={"files": 2})
     doc = json.loads(signed.to_json())
     assert "parentPointId" not in doc, "an absent optional field is not sent (nor signed)"
     assert json.loads(signed_json(doc, KEY))["sig"] == signed.sig
-    assert parse_signed_message(signed.to_json(), CommitMessage).signature_matches(KEY)
+    assert parse_signed_message(signed.to_json(), CommitMessage).signature_matches(PUBLIC)
 
 
 def test_altered_message_fails_signature():
     body = json.loads(signed_json(chunks_message(), KEY))
     body["chunks"][0]["size"] = 2000
-    with pytest.raises(formats.BadSignature):
-        parse_signed_message(json.dumps(body)).verify(KEY)
-    with pytest.raises(formats.BadSignature):
-        parse_signed_message(signed_json(chunks_message(), KEY)).verify(b"x" * 32)
+    assert not parse_signed_message(json.dumps(body)).signature_matches(PUBLIC)
+    other = identity.public_key_of(identity.new_private_key())
+    assert not parse_signed_message(signed_json(chunks_message(), KEY)).signature_matches(other)
+    body = json.loads(signed_json(chunks_message(), KEY))
+    body["machine"] = "cd" * 16  # the machine is signed too
+    assert not parse_signed_message(json.dumps(body)).signature_matches(PUBLIC)
 
 
 @pytest.mark.parametrize("text, error", [
     ("not json", "not JSON"),
     ("[1]", "not a JSON object"),
-    (json.dumps({"v": 2}), "schema version"),
-    (json.dumps({**chunks_message(), "sig": "0" * 64, "type": "nope"}), "unknown message type"),
-    (json.dumps({**chunks_message(), "sig": "0" * 64, "vaultId": "../x"}), "'vaultId' has a bad format"),
-    (json.dumps({**chunks_message(), "sig": "0" * 64, "vaultId": "v1\n"}), "'vaultId' has a bad format"),
-    (json.dumps({**chunks_message(chunks=[]), "sig": "0" * 64}), "not 1 to 256"),
-    (json.dumps({**chunks_message(chunks=[{"id": "zz", "size": 100, "md5": "A" * 22 + "=="}]), "sig": "0" * 64}),
+    (json.dumps({"v": 1}), "schema version"),
+    (json.dumps({**chunks_message(), "sig": "0" * 64}), "'sig' has a bad format"),
+    (json.dumps({**chunks_message(), "sig": SIG, "machine": "laptop"}), "'machine' has a bad format"),
+    (json.dumps({**chunks_message(), "sig": SIG, "type": "nope"}), "unknown message type"),
+    (json.dumps({**chunks_message(), "sig": SIG, "vaultId": "../x"}), "'vaultId' has a bad format"),
+    (json.dumps({**chunks_message(), "sig": SIG, "vaultId": "v1\n"}), "'vaultId' has a bad format"),
+    (json.dumps({**chunks_message(chunks=[]), "sig": SIG}), "not 1 to 256"),
+    (json.dumps({**chunks_message(chunks=[{"id": "zz", "size": 100, "md5": "A" * 22 + "=="}]), "sig": SIG}),
      r"chunks\[0\]: field 'id' has a bad format"),
-    (json.dumps({**chunks_message(chunks=[{"id": CID, "size": True, "md5": "A" * 22 + "=="}]), "sig": "0" * 64}),
+    (json.dumps({**chunks_message(chunks=[{"id": CID, "size": True, "md5": "A" * 22 + "=="}]), "sig": SIG}),
      "'size' must be of type int"),
-    (json.dumps({**chunks_message(chunks=[{"id": CID, "size": 10 ** 9, "md5": "A" * 22 + "=="}]), "sig": "0" * 64}),
+    (json.dumps({**chunks_message(chunks=[{"id": CID, "size": 10 ** 9, "md5": "A" * 22 + "=="}]), "sig": SIG}),
      "'size' is 1000000000, outside"),
     (json.dumps({**chunks_message()}), "'sig' is missing"),
-    (json.dumps({**chunks_message(), "sig": "0" * 64, "extra": 1}), "unknown field 'extra'"),
+    (json.dumps({**chunks_message(), "sig": SIG, "extra": 1}), "unknown field 'extra'"),
     ("x" * (formats.MAX_MESSAGE_BYTES + 1), "over"),
 ])
 def test_malformed_messages_are_named(text, error):
@@ -78,14 +86,16 @@ def test_a_message_on_the_wrong_queue_is_refused():
 def test_too_big_message_is_refused_when_signing():
     many = tuple(ChunkDeclaration(f"{i:064x}", 1000, "A" * 22 + "==") for i in range(600))
     with pytest.raises(MalformedMessage, match="over"):
-        messages.sign(ChunksMessage, KEY, id="m1", tenant_id="t1", vault_id="v1", chunks=many)
+        messages.sign(ChunksMessage, KEY.private_key, id="m1", tenant_id="t1", vault_id="v1", machine=KEY.id,
+                      chunks=many)
 
 
 def test_full_batch_fits():
     full = tuple(ChunkDeclaration(f"{i:064x}", 8 * 1024 * 1024, "A" * 22 + "==")
                  for i in range(formats.CHUNKS_PER_MESSAGE))
-    signed = messages.sign(ChunksMessage, KEY, id="m1", tenant_id="t1", vault_id="v1", chunks=full)
-    assert parse_signed_message(signed.to_json()).signature_matches(KEY)
+    signed = messages.sign(ChunksMessage, KEY.private_key, id="m1", tenant_id="t1", vault_id="v1", machine=KEY.id,
+                           chunks=full)
+    assert parse_signed_message(signed.to_json()).signature_matches(PUBLIC)
 
 
 @pytest.mark.parametrize("doc, error", [
@@ -100,7 +110,7 @@ def test_lookup_requests_are_bounded(doc, error):
 
 
 def test_commit_request_names_the_message_at_fault():
-    commit = json.loads(signed_json({"v": 1, "type": "commit", "id": "c", "tenantId": "t", "vaultId": "v",
+    commit = json.loads(signed_json({"v": V, "type": "commit", "id": "c", "tenantId": "t", "vaultId": "v",
                                      "pointId": "20261125T120000Z-0000abcd", "item": "i", "createdAt": "x",
                                      "chunkCount": 0, "manifestChunks": 0, "stats": {}}, KEY))
     assert CommitRequest.from_doc({"commit": commit}).commit.point_id == "20261125T120000Z-0000abcd"
@@ -113,7 +123,7 @@ def test_commit_request_names_the_message_at_fault():
 
 
 def test_restore_message_and_replicate_message():
-    restore = parse_signed_message(signed_json({"v": 1, "type": "restore", "id": "job-1", "tenantId": "t",
+    restore = parse_signed_message(signed_json({"v": V, "type": "restore", "id": "job-1", "tenantId": "t",
                                                 "vaultId": "v", "pointId": "20261125T120000Z-0000abcd"}, KEY))
     assert isinstance(restore, RestoreMessage) and restore.point_id == "20261125T120000Z-0000abcd"
     replicate = ReplicateMessage("t", "v", blobs=(f"chunks/ab/{CID}",), point_id=None, attempt=2)
@@ -175,16 +185,33 @@ def test_a_malformed_item_schedule_is_refused_naming_the_field(change, error):
 
 
 def test_credentials_are_checked():
-    doc = {"kind": "skyvault-agent-credentials", "version": 1, "tenantId": "t", "vaultId": "v", "vaultName": "n",
-           "redundancy": "GRS", "kdf": {"salt": "AA=="}, "signingKey": "0" * 64, "apiUrl": "http://api",
-           "expiresAt": "x", "blobContainerUrl": "http://b", "queueUrls": {"ingest": "http://q"}}
+    doc = {"kind": "skyvault-machine-credentials", "version": 2, "tenantId": "t", "vaultId": "v", "vaultName": "n",
+           "redundancy": "GRS", "kdf": {"salt": "AA=="}, "machineId": "ab" * 16, "apiUrl": "https://api",
+           "expiresAt": "x", "blobContainerUrl": "https://b", "queueUrls": {"ingest": "https://q"}}
     assert Credentials.from_doc(doc).to_doc() == doc
-    with pytest.raises(MalformedMessage, match="lacks signingKey"):
-        Credentials.from_doc({k: v for k, v in doc.items() if k != "signingKey"})
+    with pytest.raises(MalformedMessage, match="'machineId' is missing"):
+        Credentials.from_doc({k: v for k, v in doc.items() if k != "machineId"})
     with pytest.raises(MalformedMessage, match="'redundancy' is 'ZRS'"):
         Credentials.from_doc({**doc, "redundancy": "ZRS"})
-    with pytest.raises(MalformedMessage, match="not a Skyvault vault credentials file"):
+    with pytest.raises(MalformedMessage, match="not a Skyvault machine's credentials"):
         Credentials.from_doc({**doc, "kind": "other"})
+    with pytest.raises(MalformedMessage, match="key check value"):
+        Credentials.from_doc({**doc, "kdf": {"salt": "AA==", "keyCheck": "ab" * 32}})
+
+
+def test_a_vault_credentials_file_is_an_enrolment_ticket():
+    ticket = {"kind": "skyvault-vault-credentials", "version": 2, "tenantId": "t", "vaultId": "v", "vaultName": "n",
+              "redundancy": "LRS", "kdf": {"salt": "AA=="}, "apiUrl": "https://api", "ticketId": "ab" * 16,
+              "ticketSecret": "cd" * 32, "expiresAt": "x"}
+    assert EnrolmentTicket.from_doc(ticket).to_doc() == ticket
+    old = {"kind": "skyvault-agent-credentials", "version": 1, "tenantId": "t", "vaultId": "v",
+           "signingKey": "0" * 64}
+    with pytest.raises(MalformedMessage, match="older version .* ask the vault's operator for a new one"):
+        EnrolmentTicket.from_doc(old)
+    with pytest.raises(MalformedMessage, match="unknown field 'signingKey'"):
+        EnrolmentTicket.from_doc({**ticket, "signingKey": "0" * 64})
+    with pytest.raises(MalformedMessage, match="'ticketSecret' has a bad format"):
+        EnrolmentTicket.from_doc({**ticket, "ticketSecret": "short"})
 
 
 @pytest.mark.parametrize("doc, error", [

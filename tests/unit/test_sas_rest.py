@@ -67,3 +67,16 @@ def test_a_service_that_keeps_failing_is_a_transient_error_after_its_retries(ser
     with pytest.raises(TransientError, match="503"):
         container.put("chunks/a", b"hello")
     assert server.requests == sas_rest.ATTEMPTS and len(pauses) == sas_rest.ATTEMPTS - 1
+
+
+@pytest.mark.parametrize("url, refused", [
+    ("http://storage.example.com/c?sig=x", True), ("http://10.0.0.5:10000/acct/c", True),
+    ("https://storage.example.com/c?sig=x", False), ("http://127.0.0.1:10000/acct/c", False),
+    ("http://localhost:7071/api", False)])
+def test_plain_http_is_refused_but_for_the_loopback_emulators(url, refused):
+    """A SAS or request sent without TLS to another host could be read or changed on the way."""
+    if refused:
+        with pytest.raises(ValueError, match="plain http"):
+            sas_rest.Endpoint(url)
+    else:
+        assert sas_rest.Endpoint(url).host

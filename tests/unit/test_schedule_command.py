@@ -40,8 +40,8 @@ def state_folder(tmp_path, monkeypatch):
 @pytest.fixture
 def registered(vault, state_folder, monkeypatch):
     """This machine is registered to the in-process vault, its keys remembered, as `register` leaves it."""
-    home.write_json("agent.json", {"credentials": vault.creds, "keyCheck": vault.keys.key_check_value()})
-    home.write_json(KEYS_FILE, {"vaultId": vault.vault_id, "keys": vault.keys.to_doc()})
+    home.write_json("agent.json", {"credentials": vault.creds})
+    home.write_json(KEYS_FILE, {"vaultId": vault.vault_id, "machineId": vault.machine_id, "keys": vault.keys.to_doc()})
     monkeypatch.setattr(schedule_command, "AgentVault", lambda creds: vault)
     return vault
 

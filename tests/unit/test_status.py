@@ -29,7 +29,7 @@ def services():
 
 @pytest.fixture
 def creds(services):
-    return inprocess.new_vault(services, "contoso", "files")
+    return inprocess.new_machine(services, "contoso", "files")
 
 
 def the_vault(services):

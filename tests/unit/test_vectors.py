@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from shared import crypto, formats, messages
+from shared import crypto, formats, identity, messages
 from shared.domain import chunk_blob_name
 from skyvault.chunker import CDC_PARAMS, new_chunker
 from skyvault.restore import WalkOrder
@@ -223,24 +223,29 @@ def test_canonical_json(case):
     assert canonical == case["canonical_text"].encode("ascii")
 
 
+def test_the_machine_id_is_its_public_keys_digest():
+    assert identity.public_key_of(MESSAGES["machine_private_key_b64"]) == MESSAGES["machine_public_key_b64"]
+    assert identity.machine_id_of(MESSAGES["machine_public_key_b64"]) == MESSAGES["machine_id"] == \
+        hashlib.sha256(base64.b64decode(MESSAGES["machine_public_key_b64"])).hexdigest()[:32]
+
+
 @_cases(MESSAGES["cases"])
 def test_message_signature_over_canonical_json(case):
-    key = _hex(MESSAGES["signing_key_hex"])
+    """Ed25519 is deterministic (RFC 8032): the same key and bytes give the same signature."""
     assert "sig" not in case["body"]
-    assert crypto.sign(key, formats.canonical(case["body"])) == case["sig"]
-    assert crypto.verify_signature(key, _hex(case["canonical_hex"]), case["sig"])
+    assert identity.sign(MESSAGES["machine_private_key_b64"], formats.canonical(case["body"])) == case["sig"]
+    assert identity.verify(MESSAGES["machine_public_key_b64"], _hex(case["canonical_hex"]), case["sig"])
 
 
 @_cases([c for c in MESSAGES["cases"] if c["name"].endswith(" message")])
 def test_typed_messages_sign_and_verify_as_the_vectors(case):
     """The agent signs and the service verifies through shared.messages: its classes must give
     the same canonical JSON, field for field, as the wire rule."""
-    key = _hex(MESSAGES["signing_key_hex"])
     parsed = messages.parse_signed_message(json.dumps({**case["body"], "sig": case["sig"]}))
     assert formats.canonical(parsed.unsigned_doc()).hex() == case["canonical_hex"]
-    assert parsed.signature_matches(key)
+    assert parsed.signature_matches(MESSAGES["machine_public_key_b64"])
     fields = {f.name: getattr(parsed, f.name) for f in dataclasses.fields(parsed) if f.name != "sig"}
-    assert messages.sign(type(parsed), key, **fields).sig == case["sig"]
+    assert messages.sign(type(parsed), MESSAGES["machine_private_key_b64"], **fields).sig == case["sig"]
 
 
 def test_chunks_message_declares_the_stored_envelopes():
@@ -255,23 +260,30 @@ def test_chunks_message_declares_the_stored_envelopes():
 # request.json
 
 def test_request_constants_are_pinned():
-    assert formats.MAX_CLOCK_SKEW.total_seconds() == REQUEST["constants"]["max_clock_skew_seconds"]
+    assert identity.MAX_CLOCK_SKEW.total_seconds() == REQUEST["constants"]["max_clock_skew_seconds"]
+    assert list(identity.HEADERS) == REQUEST["constants"]["headers"]
+    assert identity.REQUEST_SCHEME == REQUEST["constants"]["scheme"]
 
 
 @_cases(REQUEST["cases"])
 def test_request_string_to_sign(case):
     body = _hex(case["body_hex"])
     assert hashlib.sha256(body).hexdigest() == case["body_sha256"]
-    signed = formats.request_string(case["method"], case["path"], case["headers"]["x-skyvault-date"], body)
+    assert identity.canonical_query(case["params"]) == case["canonical_query"]
+    signed = identity.request_string(case["method"], case["path"], case["canonical_query"],
+                                     case["headers"]["x-skyvault-date"], case["headers"]["x-skyvault-nonce"], body)
     assert signed.hex() == case["string_to_sign_hex"]
     assert signed == case["string_to_sign_text"].encode()
 
 
 @_cases(REQUEST["cases"])
 def test_request_signature_headers(case):
-    key, body, now = _hex(REQUEST["signing_key_hex"]), _hex(case["body_hex"]), datetime.fromisoformat(case["now"])
-    assert formats.sign_request(key, case["method"], case["path"], body, now) == case["headers"]
-    formats.verify_request(key, case["method"], case["path"], body, case["headers"], now)
+    body, now = _hex(case["body_hex"]), datetime.fromisoformat(case["now"])
+    headers = identity.sign_request(REQUEST["machine_private_key_b64"], REQUEST["machine_id"], case["method"],
+                                    case["path"], case["params"], body, now, case["headers"]["x-skyvault-nonce"])
+    assert headers == case["headers"]
+    signed = identity.SignedRequest.read(case["method"], case["path"], case["params"], body, headers, now)
+    assert signed.verify_with(REQUEST["machine_public_key_b64"])
 
 
 # fastcdc.json

@@ -22,7 +22,7 @@ from typing import Any
 import blake3
 import pyfastcdc
 
-from shared import crypto, formats
+from shared import crypto, formats, identity
 from shared.domain import chunk_blob_name
 from shared.messages import ManifestRoot
 from skyvault.chunker import CDC_PARAMS, new_chunker
@@ -37,7 +37,9 @@ SUBKEY_LABELS = {"chunk_id_key": "skyvault chunk id", "chunk_key": "skyvault chu
                  "manifest_key": "skyvault manifest", "check_key": "skyvault key check"}
 TENANT_ID = "contoso"
 VAULT_ID = "5f3a9c1b7d4e"
-SIGNING_KEY = bytes(range(0x40, 0x60))
+MACHINE_KEY = base64.b64encode(bytes(range(0x40, 0x60))).decode()  # an Ed25519 private key's 32 raw bytes
+MACHINE_ID = identity.machine_id_of(identity.public_key_of(MACHINE_KEY))
+REQUEST_NONCE = "0123456789abcdef0123456789abcdef"
 POINT_ID = "20261125T101500Z-1a2b3c4d"
 PARENT_POINT_ID = "20261124T101500Z-0a0b0c0d"
 CREATED_AT = "2026-11-25T10:15:00.250000+00:00"
@@ -216,7 +218,7 @@ def _stats() -> dict[str, int]:
 
 
 def _messages_doc(keys: crypto.VaultKeys) -> dict:
-    common = {"v": formats.SCHEMA_VERSION, "tenantId": TENANT_ID, "vaultId": VAULT_ID}
+    common = {"v": formats.SCHEMA_VERSION, "tenantId": TENANT_ID, "vaultId": VAULT_ID, "machine": MACHINE_ID}
     declared = []
     for data, nonce in ((COMPRESSIBLE, CHUNK_NONCES["compressible"]),
                         (INCOMPRESSIBLE, CHUNK_NONCES["incompressible"])):
@@ -238,42 +240,50 @@ def _messages_doc(keys: crypto.VaultKeys) -> dict:
     for name, body in bodies:
         canonical = formats.canonical(body)
         cases.append({"name": name, "body": body, "canonical_text": canonical.decode("ascii"),
-                      "canonical_hex": canonical.hex(), "sig": crypto.sign(SIGNING_KEY, canonical)})
+                      "canonical_hex": canonical.hex(), "sig": identity.sign(MACHINE_KEY, canonical)})
     return {
-        "about": "Canonical JSON of message bodies (every field but sig) and their signatures "
-                 "(docs/design.md, Queue messages).",
+        "about": "Canonical JSON of message bodies (every field but sig) and their machine's signatures "
+                 "(docs/design.md, Queue messages; Machines).",
         "constants": {"schema_version": formats.SCHEMA_VERSION, "max_message_bytes": formats.MAX_MESSAGE_BYTES,
                       "canonical_json": {"sort_keys": True, "separators": [",", ":"], "ensure_ascii": True},
-                      "signature": "HMAC-SHA256(signing key, canonical JSON), hex"},
-        "signing_key_hex": SIGNING_KEY.hex(),
+                      "signature": "Ed25519(machine's private key, canonical JSON), base64"},
+        **_machine_fields(),
         "cases": cases,
     }
+
+
+def _machine_fields() -> dict[str, str]:
+    public_key = identity.public_key_of(MACHINE_KEY)
+    return {"machine_private_key_b64": MACHINE_KEY, "machine_public_key_b64": public_key, "machine_id": MACHINE_ID,
+            "machine_id_rule": "first 32 hex digits of SHA-256(public key's 32 raw bytes)"}
 
 
 def _request_doc(keys: crypto.VaultKeys) -> dict:
     base = f"/api/tenants/{TENANT_ID}/vaults/{VAULT_ID}"
     lookup = json.dumps({"ids": sorted(crypto.chunk_id(keys, d) for d in (COMPRESSIBLE, INCOMPRESSIBLE))}).encode()
     requests = [
-        ("POST with a body, UTC time with microseconds", "POST", f"{base}/chunks/lookup", lookup,
+        ("POST with a body, UTC time with microseconds", "POST", f"{base}/chunks/lookup", {}, lookup,
          datetime(2026, 11, 25, 10, 15, 0, 250000, tzinfo=timezone.utc)),
-        ("GET without a body, local time (the query string is not signed)", "GET", f"{base}/points", b"",
+        ("GET with a query string, local time", "GET", f"{base}/points", {"item": "laptop 42/é", "a": "1"}, b"",
          datetime(2026, 11, 25, 11, 15, 1, tzinfo=timezone(timedelta(hours=1)))),
     ]
     cases = []
-    for name, method, path, body, now in requests:
-        headers = formats.sign_request(SIGNING_KEY, method, path, body, now)
-        signed = formats.request_string(method, path, headers["x-skyvault-date"], body)
-        cases.append({"name": name, "method": method, "path": path, "body_hex": body.hex(),
+    for name, method, path, params, body, now in requests:
+        headers = identity.sign_request(MACHINE_KEY, MACHINE_ID, method, path, params, body, now, REQUEST_NONCE)
+        query = identity.canonical_query(params)
+        signed = identity.request_string(method, path, query, headers["x-skyvault-date"], REQUEST_NONCE, body)
+        cases.append({"name": name, "method": method, "path": path, "params": params, "body_hex": body.hex(),
                       "now": now.isoformat(), "body_sha256": hashlib.sha256(body).hexdigest(),
-                      "string_to_sign_text": signed.decode(), "string_to_sign_hex": signed.hex(),
-                      "headers": headers})
+                      "canonical_query": query, "string_to_sign_text": signed.decode(),
+                      "string_to_sign_hex": signed.hex(), "headers": headers})
     return {
-        "about": "Signed HTTP API requests (docs/design.md, Access).",
-        "constants": {"date_header": "x-skyvault-date", "signature_header": "x-skyvault-signature",
-                      "max_clock_skew_seconds": int(formats.MAX_CLOCK_SKEW.total_seconds()),
-                      "string_to_sign": "METHOD \\n PATH \\n DATE \\n hex SHA-256 of the body",
-                      "signature": "HMAC-SHA256(signing key, string to sign), hex"},
-        "signing_key_hex": SIGNING_KEY.hex(),
+        "about": "Signed HTTP API requests (docs/design.md, Signed API requests).",
+        "constants": {"headers": list(identity.HEADERS), "scheme": identity.REQUEST_SCHEME,
+                      "max_clock_skew_seconds": int(identity.MAX_CLOCK_SKEW.total_seconds()),
+                      "string_to_sign": "SCHEME \\n METHOD \\n PATH \\n QUERY \\n DATE \\n NONCE \\n "
+                                        "hex SHA-256 of the body",
+                      "signature": "Ed25519(machine's private key, string to sign), base64"},
+        **_machine_fields(),
         "cases": cases,
     }
 
