@@ -83,8 +83,11 @@ def enrol(ticket: dict[str, Any], keys: crypto.VaultKeys, name: str, transport: 
     body = json.dumps(messages.EnrolRequest(parsed.ticket_id, parsed.ticket_secret, name, public_key,
                                             keys.key_check_value()).to_doc()).encode()
     machine_id = identity.machine_id_of(public_key)
-    headers = identity.sign_request(private_key, machine_id, "POST", path, None, body, clock())
-    status, raw = transport.call("POST", path, None, {**headers, "content-type": "application/json"}, body)
+    def headers() -> dict[str, str]:
+        return {**identity.sign_request(private_key, machine_id, "POST", path, None, body, clock()),
+                "content-type": "application/json"}
+
+    status, raw = transport.call("POST", path, None, headers, body)
     answer = _answer_of("POST machines", status, raw)
     if status == CONFLICT:
         raise CredentialsError("wrong passphrase: it does not match the one this vault was first used with")
@@ -135,8 +138,9 @@ class HttpTransport:
     def base_path(self) -> str:
         return self._api.path
 
-    def call(self, method: str, path: str, params: dict[str, str] | None, headers: dict[str, str],
+    def call(self, method: str, path: str, params: dict[str, str] | None, headers: Callable[[], dict[str, str]],
              data: bytes) -> tuple[int, bytes]:
+        """One API request; `headers` signs each attempt anew (a nonce is taken once)."""
         try:
             resp = self._api.request(f"{method} {path}", method, path, params, headers, data, retry_status=False)
         except TransientError as e:
@@ -217,8 +221,10 @@ class AgentVault:
         """A signed request of the HTTP API and its JSON answer; ApiError, with the status, if refused."""
         path = f"{self.transport.base_path}/api/tenants/{self.tenant_id}/vaults/{self.vault_id}/{subpath}"
         data = json.dumps(body).encode() if body is not None else b""
-        headers = identity.sign_request(self._machine_key, self.machine_id, method, path, params, data, self.clock())
-        headers["content-type"] = "application/json"
+        def headers() -> dict[str, str]:
+            return {**identity.sign_request(self._machine_key, self.machine_id, method, path, params, data,
+                                            self.clock()), "content-type": "application/json"}
+
         status, raw = self.transport.call(method, path, params, headers, data)
         if status == 200:
             try:

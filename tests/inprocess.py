@@ -30,9 +30,9 @@ class InProcessTransport:
     def update(self, creds: dict[str, Any]) -> None:
         """Queue messages go straight to their handlers: no SAS to renew."""
 
-    def call(self, method: str, path: str, params: dict[str, str] | None, headers: dict[str, str],
+    def call(self, method: str, path: str, params: dict[str, str] | None, headers: Callable[[], dict[str, str]],
              data: bytes) -> tuple[int, bytes]:
-        status, body = api.answer(self.services, api.Call(method, path, dict(params or {}), headers, data))
+        status, body = api.answer(self.services, api.Call(method, path, dict(params or {}), headers(), data))
         return status, json.dumps(body).encode()
 
     def send(self, queue: str, text: str) -> None:

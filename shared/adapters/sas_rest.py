@@ -26,7 +26,7 @@ import random
 import threading
 import time
 from email.utils import parsedate_to_datetime
-from typing import Iterator
+from typing import Callable, Iterator
 from urllib.parse import quote, urlencode, urlsplit
 
 from shared.adapters.blob_copy import copy_source_error, wait_for_copy
@@ -120,9 +120,16 @@ class Endpoint:
         return Response(raw.status, raw.headers, raw.read())
 
     def request(self, what: str, method: str, path: str, query: dict[str, str] | None = None,
-                headers: dict[str, str] | None = None, body: bytes = b"", retry_status: bool = True) -> Response:
+                headers: dict[str, str] | Callable[[], dict[str, str]] | None = None, body: bytes = b"",
+                retry_status: bool = True) -> Response:
+        """`headers` may be a function, called for each attempt: a signed request's nonce is taken
+        once, so a retry after a lost answer must be signed anew."""
         target = path + "?" + "&".join(q for q in (urlencode(query or {}), self.sas) if q)
-        sent = {"x-ms-version": API_VERSION, "Content-Length": str(len(body)), **(headers or {})}
+
+        def sent() -> dict[str, str]:
+            return {"x-ms-version": API_VERSION, "Content-Length": str(len(body)),
+                    **((headers() if callable(headers) else headers) or {})}
+
         failure: Exception | None = None
         for attempt in range(ATTEMPTS):
             if attempt:
@@ -130,13 +137,13 @@ class Endpoint:
             connection = self._connection(fresh=attempt > 0)
             try:
                 try:
-                    response = self._exchange(connection, method, target, sent, body)
+                    response = self._exchange(connection, method, target, sent(), body)
                 except (ConnectionError, http.client.RemoteDisconnected):
                     if attempt:
                         raise
                     # The server closed a kept-alive connection while it was idle (Azure's load
                     # balancers do after minutes, Azurite after seconds): at once on a new one.
-                    response = self._exchange(self._connection(fresh=True), method, target, sent, body)
+                    response = self._exchange(self._connection(fresh=True), method, target, sent(), body)
             except (OSError, http.client.HTTPException) as e:
                 self._connection(fresh=False).close()
                 failure = e

@@ -80,3 +80,39 @@ def test_plain_http_is_refused_but_for_the_loopback_emulators(url, refused):
             sas_rest.Endpoint(url)
     else:
         assert sas_rest.Endpoint(url).host
+
+
+class _LosingHandler(_Handler):
+    """Reads the request, keeps its headers, and drops the connection without answering the first
+    one: a lost answer, which the client retries."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.seen.append(dict(self.headers))
+        if len(self.server.seen) == 1:
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+
+def test_a_request_retried_after_a_lost_answer_is_signed_anew(monkeypatch):
+    """The service takes each nonce once: a retry with the first attempt's headers would be
+    refused as a replay whenever the first attempt had reached it."""
+    monkeypatch.setattr(sas_rest.time, "sleep", lambda s: None)
+    server = _Server()
+    server.RequestHandlerClass, server.seen = _LosingHandler, []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        nonces = iter(["aa" * 16, "bb" * 16, "cc" * 16])
+        endpoint = sas_rest.Endpoint(f"http://127.0.0.1:{server.server_address[1]}/api")
+        answer = endpoint.request("POST x", "POST", "/api/x", None, lambda: {"x-skyvault-nonce": next(nonces)}, b"{}",
+                                  retry_status=False)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert answer.status == 200
+    assert [h["x-skyvault-nonce"] for h in server.seen] == ["aa" * 16, "bb" * 16]
