@@ -86,17 +86,25 @@ def _create(args: argparse.Namespace) -> int:
     return _write_ticket(ticket.to_doc(), args.out or f"{args.name}.credentials.json")
 
 
-def _ticket(args: argparse.Namespace) -> int:
+def _on_vault(args: argparse.Namespace, action):
+    """`action(services, vault)` on the vault the command names, the service's refusals as AgentError.
+    (The operator's commands import the service only here: it costs agents start-up time.)"""
     from shared.errors import ServiceError
     from shared.service import vaults
 
     services = operator_services()
     try:
-        vault = vaults.find_vault(services, args.tenant, args.name)
-        ticket = vaults.issue_ticket(services, vault, timedelta(hours=args.valid_hours))
+        return action(services, vaults.find_vault(services, args.tenant, args.name))
     except ServiceError as e:
         raise AgentError(str(e)) from None
-    return _write_ticket(ticket.to_doc(), args.out or f"{vault.name}.credentials.json")
+
+
+def _ticket(args: argparse.Namespace) -> int:
+    from shared.service import vaults
+
+    ticket = _on_vault(args, lambda services, vault: vaults.issue_ticket(services, vault,
+                                                                          timedelta(hours=args.valid_hours)))
+    return _write_ticket(ticket.to_doc(), args.out or f"{ticket.vault_name}.credentials.json")
 
 
 def _write_ticket(doc: dict, out: str) -> int:
@@ -110,15 +118,9 @@ def _write_ticket(doc: dict, out: str) -> int:
 
 
 def _machines(args: argparse.Namespace) -> int:
-    from shared.errors import ServiceError
-    from shared.service import machines, vaults
+    from shared.service import machines
 
-    services = operator_services()
-    try:
-        listed = machines.list_machines(services, vaults.find_vault(services, args.tenant, args.name))
-    except ServiceError as e:
-        raise AgentError(str(e)) from None
-    for machine in listed:
+    for machine in _on_vault(args, machines.list_machines):
         if args.json:
             say(json.dumps(machine.to_doc()))
         else:
@@ -129,57 +131,35 @@ def _machines(args: argparse.Namespace) -> int:
 
 
 def _revoke_machine(args: argparse.Namespace) -> int:
-    from shared.errors import ServiceError
-    from shared.service import machines, vaults
+    from shared.service import machines
 
-    services = operator_services()
-    try:
-        machine = machines.revoke_machine(services, vaults.find_vault(services, args.tenant, args.name),
-                                          args.machine)
-    except ServiceError as e:
-        raise AgentError(str(e)) from None
+    machine = _on_vault(args, lambda services, vault: machines.revoke_machine(services, vault, args.machine))
     say(f"machine {machine.id} ({machine.name}) revoked at {machine.revoked_at}: its requests and messages are "
         f"refused, and the SAS it holds end within an hour")
     return exitcodes.OK
 
 
 def _set_redundancy(args: argparse.Namespace) -> int:
-    from shared.errors import ServiceError
     from shared.service import vaults
 
-    services = operator_services()
-    try:
-        vault = vaults.change_redundancy(services, vaults.find_vault(services, args.tenant, args.name),
-                                         args.redundancy)
-    except ServiceError as e:
-        raise AgentError(str(e)) from None
+    vault = _on_vault(args, lambda services, vault: vaults.change_redundancy(services, vault, args.redundancy))
     say(f"vault {vault.name} ({vault.id}) is now {vault.redundancy}")
     return exitcodes.OK
 
 
 def _soft_delete(args: argparse.Namespace) -> int:
-    from shared.errors import ServiceError
-    from shared.service import protection, vaults
+    from shared.service import protection
 
-    services = operator_services()
-    try:
-        vault = protection.set_soft_delete(services, vaults.find_vault(services, args.tenant, args.name),
-                                           args.state, args.days, args.approval)
-    except ServiceError as e:
-        raise AgentError(str(e)) from None
+    vault = _on_vault(args, lambda services, vault: protection.set_soft_delete(services, vault, args.state,
+                                                                                args.days, args.approval))
     say(f"vault {vault.name} ({vault.id}): soft delete {vault.soft_delete}, {vault.soft_delete_days} days")
     return exitcodes.OK
 
 
 def _immutability(args: argparse.Namespace) -> int:
-    from shared.errors import ServiceError
-    from shared.service import protection, vaults
+    from shared.service import protection
 
-    services = operator_services()
-    try:
-        vault = protection.set_immutability(services, vaults.find_vault(services, args.tenant, args.name), args.state)
-    except ServiceError as e:
-        raise AgentError(str(e)) from None
+    vault = _on_vault(args, lambda services, vault: protection.set_immutability(services, vault, args.state))
     say(f"vault {vault.name} ({vault.id}): immutability {vault.immutability}"
         + (" (irreversible)" if vault.immutability == Immutability.LOCKED else ""))
     return exitcodes.OK

@@ -3,18 +3,23 @@ replays), the one answer every unauthenticated request gets, enrolment with a ti
 revocation (docs/design.md, "Machines")."""
 from __future__ import annotations
 
+import base64
 import json
 from datetime import timedelta
 
 import pytest
 
 from functions import api
-from shared import errors, identity
-from shared.messages import EnrolRequest
-from shared.service import machines, vaults
+from shared import bootstrap, errors, formats, identity
+from shared.domain import RecoveryPoint
+from shared.messages import EnrolRequest, Poisoned
+from shared.service import delivery, machines, sweep, vaults
+from shared.service.context import iso_time
+from skyvault import cli, exitcodes, home
+from skyvault.vaultclient import CredentialsError
 from tests import inprocess
 from tests.unit.pipeline import Clock
-from tests.unit.signing import register
+from tests.unit.signing import register, signed_json
 
 PASSPHRASE = "identity test passphrase"
 
@@ -160,3 +165,52 @@ def test_a_revoked_machine_is_refused_from_then_on(services, vault):
     assert listed == {machine.id: view.revoked_at, other.id: None}
     with pytest.raises(errors.NotFound):
         machines.revoke_machine(services, vault, "ef" * 16)
+
+
+def test_the_operators_commands_issue_tickets_list_and_revoke_machines(services, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SKYVAULT_HOME", str(tmp_path / "home"))
+    home.write_json("stack.json", {"settings": {}})
+    monkeypatch.setattr(bootstrap, "build_services", lambda settings: services)
+    tenant = ["--tenant", "contoso"]
+    ticket_file = tmp_path / "laptops.credentials.json"
+    assert cli.main(["vault", "create", "laptops", *tenant, "--out", str(ticket_file), "--valid-hours", "2"]) == 0
+    ticket = json.loads(ticket_file.read_text())
+    assert ticket_file.stat().st_mode & 0o777 == 0o600 and "signingKey" not in ticket
+    agent = inprocess.InProcessVault(ticket, services, PASSPHRASE, name="laptop-1")
+    assert cli.main(["vault", "ticket", "laptops", *tenant, "--out", str(tmp_path / "more.json")]) == 0
+    second = inprocess.InProcessVault(json.loads((tmp_path / "more.json").read_text()), services, PASSPHRASE,
+                                      name="laptop-2")
+    capsys.readouterr()
+    assert cli.main(["vault", "machines", "laptops", *tenant, "--json"]) == 0
+    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(m["id"], m["name"], m["revokedAt"]) for m in listed] == [(agent.machine_id, "laptop-1", None),
+                                                                      (second.machine_id, "laptop-2", None)]
+    assert cli.main(["vault", "revoke-machine", "laptops", agent.machine_id, *tenant]) == 0
+    assert "revoked at" in capsys.readouterr().out
+    with pytest.raises(CredentialsError, match="not signed by a registered machine"):
+        agent.points()
+    assert second.points() == []
+    assert cli.main(["vault", "revoke-machine", "laptops", "ef" * 16, *tenant]) == exitcodes.FAILURE
+    assert "has no machine" in capsys.readouterr().err
+
+
+def test_a_revoked_machines_queued_messages_and_pending_points_are_refused(services, clock):
+    """Revoked after its commit message went out: the message is poisoned when delivered, and a
+    point it left pending is failed by the sweep, not committed."""
+    vault, ticket = vaults.create_vault(services, "contoso", "laptops", "LRS")
+    machine = register(services, vault)
+    services.index.create_point(RecoveryPoint(
+        id="20261125T120000Z-0000abcd", vault_id=vault.id, item="laptop", state="pending",
+        created_at=iso_time(services.clock()), manifest_blob="m", refs_blob="r", chunk_count=0,
+        received_at=iso_time(services.clock()), checked_at=iso_time(services.clock()), machine=machine.id))
+    text = signed_json({"v": formats.SCHEMA_VERSION, "id": "r1", "type": "restore", "tenantId": "contoso",
+                        "vaultId": vault.id, "pointId": "20261125T120000Z-0000abcd"}, machine)
+    machines.revoke_machine(services, vault, machine.id)
+    delivery.deliver(services, "restore", text.encode(), lambda m: inprocess.QUEUE_HANDLERS["restore"](services, m))
+    [poisoned] = services.queue("restore-poison").peek()
+    assert "revoked" in Poisoned.parse(base64.b64decode(poisoned)).reason
+    assert services.index.get_job(vault.id, "r1") is None
+    clock.advance(sweep.SWEEP_IDLE.total_seconds() + 1)
+    assert sweep.sweep(services)["failed"] == ["20261125T120000Z-0000abcd"]
+    point = services.index.get_point(vault.id, "20261125T120000Z-0000abcd")
+    assert point.state == "failed" and f"machine {machine.id}, revoked at" in point.reason
