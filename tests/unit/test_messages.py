@@ -250,3 +250,12 @@ def test_a_manifest_root_of_either_version_reads_and_another_is_refused():
     for version in (3, True, None):
         with pytest.raises(MalformedMessage, match=f"manifest root: unsupported schema version {version!r}"):
             messages.ManifestRoot.from_doc({"version": version, **root})
+
+
+@pytest.mark.parametrize("body, words", [
+    (b'{"ids": [' + b"9" * 5000 + b"]}", "not JSON"),  # int() refuses more than 4,300 digits: ValueError
+    (b"[" * 50_000 + b"]" * 50_000, "not JSON"),  # RecursionError
+], ids=["a 5,000-digit integer", "50,000 nested arrays"])
+def test_a_request_body_json_cannot_parse_is_refused_not_a_crash(body, words):
+    with pytest.raises(MalformedMessage, match=words):
+        messages.parse_request_body(body)
