@@ -1,10 +1,13 @@
 """Keys, keyed chunk ids, the encrypted envelope and message signatures.
 
 Words (docs/design.md is the normative spec):
-- passphrase: the customer's secret, at least 16 characters; never leaves the agent.
-- master key: Argon2id(passphrase, the vault's public salt).
+- passphrase: the customer's secret, at least 16 characters; never leaves the agent. One being
+  chosen (a vault's first registration) must also be hard to guess (check_new_passphrase).
+- kdf document: a vault's public Argon2id parameters, salt and passphrase normalization, as
+  the credentials files carry them; checked against KDF_LIMITS before anything is derived.
+- master key: Argon2id(passphrase, NFKC-normalized if the vault says so, the vault's salt).
 - subkeys: HKDF-SHA256 of the master key, one per purpose (chunk ids, chunk
-  encryption, manifests, the key check value).
+  encryption, manifests, the key check value), and the chunker seed, which keys FastCDC.
 - envelope: MAGIC | version | algorithm | nonce | AES-256-GCM(ciphertext+tag),
   with a key derived per object and AAD binding vault id, object name and version.
 
@@ -12,11 +15,16 @@ Only library primitives are used (cryptography, blake3); nothing here is hand-ro
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import math
 import os
 import struct
+import unicodedata
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import blake3
 import zstandard
@@ -28,6 +36,14 @@ from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 MIN_PASSPHRASE_CHARS = 16
+# zxcvbn's score a new passphrase needs: 4, "strong protection from an offline slow-hash
+# scenario" (10^10 guesses or more). Offline is our case: the service holds the salt and the key
+# check value, so whoever reads its index can test guesses at Argon2id's speed, for as long as
+# the backups are kept.
+NEW_PASSPHRASE_MIN_SCORE = 4
+# zxcvbn's own max_length: its matching grows faster than the length (a few hundred characters
+# of a repeated pattern take seconds), and a passphrase is at least as strong as its beginning.
+RATED_PASSPHRASE_CHARS = 72
 
 MAGIC = b"SKV1"
 FORMAT_VERSION = 1
@@ -47,7 +63,23 @@ INCOMPRESSIBLE_RATIO = 0.97
 # CDC_PARAMS max_size; a test keeps them equal). A manifest root is far smaller.
 MAX_PLAINTEXT_BYTES = 8 * 1024 * 1024
 
-KDF_PARAMS = {"algorithm": "argon2id", "iterations": 3, "memoryKiB": 65536, "lanes": 4}
+# New vaults' parameters. A kdf document without "normalization" (the vaults made before it)
+# hashes the passphrase as typed.
+KDF_PARAMS = {"algorithm": "argon2id", "iterations": 3, "memoryKiB": 65536, "lanes": 4, "normalization": "NFKC"}
+# What an agent derives with, whatever a credentials file says: at least RFC 9106's second
+# recommended option (t=3, m=64 MiB, p=4), at most what no vault needs and no file may make an
+# agent allocate (4 GiB).
+KDF_LIMITS = {"iterations": (3, 100), "memoryKiB": (64 * 1024, 4 * 1024 * 1024), "lanes": (4, 255)}
+NORMALIZATIONS = ("NFKC",)
+SALT_BYTES = (16, 64)
+_KDF_FIELDS = {"algorithm", *KDF_LIMITS, "normalization", "salt"}
+
+CHUNKER_SEED_LABEL = b"skyvault chunker seed"
+CHUNKER_SEED_BYTES = 8
+# pyfastcdc takes a uint64 seed, but its compiled chunker shifts it left as a Python int first:
+# 2**63 and above raise OverflowError. With CDC_PARAMS only the low 48 bits move cut points
+# (FastCDC's masks end at bit 47).
+CHUNKER_SEED_MASK = (1 << 63) - 1
 
 
 class CryptoError(Exception):
@@ -55,7 +87,15 @@ class CryptoError(Exception):
 
 
 class WeakPassphrase(CryptoError):
-    pass
+    """Too short to use, or too easy to guess to choose; the message says which and why."""
+
+
+class BadKdf(CryptoError):
+    """A vault's kdf document this agent does not derive with; the message names the parameter."""
+
+
+class KeysOutdated(CryptoError):
+    """Remembered keys from an agent that did not derive everything this one needs."""
 
 
 class WrongKeyOrTampered(CryptoError):
@@ -66,12 +106,17 @@ class BadEnvelope(CryptoError):
     """The bytes are not a Skyvault envelope of a version this code reads."""
 
 
+_KEY_DOC_FIELDS = {"chunk_id_key": "chunkIdKey", "chunk_key": "chunkKey", "manifest_key": "manifestKey",
+                   "check_key": "checkKey"}
+
+
 @dataclass(frozen=True)
 class VaultKeys:
     chunk_id_key: bytes
     chunk_key: bytes
     manifest_key: bytes
     check_key: bytes
+    chunker_seed: int  # keys the chunker (skyvault/chunker.new_chunker): cut points differ per vault
 
     def key_check_value(self) -> str:
         """A MAC of a constant: lets the service tell a wrong passphrase without learning any key."""
@@ -79,46 +124,158 @@ class VaultKeys:
 
     def to_doc(self) -> dict[str, str]:
         """The keys as hex, for the agent's own machine only (skyvault.home's keys.json)."""
-        return {"chunkIdKey": self.chunk_id_key.hex(), "chunkKey": self.chunk_key.hex(),
-                "manifestKey": self.manifest_key.hex(), "checkKey": self.check_key.hex()}
+        return {**{doc: getattr(self, field).hex() for field, doc in _KEY_DOC_FIELDS.items()},
+                "chunkerSeed": f"{self.chunker_seed:016x}"}
 
     @classmethod
-    def from_doc(cls, doc: dict[str, str]) -> "VaultKeys":
-        return cls(*(bytes.fromhex(doc[k]) for k in ("chunkIdKey", "chunkKey", "manifestKey", "checkKey")))
+    def from_doc(cls, doc: Mapping[str, str]) -> "VaultKeys":
+        """Refuses, with KeysOutdated, the keys an agent older than the keyed chunker remembered:
+        the seed comes from the master key, which is never stored, and chunking with seed 0
+        instead would go on cutting where every unkeyed agent cuts, the leak the seed closes."""
+        if "chunkerSeed" not in doc:
+            raise KeysOutdated("the remembered keys (keys.json) are an older agent's and lack the chunker seed, "
+                               "which only the passphrase gives: run `skyvault register` again, or remove "
+                               "keys.json to be asked for the passphrase")
+        keys = {field: _hex_field(doc, name, 32) for field, name in _KEY_DOC_FIELDS.items()}
+        seed = int.from_bytes(_hex_field(doc, "chunkerSeed", CHUNKER_SEED_BYTES), "big")
+        if seed > CHUNKER_SEED_MASK:
+            raise CryptoError(f"remembered keys: field 'chunkerSeed' is {doc['chunkerSeed']}, over 63 bits")
+        return cls(**keys, chunker_seed=seed)
+
+
+def _hex_field(doc: Mapping[str, str], name: str, size: int) -> bytes:
+    value = doc.get(name)
+    try:
+        raw = bytes.fromhex(value) if isinstance(value, str) else None
+    except ValueError:
+        raw = None
+    if raw is None or len(raw) != size:
+        raise CryptoError(f"remembered keys: field {name!r} is not {size} bytes of hex")
+    return raw
 
 
 def check_passphrase(passphrase: str) -> None:
+    """The rule for using a passphrase: at least MIN_PASSPHRASE_CHARS code points as typed. A
+    vault's passphrase in use is held to nothing more (one chosen before check_new_passphrase
+    existed stays usable)."""
     if len(passphrase) < MIN_PASSPHRASE_CHARS:
         raise WeakPassphrase(f"the passphrase must have at least {MIN_PASSPHRASE_CHARS} characters")
 
 
-def derive_master_key(passphrase: str, salt: bytes, params: dict | None = None) -> bytes:
-    """Argon2id of the passphrase's UTF-8 bytes: the root of every subkey. Only derive_keys and
-    the format's test vectors (tests/vectors/keys.json) use it; it is never stored or sent."""
+def check_new_passphrase(passphrase: str, context: Sequence[str] = ()) -> None:
+    """The rule for choosing a vault's passphrase: check_passphrase's, and zxcvbn's score of its
+    NFKC form (what new vaults hash) at least NEW_PASSPHRASE_MIN_SCORE, with `context` (the
+    tenant's and vault's names, say) and "skyvault" as words a guesser would try first. The
+    error says why, in zxcvbn's words where it has them."""
     check_passphrase(passphrase)
-    p = params or KDF_PARAMS
-    if p.get("algorithm") != "argon2id":
-        raise CryptoError(f"unknown key derivation {p.get('algorithm')!r}")
+    normalized = unicodedata.normalize("NFKC", passphrase)
+    unassigned = next((c for c in normalized if unicodedata.category(c) == "Cn"), None)
+    if unassigned is not None:
+        raise WeakPassphrase(f"the passphrase holds U+{ord(unassigned):04X}, which Unicode "
+                             f"{unicodedata.unidata_version} does not assign: a later Unicode may normalize it "
+                             f"otherwise, and derive other keys")
+    from zxcvbn import zxcvbn  # imported here: only choosing a passphrase needs it, not every command
+
+    rated = zxcvbn(normalized[:RATED_PASSPHRASE_CHARS], user_inputs=["skyvault", *context],
+                   max_length=RATED_PASSPHRASE_CHARS)
+    if rated["score"] >= NEW_PASSPHRASE_MIN_SCORE:
+        return
+    feedback = rated["feedback"]
+    why = feedback["warning"].rstrip(".") or f"about 10^{math.log10(rated['guesses']):.0f} guesses would find it"
+    of = f", in its first {RATED_PASSPHRASE_CHARS} characters" if len(normalized) > RATED_PASSPHRASE_CHARS else ""
+    hint = " ".join(feedback["suggestions"]) or "Add another word or two. Uncommon words are better."
+    raise WeakPassphrase(f"the passphrase is too easy to guess: {why}{of} (strength {rated['score']} of 4, "
+                         f"{NEW_PASSPHRASE_MIN_SCORE} needed). {hint}")
+
+
+def check_kdf(kdf: Mapping[str, Any]) -> None:
+    """Raises BadKdf, naming the parameter, unless this agent derives with `kdf` (a vault's kdf
+    document, or its parameters alone): Argon2id within KDF_LIMITS, a normalization it knows,
+    and if there, a salt of SALT_BYTES as base64. A field it does not know is refused too: it
+    could only mean a derivation this agent does not do."""
+    unknown = sorted(set(kdf) - _KDF_FIELDS)
+    if unknown:
+        raise BadKdf(f"unknown KDF parameter {unknown[0]!r}")
+    if kdf.get("algorithm") != "argon2id":
+        raise BadKdf(f"unknown key derivation {kdf.get('algorithm')!r}")
+    for name, (low, high) in KDF_LIMITS.items():
+        value = kdf.get(name)
+        if type(value) is not int:
+            raise BadKdf(f"KDF parameter {name!r} is {value!r}, not an integer")
+        if value < low:
+            raise BadKdf(f"KDF parameter {name!r} is {value}, below the minimum {low} (RFC 9106's second "
+                         f"recommended option): refusing to derive keys with it")
+        if value > high:
+            raise BadKdf(f"KDF parameter {name!r} is {value}, above the maximum {high}: refusing to derive keys "
+                         f"with it")
+    if "normalization" in kdf and kdf["normalization"] not in NORMALIZATIONS:
+        raise BadKdf(f"KDF parameter 'normalization' is {kdf['normalization']!r}, not one of {NORMALIZATIONS}")
+    if "salt" in kdf:
+        kdf_salt(kdf)
+
+
+def kdf_salt(kdf: Mapping[str, Any]) -> bytes:
+    """The salt of a vault's kdf document: strict base64 of SALT_BYTES; BadKdf if not."""
+    if "salt" not in kdf:
+        raise BadKdf("the KDF document has no salt")
+    salt = kdf["salt"]
+    if not isinstance(salt, str):
+        raise BadKdf(f"KDF parameter 'salt' is {salt!r}, not base64 text")
+    try:
+        raw = base64.b64decode(salt, validate=True)
+    except ValueError:
+        raise BadKdf("KDF parameter 'salt' is not base64") from None
+    _check_salt(raw)
+    return raw
+
+
+def _check_salt(salt: bytes) -> None:
+    if not SALT_BYTES[0] <= len(salt) <= SALT_BYTES[1]:
+        raise BadKdf(f"a salt of {len(salt)} bytes: a vault's has {SALT_BYTES[0]} to {SALT_BYTES[1]}")
+
+
+def _hashed_passphrase(passphrase: str, kdf: Mapping[str, Any]) -> bytes:
+    """What Argon2id hashes: the UTF-8 bytes of the passphrase, normalized as the vault says."""
+    normalization = kdf.get("normalization")
+    return (unicodedata.normalize(normalization, passphrase) if normalization else passphrase).encode("utf-8")
+
+
+def derive_master_key(passphrase: str, salt: bytes, params: Mapping[str, Any] | None = None) -> bytes:
+    """Argon2id of the passphrase's UTF-8 bytes (NFKC first if `params` say so): the root of
+    every subkey. `params` (default KDF_PARAMS) are checked first (check_kdf), so a tampered
+    document derives nothing. Only derive_keys and the format's test vectors
+    (tests/vectors/keys.json) use it; it is never stored or sent."""
+    check_passphrase(passphrase)
+    p = KDF_PARAMS if params is None else params
+    check_kdf(p)
+    _check_salt(salt)
     return Argon2id(salt=salt, length=32, iterations=p["iterations"], lanes=p["lanes"],
-                    memory_cost=p["memoryKiB"]).derive(passphrase.encode("utf-8"))
+                    memory_cost=p["memoryKiB"]).derive(_hashed_passphrase(passphrase, p))
 
 
-def derive_keys(passphrase: str, salt: bytes, params: dict | None = None) -> VaultKeys:
+def derive_keys(passphrase: str, salt: bytes, params: Mapping[str, Any] | None = None) -> VaultKeys:
     master = derive_master_key(passphrase, salt, params)
     return VaultKeys(
         chunk_id_key=_hkdf(master, b"skyvault chunk id"),
         chunk_key=_hkdf(master, b"skyvault chunk encryption"),
         manifest_key=_hkdf(master, b"skyvault manifest"),
         check_key=_hkdf(master, b"skyvault key check"),
+        chunker_seed=int.from_bytes(_hkdf(master, CHUNKER_SEED_LABEL, CHUNKER_SEED_BYTES), "big") & CHUNKER_SEED_MASK,
     )
+
+
+def derive_vault_keys(passphrase: str, kdf: Mapping[str, Any]) -> VaultKeys:
+    """The keys of a vault from its kdf document (a credentials file's "kdf"): its salt read
+    strictly, every parameter checked before Argon2id runs."""
+    return derive_keys(passphrase, kdf_salt(kdf), kdf)
 
 
 def new_salt() -> bytes:
     return os.urandom(16)
 
 
-def _hkdf(key: bytes, info: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(key)
+def _hkdf(key: bytes, info: bytes, length: int = 32) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(key)
 
 
 def chunk_id(keys: VaultKeys, plaintext: bytes | memoryview) -> str:

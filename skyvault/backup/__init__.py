@@ -107,7 +107,7 @@ class Backup:
         started = time.monotonic()
         now = self.vault.clock()
         report = self.report = BackupReport(point_id=new_point_id(now), item=self.item)
-        vault_id, run_id = self.vault.vault_id, self.run_id
+        vault_id, run_id, seed = self.vault.vault_id, self.run_id, self.vault.keys.chunker_seed
         # The point the item's last backup made (if this cache saw it): the service checks only
         # the chunks this point adds to it.
         parent = self.cache.last_run(vault_id, self.item)
@@ -132,12 +132,12 @@ class Backup:
                 changes = Changes(walk.Walk(report, self.warn), manifest, self.cache, vault_id, self.item,
                                   run_id, report)
                 reader = ConcatReader(changes.files_to_read(roots), manifest, report, self.warn)
-                uploader.chunk_stream(new_chunker().cut_stream(reader), manifest.data_chunk)
+                uploader.chunk_stream(new_chunker(seed).cut_stream(reader), manifest.data_chunk)
                 manifest.end_of_data()
                 uploader.drain()
                 lines = manifest.finish()
                 manifest_ids: list[str] = []
-                uploader.chunk_stream(new_chunker().cut_stream(lines), lambda cid, _o, _l: manifest_ids.append(cid))
+                uploader.chunk_stream(new_chunker(seed).cut_stream(lines), lambda cid, _o, _l: manifest_ids.append(cid))
                 uploader.drain()
             heartbeat.check()
             committer.commit(now, roots, manifest_ids, parent, wait)

@@ -82,7 +82,11 @@ def remembered_keys(vault_id: str, machine_id: str) -> crypto.VaultKeys | None:
     doc = home.read_optional_json(KEYS_FILE)
     if not doc or (doc.get("vaultId"), doc.get("machineId")) != (vault_id, machine_id):
         return None
-    return crypto.VaultKeys.from_doc(doc["keys"])
+    try:
+        return crypto.VaultKeys.from_doc(doc["keys"])
+    except crypto.KeysOutdated as e:  # an older agent's keys.json: the passphrase derives them again
+        warn(f"skyvault: warning: {e}")
+        return None
 
 
 def cache() -> Cache:

@@ -9,7 +9,7 @@ import argparse
 import socket
 from datetime import datetime, timezone
 
-from shared import formats
+from shared import crypto, formats
 from shared.messages import KeyCheckAnswer
 from skyvault import exitcodes, home
 from skyvault.commands.common import KEYS_FILE, passphrase, say
@@ -37,7 +37,10 @@ def machine_name(name: str | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     ticket = load_ticket(args.credentials)
-    keys = AgentVault.derive_keys(ticket, passphrase(confirm=True))
+    chosen = passphrase(confirm=True)
+    # Held to the rule of choosing one: the first machine's becomes the vault's (crypto.check_new_passphrase).
+    crypto.check_new_passphrase(chosen, context=(ticket["tenantId"], ticket["vaultName"]))
+    keys = AgentVault.derive_keys(ticket, chosen)
     creds, key_check = enrol(ticket, keys, machine_name(args.name))  # CredentialsError: another passphrase
     home.write_json("agent.json", {"credentials": creds, "registeredAt": datetime.now(timezone.utc).isoformat()})
     if args.no_remember_keys:

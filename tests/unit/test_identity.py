@@ -167,7 +167,8 @@ def test_a_revoked_machine_is_refused_from_then_on(services, vault):
         machines.revoke_machine(services, vault, "ef" * 16)
 
 
-def test_the_operators_commands_issue_tickets_list_and_revoke_machines(services, tmp_path, monkeypatch, capsys):
+def test_the_operators_commands_issue_tickets_list_and_revoke_machines(services, clock, tmp_path, monkeypatch,
+                                                                       capsys):
     monkeypatch.setenv("SKYVAULT_HOME", str(tmp_path / "home"))
     home.write_json("stack.json", {"settings": {}})
     monkeypatch.setattr(bootstrap, "build_services", lambda settings: services)
@@ -177,6 +178,7 @@ def test_the_operators_commands_issue_tickets_list_and_revoke_machines(services,
     ticket = json.loads(ticket_file.read_text())
     assert ticket_file.stat().st_mode & 0o777 == 0o600 and "signingKey" not in ticket
     agent = inprocess.InProcessVault(ticket, services, PASSPHRASE, name="laptop-1")
+    clock.advance(1)  # machines list by registration time
     assert cli.main(["vault", "ticket", "laptops", *tenant, "--out", str(tmp_path / "more.json")]) == 0
     second = inprocess.InProcessVault(json.loads((tmp_path / "more.json").read_text()), services, PASSPHRASE,
                                       name="laptop-2")
@@ -214,3 +216,14 @@ def test_a_revoked_machines_queued_messages_and_pending_points_are_refused(servi
     assert sweep.sweep(services)["failed"] == ["20261125T120000Z-0000abcd"]
     point = services.index.get_point(vault.id, "20261125T120000Z-0000abcd")
     assert point.state == "failed" and f"machine {machine.id}, revoked at" in point.reason
+
+
+def test_register_refuses_a_weak_passphrase_before_anything_is_sent(services, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SKYVAULT_HOME", str(tmp_path / "home"))
+    vault, ticket = vaults.create_vault(services, "contoso", "laptops", "LRS")
+    (tmp_path / "t.json").write_text(json.dumps(ticket.to_doc()))
+    monkeypatch.setenv("SKYVAULT_PASSPHRASE", "a" * 16)  # long enough, and guessed at once
+    assert cli.main(["register", str(tmp_path / "t.json")]) == exitcodes.FAILURE
+    assert "passphrase" in capsys.readouterr().err
+    assert services.index.list_machines(vault.id) == [] and "keyCheck" not in vault.kdf
+    assert not (tmp_path / "home" / "agent.json").exists()

@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import io
 import json
+import unicodedata
 from datetime import datetime
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import pytest
 import zstandard
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from shared import crypto, formats, identity, messages
@@ -52,15 +54,15 @@ def _hex(value: str) -> bytes:
     return bytes.fromhex(value)
 
 
-def _hkdf(key: bytes, info: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(key)
+def _hkdf(key: bytes, info: bytes, length: int = 32) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(key)
 
 
 @functools.cache
 def _derived(name: str) -> tuple[bytes, crypto.VaultKeys]:
     """Argon2id costs ~0.13 s: each case's master key and subkeys are derived once."""
     case = next(c for c in KEYS["cases"] if c["name"] == name)
-    salt, kdf = _hex(case["salt_hex"]), KEYS["constants"]["kdf"]
+    salt, kdf = _hex(case["salt_hex"]), case["kdf"]
     return (crypto.derive_master_key(case["passphrase"], salt, kdf),
             crypto.derive_keys(case["passphrase"], salt, kdf))
 
@@ -69,23 +71,63 @@ def _vault_keys() -> crypto.VaultKeys:
     """The keys the other files use: keys.json's first case's, as stored there."""
     case = KEYS["cases"][0]
     return crypto.VaultKeys(*(_hex(case[f"{f}_hex"]) for f in ("chunk_id_key", "chunk_key", "manifest_key",
-                                                                 "check_key")))
+                                                                 "check_key")), chunker_seed=case["chunker_seed"])
 
 
 # keys.json
 
 def test_kdf_parameters_are_pinned():
-    assert crypto.KDF_PARAMS == KEYS["constants"]["kdf"]
-    assert crypto.MIN_PASSPHRASE_CHARS == KEYS["constants"]["min_passphrase_chars"]
+    c = KEYS["constants"]
+    assert crypto.KDF_PARAMS == c["kdf"]
+    assert crypto.MIN_PASSPHRASE_CHARS == c["min_passphrase_chars"]
+    assert {name: list(bounds) for name, bounds in crypto.KDF_LIMITS.items()} == c["kdf_limits"]
+    assert list(crypto.NORMALIZATIONS) == c["normalizations"] and list(crypto.SALT_BYTES) == c["salt_bytes"]
+    seed = c["chunker_seed"]
+    assert (crypto.CHUNKER_SEED_LABEL.decode(), crypto.CHUNKER_SEED_BYTES, f"{crypto.CHUNKER_SEED_MASK:016x}") == \
+        (seed["hkdf_info"], seed["hkdf_length"], seed["mask_hex"])
 
 
 @_cases(KEYS["cases"])
 def test_argon2id_master_key(case):
+    """Of the passphrase's UTF-8 bytes, NFKC-normalized first if the case's kdf says so (every
+    new vault's does), as typed if it has no normalization (a vault made before it)."""
+    kdf = case["kdf"]
     assert case["passphrase"].encode("utf-8") == _hex(case["passphrase_utf8_hex"])
+    hashed = unicodedata.normalize(kdf["normalization"], case["passphrase"]) if "normalization" in kdf \
+        else case["passphrase"]
+    assert hashed.encode("utf-8") == _hex(case["hashed_utf8_hex"])
     assert base64.b64decode(case["salt_b64"]) == _hex(case["salt_hex"])
     master, _ = _derived(case["name"])
     assert len(master) == KEYS["constants"]["master_key_bytes"]
     assert master.hex() == case["master_key_hex"]
+    assert Argon2id(salt=_hex(case["salt_hex"]), length=32, iterations=kdf["iterations"], lanes=kdf["lanes"],
+                    memory_cost=kdf["memoryKiB"]).derive(_hex(case["hashed_utf8_hex"])) == master
+
+
+def test_passphrases_equal_under_nfkc_share_their_keys_and_as_typed_do_not():
+    composed, nfkc, as_typed = KEYS["cases"][1:4]
+    assert nfkc["passphrase"] == as_typed["passphrase"] != composed["passphrase"]
+    assert nfkc["master_key_hex"] == composed["master_key_hex"] != as_typed["master_key_hex"]
+    assert "normalization" not in as_typed["kdf"]
+
+
+@_cases(KEYS["cases"])
+def test_chunker_seed(case):
+    """The first 8 bytes of HKDF-SHA256(master key, "skyvault chunker seed"), big-endian, top bit cleared."""
+    master, keys = _derived(case["name"])
+    spec = KEYS["constants"]["chunker_seed"]
+    raw = _hkdf(master, spec["hkdf_info"].encode(), spec["hkdf_length"])
+    assert raw.hex() == case["chunker_seed_hkdf_hex"]
+    assert int.from_bytes(raw, spec["byte_order"]) & int(spec["mask_hex"], 16) == case["chunker_seed"]
+    assert keys.chunker_seed == case["chunker_seed"]
+
+
+def test_remembered_keys_read_and_write():
+    """keys.json on the agent's machine: what VaultKeys.to_doc writes and from_doc reads."""
+    remembered = KEYS["remembered_keys"]
+    _, keys = _derived(remembered["case"])
+    assert keys.to_doc() == remembered["doc"]
+    assert crypto.VaultKeys.from_doc(remembered["doc"]) == keys == _vault_keys()
 
 
 @pytest.mark.parametrize("field, label", KEYS["constants"]["subkey_labels"].items())
@@ -288,10 +330,37 @@ def test_request_signature_headers(case):
 
 # fastcdc.json
 
+FASTCDC_CUTS = [{"name": f"{stream['name']}, {seed_name}", "stream": stream["name"],
+                 "seed": FASTCDC["seeds"][seed_name], "cuts": cuts}
+                for stream in FASTCDC["streams"] for seed_name, cuts in stream["cuts"].items()]
+
+
 def test_cdc_parameters_are_pinned():
     assert CDC_PARAMS == FASTCDC["constants"]["cdc_params"]
-    chunker = new_chunker()
-    assert (chunker.avg_size, chunker.min_size, chunker.max_size) == tuple(CDC_PARAMS.values())
+    for seed in FASTCDC["seeds"].values():
+        chunker = new_chunker(seed)
+        assert (chunker.avg_size, chunker.min_size, chunker.max_size) == tuple(CDC_PARAMS.values())
+
+
+def test_the_keyed_cuts_use_the_seed_of_keys_json():
+    assert FASTCDC["seeds"] == {"unkeyed": 0, "keyed": KEYS["cases"][0]["chunker_seed"]}
+
+
+def test_only_the_low_bits_of_the_seed_move_cut_points():
+    """FastCDC's masks end at bit 47 with these parameters: higher seed bits change nothing."""
+    stream, seed, bits = FASTCDC["streams"][0], FASTCDC["seeds"]["keyed"], FASTCDC["constants"]["seed_bits_that_cut"]
+    data, keyed = _stream(stream["name"]), stream["cuts"]["keyed"]
+
+    def cuts(s: int) -> list[dict]:
+        return [{"offset": c.offset, "length": c.length} for c in new_chunker(s).cut_buf(data)]
+
+    assert cuts(seed ^ (1 << bits)) == keyed
+    assert cuts(seed ^ (1 << (bits - 1))) != keyed
+
+
+def test_zeros_hold_no_cut_point_whatever_the_seed():
+    zeros = next(s for s in FASTCDC["streams"] if s["generator"]["kind"] == "zeros")
+    assert zeros["cuts"]["keyed"] == zeros["cuts"]["unkeyed"]
 
 
 @functools.cache
@@ -307,20 +376,21 @@ def _stream(name: str) -> bytes:
 def test_cdc_input_stream(case):
     data = _stream(case["name"])
     assert hashlib.sha256(data).hexdigest() == case["sha256"]
-    assert sum(cut["length"] for cut in case["cuts"]) == len(data)
+    assert all(sum(cut["length"] for cut in cuts) == len(data) for cuts in case["cuts"].values())
 
 
-@_cases(FASTCDC["streams"])
+@_cases(FASTCDC_CUTS)
 def test_fastcdc_cut_points_of_a_buffer(case):
-    cuts = [{"offset": c.offset, "length": c.length} for c in new_chunker().cut_buf(_stream(case["name"]))]
+    cuts = [{"offset": c.offset, "length": c.length}
+            for c in new_chunker(case["seed"]).cut_buf(_stream(case["stream"]))]
     assert cuts == case["cuts"]
 
 
-@_cases(FASTCDC["streams"])
+@_cases(FASTCDC_CUTS)
 def test_fastcdc_cut_points_of_a_stream(case):
     """The backup cuts file-like streams: cut_stream must cut where cut_buf does."""
     cuts = [{"offset": c.offset, "length": c.length}
-            for c in new_chunker().cut_stream(io.BytesIO(_stream(case["name"])))]
+            for c in new_chunker(case["seed"]).cut_stream(io.BytesIO(_stream(case["stream"])))]
     assert cuts == case["cuts"]
 
 

@@ -15,6 +15,7 @@ import base64
 import hashlib
 import json
 import sys
+import unicodedata
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,15 @@ from skyvault.chunker import CDC_PARAMS, new_chunker
 
 HERE = Path(__file__).resolve().parent
 
-KEY_CASES = [  # (name, passphrase, salt): the second passphrase's UTF-8 bytes differ from its characters
-    ("ascii passphrase", "correct horse battery staple", bytes(range(16))),
-    ("non-ASCII passphrase", "Tresor-Schl\u00fcssel f\u00fcr K\u00f6ln", bytes(range(16, 32))),
+LEGACY_KDF = {k: v for k, v in crypto.KDF_PARAMS.items() if k != "normalization"}  # vaults made before it
+TYPED_OTHERWISE = "\uff34resor-Schlu\u0308ssel fu\u0308r Ko\u0308ln"  # fullwidth T, combining diaereses
+KEY_CASES = [  # (name, passphrase, salt, kdf): the second passphrase's UTF-8 bytes differ from its characters
+    ("ascii passphrase", "correct horse battery staple", bytes(range(16)), crypto.KDF_PARAMS),
+    ("non-ASCII passphrase", "Tresor-Schl\u00fcssel f\u00fcr K\u00f6ln", bytes(range(16, 32)), crypto.KDF_PARAMS),
+    ("the second passphrase typed otherwise, NFKC-normalized: the second's keys", TYPED_OTHERWISE,
+     bytes(range(16, 32)), crypto.KDF_PARAMS),
+    ("the same typed otherwise, as typed: a vault made before normalization", TYPED_OTHERWISE,
+     bytes(range(16, 32)), LEGACY_KDF),
 ]
 SUBKEY_LABELS = {"chunk_id_key": "skyvault chunk id", "chunk_key": "skyvault chunk encryption",
                  "manifest_key": "skyvault manifest", "check_key": "skyvault key check"}
@@ -61,34 +68,57 @@ def _write(name: str, doc: dict[str, Any]) -> None:
     (HERE / name).write_text(json.dumps(doc, indent=2, ensure_ascii=True) + "\n")
 
 
+def _hashed_passphrase(passphrase: str, kdf: dict) -> bytes:
+    """What Argon2id hashes, as docs/design.md says it: UTF-8, after the vault's normalization if it has one."""
+    return (unicodedata.normalize(kdf["normalization"], passphrase) if "normalization" in kdf
+            else passphrase).encode("utf-8")
+
+
+def _first_case_keys() -> crypto.VaultKeys:
+    _, passphrase, salt, kdf = KEY_CASES[0]
+    return crypto.derive_keys(passphrase, salt, kdf)
+
+
 def _keys_doc() -> tuple[dict, crypto.VaultKeys]:
     """keys.json, and the first case's keys, which the other files use."""
     cases, derived = [], []
-    for name, passphrase, salt in KEY_CASES:
-        keys = crypto.derive_keys(passphrase, salt, crypto.KDF_PARAMS)
+    for name, passphrase, salt, kdf in KEY_CASES:
+        master = crypto.derive_master_key(passphrase, salt, kdf)
+        keys = crypto.derive_keys(passphrase, salt, kdf)
         derived.append(keys)
         cases.append({
             "name": name,
             "passphrase": passphrase,
             "passphrase_utf8_hex": passphrase.encode("utf-8").hex(),
+            "kdf": kdf,
+            "hashed_utf8_hex": _hashed_passphrase(passphrase, kdf).hex(),
             "salt_hex": salt.hex(),
             "salt_b64": base64.b64encode(salt).decode(),
-            "master_key_hex": crypto.derive_master_key(passphrase, salt, crypto.KDF_PARAMS).hex(),
+            "master_key_hex": master.hex(),
             **{f"{field}_hex": getattr(keys, field).hex() for field in SUBKEY_LABELS},
+            "chunker_seed_hkdf_hex": crypto._hkdf(master, crypto.CHUNKER_SEED_LABEL, crypto.CHUNKER_SEED_BYTES).hex(),
+            "chunker_seed": keys.chunker_seed,
             "key_check_value": keys.key_check_value(),
         })
     doc = {
-        "about": "Argon2id master key, its HKDF-SHA256 subkeys and the key check value "
-                 "(docs/design.md, Keys).",
+        "about": "Argon2id master key (of the passphrase NFKC-normalized, or as typed where the kdf has no "
+                 "normalization), its HKDF-SHA256 subkeys, the chunker seed and the key check value; the "
+                 "keys as an agent remembers them (docs/design.md, Keys).",
         "constants": {
             "kdf": crypto.KDF_PARAMS,
+            "kdf_limits": {name: list(bounds) for name, bounds in crypto.KDF_LIMITS.items()},
+            "normalizations": list(crypto.NORMALIZATIONS),
+            "salt_bytes": list(crypto.SALT_BYTES),
             "master_key_bytes": 32,
             "min_passphrase_chars": crypto.MIN_PASSPHRASE_CHARS,
             "hkdf": {"hash": "SHA-256", "salt": None, "length": 32},
             "subkey_labels": SUBKEY_LABELS,
+            "chunker_seed": {"hkdf_info": crypto.CHUNKER_SEED_LABEL.decode(), "hkdf_length": crypto.CHUNKER_SEED_BYTES,
+                             "byte_order": "big", "mask_hex": f"{crypto.CHUNKER_SEED_MASK:016x}"},
             "key_check_message": "skyvault key check v1",
         },
         "cases": cases,
+        "remembered_keys": {"case": KEY_CASES[0][0], "doc": derived[0].to_doc()},
     }
     return doc, derived[0]
 
@@ -289,6 +319,7 @@ def _request_doc(keys: crypto.VaultKeys) -> dict:
 
 
 def _fastcdc_doc() -> dict:
+    seeds = {"unkeyed": 0, "keyed": _first_case_keys().chunker_seed}
     streams = []
     for name, generator, data in (
             ("BLAKE3 XOF, 20 MiB", {"kind": "blake3-xof", "input_text": CDC_STREAM_INPUT, "length": CDC_STREAM_LENGTH},
@@ -296,11 +327,17 @@ def _fastcdc_doc() -> dict:
             ("zeros, 20 MiB (max_size cuts)", {"kind": "zeros", "length": CDC_STREAM_LENGTH},
              bytes(CDC_STREAM_LENGTH))):
         streams.append({"name": name, "generator": generator, "sha256": hashlib.sha256(data).hexdigest(),
-                        "cuts": [{"offset": c.offset, "length": c.length} for c in new_chunker().cut_buf(data)]})
+                        "cuts": {seed_name: [{"offset": c.offset, "length": c.length}
+                                             for c in new_chunker(seed).cut_buf(data)]
+                                 for seed_name, seed in seeds.items()}})
     return {
-        "about": "FastCDC cut points (docs/design.md, Chunk ids and chunking).",
-        "constants": {"cdc_params": CDC_PARAMS, "normalized_chunking": 1, "seed": 0,
+        "about": "FastCDC cut points, keyed with keys.json's first case's chunker seed, and unkeyed (seed 0, "
+                 "FastCDC's own gear table, as agents before the keyed chunker cut) (docs/design.md, Chunk ids "
+                 "and chunking).",
+        "constants": {"cdc_params": CDC_PARAMS, "normalized_chunking": 1, "seed_bits_that_cut": 48,
                       "library": f"pyfastcdc {pyfastcdc.__version__}"},
+        "seeds": seeds,
+        "keyed_seed_from": f"keys.json: the chunker_seed of case {KEY_CASES[0][0]!r}",
         "streams": streams,
     }
 
