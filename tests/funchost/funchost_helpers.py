@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 
+import azure.functions as func
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
@@ -30,3 +31,14 @@ def peek_texts(client) -> list[str]:
         return [message.content for message in client.peek_messages(max_messages=32)]
     except ResourceNotFoundError:
         return []
+
+
+def queue_app(handler) -> func.FunctionApp:
+    """An app whose one function `work` runs `handler` on each message of %WORK_QUEUE%."""
+    app = func.FunctionApp()
+
+    @app.queue_trigger(arg_name="msg", queue_name="%WORK_QUEUE%", connection="Storage")
+    def work(msg: func.QueueMessage) -> None:
+        handler(msg)
+
+    return app

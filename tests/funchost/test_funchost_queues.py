@@ -8,22 +8,11 @@ import time
 
 import azure.functions as func
 import pytest
-from funchost_helpers import fast_host_json, peek_texts, wait_until
+from funchost_helpers import fast_host_json, peek_texts, queue_app, wait_until
 
 
 def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
-
-
-def queue_app(handler) -> func.FunctionApp:
-    """An app whose one function `work` runs `handler` on each message of %WORK_QUEUE%."""
-    app = func.FunctionApp()
-
-    @app.queue_trigger(arg_name="msg", queue_name="%WORK_QUEUE%", connection="Storage")
-    def work(msg: func.QueueMessage) -> None:
-        handler(msg)
-
-    return app
 
 
 def message_count(client) -> int:

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import azure.functions as func
 import pytest
 import requests
-from funchost_helpers import fast_host_json, peek_texts, wait_until
+from funchost_helpers import fast_host_json, peek_texts, queue_app, wait_until
 
 from funchost import FunctionHost, web
 from funchost.config import ConfigError, HostConfig
@@ -63,16 +63,6 @@ def test_the_apps_host_json_sets_a_function_timeout_the_retention_sweep_fits_in(
 
     timeout = HostConfig.load(REPOSITORY / "host.json").function_timeout
     assert timeout is not None and timeout >= SWEEP_SECONDS + 5 * 60
-
-
-def queue_app(handler) -> func.FunctionApp:
-    app = func.FunctionApp()
-
-    @app.queue_trigger(arg_name="msg", queue_name="%WORK_QUEUE%", connection="Storage")
-    def work(msg: func.QueueMessage) -> None:
-        handler(msg)
-
-    return app
 
 
 def test_a_queue_message_whose_function_times_out_is_released_and_then_poisoned(
