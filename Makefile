@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DATA ?=
 
-.PHONY: setup demo test stress clean
+.PHONY: setup demo test stress fuzz clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -26,6 +26,10 @@ test: setup
 # The long profile of the model-based retention stress test (make test runs its short one).
 stress: setup
 	HYPOTHESIS_PROFILE=stress $(PY) -m pytest -q tests/unit/test_retention_stress.py
+
+# The long profile of the fuzz tests of every parser of outside input (make test runs the short one).
+fuzz: setup
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/fuzz
 
 clean:
 	rm -rf $(VENV) node_modules .skyvault

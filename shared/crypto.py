@@ -320,7 +320,10 @@ def unframe(framed: bytes) -> bytes:
     if flag == FRAME_RAW:
         size = len(body)
     elif flag == FRAME_ZSTD:
-        size = zstandard.frame_content_size(body)
+        try:
+            size = zstandard.frame_content_size(body)
+        except zstandard.ZstdError as e:
+            raise BadEnvelope(f"zstd frame header not readable: {e}") from None
         if size < 0:
             raise BadEnvelope("zstd frame without its content size")
     else:
@@ -329,7 +332,10 @@ def unframe(framed: bytes) -> bytes:
         raise BadEnvelope(f"frame of {size} bytes of plaintext: over the largest chunk, {MAX_PLAINTEXT_BYTES}")
     if flag == FRAME_RAW:
         return bytes(body)
-    return zstandard.ZstdDecompressor().decompress(body, max_output_size=MAX_PLAINTEXT_BYTES)
+    try:
+        return zstandard.ZstdDecompressor().decompress(body, max_output_size=MAX_PLAINTEXT_BYTES)
+    except zstandard.ZstdError as e:
+        raise BadEnvelope(f"zstd frame not decodable: {e}") from None
 
 
 def _aad(header: bytes, vault_id: str, name: str) -> bytes:

@@ -56,7 +56,12 @@ def manifest_lines(entries: Iterable[dict[str, Any]]) -> Iterator[bytes]:
 
 
 def parse_manifest_line(line: bytes) -> dict[str, Any]:
-    return json.loads(line.decode("utf-8", "surrogateescape"))
+    """A manifest line's JSON; ValueError (its callers' one error) for anything json refuses,
+    nesting deeper than the recursion limit included."""
+    try:
+        return json.loads(line.decode("utf-8", "surrogateescape"))
+    except RecursionError:
+        raise ValueError("manifest line is nested too deeply") from None
 
 
 def encode_refs(chunk_ids: Iterable[str]) -> bytes:

@@ -153,8 +153,11 @@ class SignedRequest:
             raise Unauthenticated("header x-skyvault-date is not an ISO 8601 time with its time zone")
         if abs(now - when) > MAX_CLOCK_SKEW:
             raise Unauthenticated(f"request date {date} is more than {MAX_CLOCK_SKEW} from the service's clock")
-        return cls(machine_id, date, when, nonce, signature,
-                   request_string(method, path, canonical_query(params), date, nonce, body))
+        try:
+            payload = request_string(method, path, canonical_query(params), date, nonce, body)
+        except UnicodeEncodeError:  # a lone surrogate: no client could have signed it
+            raise Unauthenticated("request path or query is not valid Unicode text") from None
+        return cls(machine_id, date, when, nonce, signature, payload)
 
     def verify_with(self, public_key: str) -> bool:
         return verify(public_key, self.payload, self.signature)

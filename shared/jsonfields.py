@@ -21,6 +21,16 @@ MAX_STATS_BYTES = 4096
 MAX_TEXT = 1024  # free-text fields: reasons, times, URLs
 
 
+def loads(text: str | bytes) -> Any:
+    """json.loads, refusing with ValueError however json refuses: a syntax error, text that is
+    not UTF-8, an integer over 4,300 digits, or nesting deeper than the recursion limit (which
+    json raises as RecursionError)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 class FieldReader:
     """Typed access to one JSON object's fields; `where` names the document in errors, `path`
     the object inside it."""
@@ -76,7 +86,7 @@ class FieldReader:
     def int(self, name: str, lo: int = 0, hi: int = MAX_COUNT, *, optional: bool = False) -> int | None:
         value = self._get(name, int, optional)
         if value is not None and not lo <= value <= hi:
-            raise self.fail(name, f"is {value}, outside {lo}..{hi}")
+            raise self.fail(name, f"is {_shown(value)}, outside {lo}..{hi}")
         return value
 
     def bool(self, name: str) -> bool:
@@ -90,7 +100,15 @@ class FieldReader:
 
     def obj(self, name: str, *, optional: bool = False, max_bytes: int = MAX_STATS_BYTES) -> dict | None:
         value = self._get(name, dict, optional)
-        if value is not None and len(json.dumps(value)) > max_bytes:
+        if value is None:
+            return None
+        try:
+            size = len(json.dumps(value))
+        except RecursionError:
+            raise self.fail(name, "is nested too deeply") from None
+        except (TypeError, ValueError) as e:  # ValueError: an integer too long to write
+            raise self.fail(name, f"is not a JSON object: {str(e)[:80]}") from None
+        if size > max_bytes:
             raise self.fail(name, f"is over {max_bytes} bytes")
         return value
 
@@ -101,9 +119,20 @@ class FieldReader:
     def version(self, name: str, *accepted: int) -> None:
         """Refuse a document whose schema version `name` is not one of `accepted`."""
         if self.doc.get(name) not in accepted or isinstance(self.doc.get(name), bool):
-            raise MalformedMessage(f"{self.where}: unsupported schema version {self.doc.get(name)!r}")
+            raise MalformedMessage(f"{self.where}: unsupported schema version {_shown(self.doc.get(name))}")
 
     def only(self, *names: str) -> None:
         extra = sorted(set(self.doc) - set(names))
         if extra:
             raise MalformedMessage(f"{self.where}: unknown field {self._path_of(extra[0])!r}")
+
+
+def _shown(value: Any) -> str:
+    """`value` in an error, at most 80 characters: a long integer by its size (Python refuses to
+    print one of over 4,300 digits), anything nested too deeply by its type."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
+    try:
+        return repr(value)[:80]
+    except RecursionError:
+        return f"a {type(value).__name__} nested too deeply"

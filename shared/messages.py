@@ -34,7 +34,10 @@ LEGACY_CREDENTIALS_KIND = "skyvault-agent-credentials"  # version 1: one signing
 
 
 def _json_object(text: str | bytes, what: str, max_bytes: int) -> Any:
-    raw = text.encode() if isinstance(text, str) else bytes(text)
+    try:
+        raw = text.encode() if isinstance(text, str) else bytes(text)
+    except UnicodeEncodeError:  # a lone surrogate, as an escaped \ud800 in a redelivery wrapper unwraps to
+        raise MalformedMessage(f"{what} is not valid Unicode text") from None
     if len(raw) > max_bytes:
         raise MalformedMessage(f"{what} of {len(raw)} bytes is over {max_bytes}")
     try:
@@ -912,10 +915,13 @@ class ManifestEntry:
                     "gid": r.int("gid", 0, MAX_OWNER_ID, optional=True),
                     "user": r.str("user", optional=True, max_len=MAX_OWNER_NAME),
                     "group": r.str("group", optional=True, max_len=MAX_OWNER_NAME), "xattrs": _xattrs(r)}
+        _os_text(metadata["user"], r, "'user'")
+        _os_text(metadata["group"], r, "'group'")
         if kind == "symlink":
             target = r.str("target", max_len=MAX_PATH)
             if "\0" in target:
                 raise MalformedMessage(f"{r.where}: field 'target' holds a NUL character")
+            _os_text(target, r, "'target'")
             return cls(path, kind, mode, mtime, target=target, **metadata)
         if kind in DEVICE_TYPES:
             return cls(path, kind, mode, mtime, major=r.int("major", 0, MAX_DEVICE_NUMBER),
@@ -963,8 +969,9 @@ def _xattrs(r: FieldReader) -> tuple[tuple[str, bytes], ...]:
             raise MalformedMessage(f"{r.where}: xattrs[{name[:80]!r}] is not a name and a base64 value")
         try:
             out.append((name, base64.b64decode(value, validate=True)))
-        except binascii.Error:
+        except (binascii.Error, ValueError):  # ValueError: a non-ASCII character
             raise MalformedMessage(f"{r.where}: xattrs[{name[:80]!r}] is not base64") from None
+        _os_text(name, r, f"xattrs[{name[:80]!r}]")
     return tuple(out)
 
 
@@ -973,6 +980,19 @@ def _relative_path(path: str, r: FieldReader, name: str) -> None:
     if "\0" in path or any(part in ("", ".", "..") for part in path.split("/")):
         raise MalformedMessage(f"{r.where}: field {name!r} is not a relative path of names "
                                f"(an empty, '.' or '..' part, or a NUL): {path[:80]!r}")
+    _os_text(path, r, repr(name))
+
+
+def _os_text(text: str | None, r: FieldReader, name: str) -> None:
+    """Text the restore hands to the operating system (a path, a link target, an owner or an
+    attribute name): the agent writes a name's undecodable bytes as surrogate escapes (U+DC80 to
+    U+DCFF, os.fsdecode); any other lone surrogate encodes to no name at all."""
+    if text is not None:
+        try:
+            text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raise MalformedMessage(f"{r.where}: field {name} holds a lone surrogate that is not an "
+                                   f"escaped byte: {text[:80]!r}") from None
 
 
 def _extent(value: Any, where: str, i: int) -> tuple[str, int, int]:

@@ -224,7 +224,7 @@ class Policy:
         zone_name = r.str("timeZone", ZONE_NAME) if r.has("timeZone") else "UTC"
         try:
             ZoneInfo(zone_name)
-        except (ValueError, ZoneInfoNotFoundError):
+        except (ValueError, OSError, ZoneInfoNotFoundError):  # OSError: a directory ("America") or a name too long
             raise r.fail("timeZone", f"is {zone_name[:40]!r}, not an IANA time zone") from None
         schedule = Schedule.from_fields(r.nested("schedule"))
         retention = Retention.from_fields(r.nested("retention"))

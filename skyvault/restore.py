@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import fnmatch
 import hashlib
-import json
 import os
 import tempfile
 import threading
@@ -29,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, BinaryIO, Callable, Iterator
 
-from shared import crypto, formats
+from shared import crypto, formats, jsonfields
 from shared.domain import JobStatus, chunk_blob_name
 from shared.messages import (DAMAGE_MAX_REPORTS, MAX_TEXT, DamageOutcome, DamageReport, MalformedMessage,
                              ManifestEntry, ManifestRoot, RegionAccess)
@@ -297,7 +296,7 @@ class Restore:
         except BlobNotFound:
             raise RestoreFailed(f"the manifest of {point_id} is missing from the vault") from None
         try:
-            root = ManifestRoot.from_doc(json.loads(crypto.unframe(crypto.open_envelope(
+            root = ManifestRoot.from_doc(jsonfields.loads(crypto.unframe(crypto.open_envelope(
                 self.keys.manifest_key, self.vault.vault_id, name, envelope))))
         except crypto.WrongKeyOrTampered:
             raise RestoreFailed(f"cannot open the manifest of {point_id}: wrong passphrase, or the manifest "

@@ -18,7 +18,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator
 
-from shared import crypto, formats, identity, messages
+from shared import crypto, formats, identity, jsonfields, messages
 from shared.messages import Credentials
 from shared.adapters.sas_rest import Endpoint, SasContainer, SasQueueSender, insecure
 from shared.ports import BlobContainer, BlobProperties, TransientError
@@ -54,11 +54,11 @@ class CredentialsError(AgentError):
 def load_ticket(path: str) -> dict[str, Any]:
     """The vault credentials file (an enrolment ticket) at `path`, checked."""
     try:
-        with open(path) as f:
-            ticket = json.load(f)
+        with open(path, "rb") as f:
+            ticket = jsonfields.loads(f.read())
     except FileNotFoundError:
         raise CredentialsError(f"vault credentials file {path} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except ValueError as e:  # UnicodeDecodeError too
         raise CredentialsError(f"vault credentials file {path} is not JSON: {e}") from None
     try:
         parsed = messages.EnrolmentTicket.from_doc(ticket, f"vault credentials file {path}")
@@ -108,7 +108,7 @@ def enrol(ticket: dict[str, Any], keys: crypto.VaultKeys, name: str, transport: 
 
 def _answer_of(what: str, status: int, raw: bytes) -> Any:
     try:
-        answer = json.loads(raw)
+        answer = jsonfields.loads(raw)
     except ValueError:
         answer = {"error": raw[:200].decode(errors="replace")}
     return answer if isinstance(answer, dict) else {"error": answer}
@@ -228,7 +228,7 @@ class AgentVault:
         status, raw = self.transport.call(method, path, params, headers, data)
         if status == 200:
             try:
-                return json.loads(raw)
+                return jsonfields.loads(raw)
             except ValueError:
                 raise ApiError(f"{method} {subpath}: the service's answer is not JSON") from None
         error = _answer_of(f"{method} {subpath}", status, raw).get("error")

@@ -17,7 +17,7 @@ from shared.messages import (STATUS_MAX_ITEMS, Credentials, CommitRequest, Epoch
                              JobView, LookupAnswer, LookupRequest, PointView, RestorePlan, VaultStatus)
 from shared.retention import missed_run
 from shared.service import gc, machines
-from shared.service.commit import commit_point
+from shared.service.commit import check_creation_time, commit_point
 from shared.service.context import Services
 from shared.service.ingest import ChunkNotUploaded, ingest_chunks
 from shared.service.policies import DEFAULT_POLICY_NAME, policies_of, show_policy
@@ -59,13 +59,16 @@ def commit_request(services: Services, vault: Vault, machine: Machine, request: 
     with the signed chunks message of its last chunks if it has one, and learns at once whether
     the point committed, instead of waiting for queue polls. A point whose chunks are still
     being verified stays pending and is re-checked from the commit queue as usual. Idempotent,
-    like the two handlers."""
+    like the two handlers. Both messages are checked before either is handled: a refused
+    commit ingests nothing."""
     for message in filter(None, (request.chunks, request.commit)):
         if (message.tenant_id, message.vault_id) != (vault.tenant_id, vault.id):
             raise Forbidden(f"the {message.TYPE!r} message is not for vault {vault.id} of tenant {vault.tenant_id}")
         if message.machine != machine.id:
             raise Forbidden(f"the {message.TYPE!r} message names machine {message.machine}, not the one that "
                             f"signed the request")
+        machines.message_machine(services, vault, message, machine)
+    check_creation_time(services, request.commit)
     if request.chunks is not None:
         try:
             ingest_chunks(services, request.chunks, vault)

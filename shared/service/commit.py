@@ -56,7 +56,7 @@ def commit_point(services: Services, message: CommitMessage, vault: Vault | None
     never multiply. After COMMIT_MAX_CHECKS checks the point fails, naming how many chunks
     never came."""
     vault = authorized_vault(services, message, vault)
-    _check_creation_time(services, message)
+    check_creation_time(services, message)
     index = services.index
     now = iso_time(services.clock())
     try:  # create first: a commit is seen once far more often than again
@@ -78,7 +78,7 @@ def commit_point(services: Services, message: CommitMessage, vault: Vault | None
     return _recheck_later(services, vault, point, message, outcome)
 
 
-def _check_creation_time(services: Services, message: CommitMessage) -> None:
+def check_creation_time(services: Services, message: CommitMessage) -> None:
     """A point's time is its machine's clock, and points list newest first: one dated in the
     future (beyond the clock skew the API allows) would list first for ever, so it is refused."""
     try:

@@ -41,7 +41,10 @@ def redelivery_delay(attempt: int) -> int:
 
 
 def _fits(text: str) -> bool:
-    return len(base64.b64encode(text.encode())) <= QUEUE_MESSAGE_BYTES
+    try:
+        return len(base64.b64encode(text.encode())) <= QUEUE_MESSAGE_BYTES
+    except UnicodeEncodeError:  # a lone surrogate (an escaped one in a redelivery wrapper): no queue takes it
+        return False
 
 
 def deliver(services: Services, queue: str, body: bytes, handle: Callable[[str], str]) -> str:
@@ -71,10 +74,20 @@ def deliver(services: Services, queue: str, body: bytes, handle: Callable[[str],
 
 
 def poison(services: Services, queue: str, delivery: Redelivery, reason: str) -> str:
-    record = Poisoned(queue=queue, reason=reason, message=delivery.message, attempts=delivery.attempt + 1,
-                      at=iso_time(services.clock())).to_json()
+    def record(message: str, why: str) -> str:
+        return Poisoned(queue=queue, reason=why, message=message, attempts=delivery.attempt + 1,
+                        at=iso_time(services.clock())).to_json()
+
+    text = record(delivery.message, reason)
+    if not _fits(text):
+        text = delivery.message
+    if not _fits(text):
+        # Neither fits (a non-UTF-8 message near the limit, its bad bytes now U+FFFD): keep its start.
+        keep = QUEUE_MESSAGE_BYTES // 16  # each may be written as a 6-character escape
+        text = record(delivery.message[:keep], f"{reason} (message cut to its first {keep} of "
+                                               f"{len(delivery.message)} characters)")
     target = services.queue(queue + POISON_SUFFIX)
     target.create()
-    enqueue(services, queue + POISON_SUFFIX, record if _fits(record) else delivery.message)
+    enqueue(services, queue + POISON_SUFFIX, text)
     log.error("%s: message moved to %s%s: %s", queue, queue, POISON_SUFFIX, reason)
     return f"poisoned: {reason}"

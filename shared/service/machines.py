@@ -112,10 +112,13 @@ def authorized_vault(services: Services, message: SignedMessage, vault: Vault | 
     return vault
 
 
-def message_machine(services: Services, vault: Vault, message: SignedMessage) -> Machine:
+def message_machine(services: Services, vault: Vault, message: SignedMessage,
+                    machine: Machine | None = None) -> Machine:
     """The unrevoked machine of `vault` that signed `message`; BadSignature otherwise (the
-    message is poisoned: no later delivery can make it good)."""
-    machine = services.index.get_machine(vault.id, message.machine)
+    message is poisoned: no later delivery can make it good). `machine`: the record when the
+    caller has just read it (an authenticated request's), else looked up."""
+    if machine is None or machine.id != message.machine:
+        machine = services.index.get_machine(vault.id, message.machine)
     if machine is None or machine.revoked_at is not None or not message.signature_matches(machine.public_key):
         why = "is revoked" if machine is not None and machine.revoked_at is not None else "did not sign it"
         raise BadSignature(f"message {message.id}: signature refused: machine {message.machine} of vault "

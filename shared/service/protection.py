@@ -401,6 +401,9 @@ def approve(private_key: bytes | str | Ed25519PrivateKey, vault_id: str, request
         raise Invalid(f"the request's requestedAt {values['requestedAt'][:40]!r} is not a time with its offset")
     if now.tzinfo is None:
         raise ValueError("approve: now must be an aware datetime")
+    if requested_at > now + MAX_APPROVAL_TTL:  # also keeps the sum below the year 9999
+        raise Invalid(f"the request's requestedAt {values['requestedAt'][:40]} is in the future: "
+                      f"give it as `skyvault guard request` prints it")
     expires = min(now + ttl, requested_at + MAX_APPROVAL_TTL)
     if expires <= now:
         raise Invalid(f"the request was made at {values['requestedAt']}, more than {MAX_APPROVAL_HOURS} hours ago: "
@@ -408,7 +411,10 @@ def approve(private_key: bytes | str | Ed25519PrivateKey, vault_id: str, request
     payload = {"v": 1, "vault": vault_id, "request": values["request"], "operation": values["operation"],
                "subject": values["subject"], "expiresAt": iso_time(expires)}
     signature = key.sign(signed_bytes(payload))
-    return ".".join((TOKEN_PREFIX, _b64(formats.canonical(payload)), _b64(signature)))
+    token = ".".join((TOKEN_PREFIX, _b64(formats.canonical(payload)), _b64(signature)))
+    if len(token) > MAX_TOKEN_CHARS:  # a subject no vault would have made, and no vault would read
+        raise Invalid(f"the request's subject is too long for an approval ({len(values['subject'])} characters)")
+    return token
 
 
 def signed_bytes(payload: dict[str, Any]) -> bytes:
@@ -432,7 +438,7 @@ def _parse_token(token: str, what: str) -> tuple[dict[str, Any], bytes]:
     try:
         payload = json.loads(_unb64(parts[1]))
         signature = _unb64(parts[2])
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise malformed from None
     if (not isinstance(payload, dict) or set(payload) != set(PAYLOAD_FIELDS) or payload["v"] != 1
             or not all(isinstance(payload[name], str) for name in PAYLOAD_FIELDS[1:])):

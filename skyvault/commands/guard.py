@@ -19,6 +19,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from shared import jsonfields
 from skyvault import exitcodes
 from skyvault.commands.common import operator_services, say, vault_arguments, warn
 from skyvault.vaultclient import AgentError
@@ -114,8 +115,8 @@ def _read_request(path: str) -> Any:
     except UnicodeDecodeError:
         raise AgentError(f"the request file {path} is not text") from None
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
+        return jsonfields.loads(text)
+    except ValueError as e:
         raise AgentError(f"the request file {path} is not JSON: {e}") from None
 
 

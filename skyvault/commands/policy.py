@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+from shared import jsonfields
 from skyvault import exitcodes
 from skyvault.commands.common import operator_services, say, vault_arguments
 from skyvault.vaultclient import AgentError
@@ -63,10 +64,10 @@ def run(args: argparse.Namespace) -> int:
 
 def read_document(path: str) -> Any:
     try:
-        return json.loads(Path(path).read_text())
+        return jsonfields.loads(Path(path).read_bytes())
     except OSError as e:
         raise AgentError(f"cannot read policy file {path}: {e.strerror}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except ValueError as e:  # UnicodeDecodeError too
         raise AgentError(f"policy file {path} is not JSON: {e}") from None
 
 
