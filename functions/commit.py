@@ -23,4 +23,4 @@ def handle(svc: Services, text: str) -> str:
 def commit(msg: func.QueueMessage) -> None:
     svc = services()
     logging.info("commit %s: %s", msg.id, delivery.deliver(svc, COMMIT_QUEUE, msg.get_body(),
-                                                           lambda text: handle(svc, text)))
+                                                           lambda text: handle(svc, text), delivery.AGENT_SHARE))

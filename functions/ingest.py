@@ -19,4 +19,4 @@ def handle(svc: Services, text: str) -> str:
 def ingest(msg: func.QueueMessage) -> None:
     svc = services()
     logging.info("ingest %s: %s", msg.id, delivery.deliver(svc, INGEST_QUEUE, msg.get_body(),
-                                                           lambda text: handle(svc, text)))
+                                                           lambda text: handle(svc, text), delivery.AGENT_SHARE))

@@ -20,4 +20,4 @@ def handle(svc: Services, text: str) -> str:
 def restore(msg: func.QueueMessage) -> None:
     svc = services()
     logging.info("restore %s: %s", msg.id, delivery.deliver(svc, RESTORE_QUEUE, msg.get_body(),
-                                                            lambda text: handle(svc, text)))
+                                                            lambda text: handle(svc, text), delivery.AGENT_SHARE))

@@ -16,6 +16,9 @@ SCHEMA_VERSION = 2  # 2: messages name their machine and carry its Ed25519 signa
 MAX_MESSAGE_BYTES = 48 * 1024
 LOOKUP_MAX_IDS = 1000  # chunk ids per dedup look-up (POST chunks/lookup)
 CHUNKS_PER_MESSAGE = 256  # ~130 bytes each: a full batch stays well under MAX_MESSAGE_BYTES
+# The chunks one point may reference: its reference list is at most about 1 GiB, which the
+# service streams; 16 TiB of ~1 MiB chunks (docs/design.md, "Known limits").
+MAX_POINT_CHUNKS = 1 << 24
 
 # Anchored with \Z, not $: "$" also matches before a final newline, which would let an id
 # such as "laptop\n" through into blob names and index keys.

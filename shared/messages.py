@@ -177,7 +177,7 @@ class CommitMessage(SignedMessage):
         r.only(*_COMMON_FIELDS, "pointId", "item", "createdAt", "chunkCount", "manifestChunks", "stats",
                "parentPointId")
         return cls(**_common(r), point_id=r.str("pointId", POINT_ID), item=r.str("item", NAME_ID),
-                   created_at=r.str("createdAt", max_len=64), chunk_count=r.int("chunkCount"),
+                   created_at=r.str("createdAt", max_len=64), chunk_count=r.int("chunkCount", 0, formats.MAX_POINT_CHUNKS),
                    manifest_chunks=r.int("manifestChunks"), stats=r.obj("stats"),
                    parent_point_id=r.str("parentPointId", POINT_ID, optional=True))
 
@@ -218,6 +218,17 @@ def parse_signed_message(text: str | bytes, expected: type[SignedMessage] | None
     """An agent's queue message: size, JSON and schema (not yet the signature, which needs the
     vault's key: SignedMessage.verify)."""
     return signed_message_from_doc(_json_object(text, "message", formats.MAX_MESSAGE_BYTES), expected)
+
+
+def vault_of(text: str) -> str | None:
+    """The vault id an agent's message names, read cheaply and trusting nothing (for sharing the
+    workers fairly before the message is parsed and verified); None when it names none."""
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    vault = doc.get("vaultId") if isinstance(doc, dict) else None
+    return vault if isinstance(vault, str) and NAME_ID.match(vault) else None
 
 
 def sign(message_type: type[SignedMessage], private_key: str, **fields: Any) -> SignedMessage:

@@ -8,6 +8,7 @@ handler takes them."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from datetime import datetime
 
 from shared import formats
@@ -22,6 +23,10 @@ from shared.service.context import Services
 from shared.service.ingest import ChunkNotUploaded, ingest_chunks
 from shared.service.policies import DEFAULT_POLICY_NAME, policies_of, show_policy
 from shared.service.replication import replication_status
+
+# What an HTTP commit may spend checking its point before the commit queue goes on with it: the
+# agent's API timeout is 30 s, Azure's HTTP response limit 230 s.
+HTTP_COMMIT_BUDGET_S = 15
 
 
 def lookup_chunks(services: Services, vault: Vault, request: LookupRequest) -> LookupAnswer:
@@ -74,7 +79,7 @@ def commit_request(services: Services, vault: Vault, machine: Machine, request: 
             ingest_chunks(services, request.chunks, vault)
         except ChunkNotUploaded as e:  # the agent's own upload is missing: retrying the request cannot help
             raise Invalid(f"a declared chunk was not uploaded: {e}") from None
-    return point_view(commit_point(services, request.commit, vault))
+    return point_view(commit_point(services, request.commit, vault, time.monotonic() + HTTP_COMMIT_BUDGET_S))
 
 
 def job_status(services: Services, vault: Vault, machine: Machine, job_id: str) -> JobView:

@@ -13,9 +13,11 @@ Words:
 from __future__ import annotations
 
 import hashlib
+import itertools
+import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
-from typing import Iterator
+from datetime import datetime, timedelta
+from typing import Iterable, Iterator
 
 from shared import crypto, formats, identity
 from shared.domain import (ChunkRecord, ChunkState, PointState, Redundancy, RecoveryPoint, UsageEvent, UsageKind,
@@ -23,6 +25,7 @@ from shared.domain import (ChunkRecord, ChunkState, PointState, Redundancy, Reco
 from shared.errors import Invalid
 from shared.messages import CommitMessage, ReplicateMessage
 from shared.ports import BlobContainer, BlobNotFound, Conflict, PreconditionFailed
+from shared.refs import ADDED, DROPPED, RefsList, diff
 from shared.service.context import (COMMIT_QUEUE, REPLICATE_QUEUE, Services, enqueue, iso_time, set_once,
                                     update_point)
 from shared.service import metering
@@ -37,6 +40,11 @@ REFS_QUERY_BATCH = 500
 # (at most COMMIT_RECHECK_MAX_S) seconds, up to COMMIT_MAX_CHECKS times (about 3 hours).
 COMMIT_RECHECK_MAX_S = 60
 COMMIT_MAX_CHECKS = 200
+# An HTTP commit out of time hands its check to the commit queue; for CONTINUED_FOR (the
+# sweep's idle time, after which the sweep takes a point whose message was lost) another HTTP
+# commit of the point answers it pending at once.
+CONTINUED = "(continued from the commit queue)"
+CONTINUED_FOR = timedelta(minutes=10)
 # From this check on, a commit still missing chunks looks for their blobs itself and adopts
 # those it finds (an ingest message lost or poisoned), at most ADOPT_PER_CHECK a check.
 ADOPT_AFTER_CHECKS = 3
@@ -45,7 +53,8 @@ ADOPT_PER_CHECK = 256
 REPLACEMENT_PROBES = 16
 
 
-def commit_point(services: Services, message: CommitMessage, vault: Vault | None = None) -> RecoveryPoint:
+def commit_point(services: Services, message: CommitMessage, vault: Vault | None = None,
+                 deadline: float | None = None) -> RecoveryPoint:
     """Make a recovery point committed once every chunk it references is verified.
 
     Idempotent: a failed point, or a committed one whose follow-ups are done, is returned
@@ -54,7 +63,8 @@ def commit_point(services: Services, message: CommitMessage, vault: Vault | None
     stays pending and the same (signed) message is queued again with a growing delay; of
     concurrent copies of one commit, only the one that wins the point's ETag goes on, so copies
     never multiply. After COMMIT_MAX_CHECKS checks the point fails, naming how many chunks
-    never came."""
+    never came. A check still running at `deadline` (time.monotonic; an HTTP commit's budget)
+    is handed to the commit queue, and the point returned pending."""
     vault = authorized_vault(services, message, vault)
     check_creation_time(services, message)
     index = services.index
@@ -72,10 +82,36 @@ def commit_point(services: Services, message: CommitMessage, vault: Vault | None
         return follow_up(services, vault, point)
     if point.state != PointState.PENDING:
         return point
-    outcome = check_point(services, vault, point, message.parent_point_id)
+    if deadline is not None and _continued_lately(services, point):
+        return point  # the commit queue has it: another HTTP commit would only repeat the work
+    try:
+        outcome = check_point(services, vault, point, message.parent_point_id, deadline)
+    except OutOfTime:
+        return _continue_later(services, vault, point, message)
     if isinstance(outcome, RecoveryPoint):
         return outcome
     return _recheck_later(services, vault, point, message, outcome)
+
+
+def _continued_lately(services: Services, point: RecoveryPoint) -> bool:
+    """Whether an HTTP commit handed this point's check to the commit queue less than
+    CONTINUED_FOR ago."""
+    return bool(point.reason and point.reason.endswith(CONTINUED) and point.checked_at
+                and services.clock() - datetime.fromisoformat(point.checked_at) < CONTINUED_FOR)
+
+
+def _continue_later(services: Services, vault: Vault, point: RecoveryPoint, message: CommitMessage) -> RecoveryPoint:
+    """Hand a check that ran out of time to the commit queue at once (not a re-check: it does
+    not count against COMMIT_MAX_CHECKS); of concurrent copies, only the one that stores the
+    point queues it."""
+    point.reason = f"checking its {point.chunk_count} chunks {CONTINUED}"
+    point.checked_at = iso_time(services.clock())
+    try:
+        point = services.index.replace_point(point)
+    except PreconditionFailed:
+        return services.index.get_point(vault.id, point.id)
+    enqueue(services, COMMIT_QUEUE, message.to_json())
+    return point
 
 
 def check_creation_time(services: Services, message: CommitMessage) -> None:
@@ -93,42 +129,54 @@ def check_creation_time(services: Services, message: CommitMessage) -> None:
                       f"clock is {iso_time(services.clock())}); check this machine's clock")
 
 
-def check_point(services: Services, vault: Vault, point: RecoveryPoint,
-                parent_id: str | None) -> RecoveryPoint | str:
+class OutOfTime(Exception):
+    """A check ran past its deadline (an HTTP commit's budget): the commit queue goes on with it."""
+
+
+class _ParentUnusable(Exception):
+    """The parent cannot vouch after all (a chunk it dropped is no longer verified, or its list
+    is not the one its digest names): everything is looked up."""
+
+
+def _in_time(deadline: float | None) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise OutOfTime()
+
+
+def check_point(services: Services, vault: Vault, point: RecoveryPoint, parent_id: str | None,
+                deadline: float | None = None) -> RecoveryPoint | str:
     """Look up the chunks pending `point` references: the point as now stored once it is
     committed (follow-ups done) or failed, or, while some chunks are not verified yet, how many
-    ("2 of 5 chunks"), with the point's reference-list fields set but not stored."""
+    ("2 of 5 chunks"), with the point's reference-list fields set but not stored. The reference
+    lists are streamed (shared/refs.py): the size of the point's is checked against its
+    `chunkCount` before anything is read, and no more than a page of a list and a batch of
+    records is held. OutOfTime past `deadline` (time.monotonic)."""
     container = services.primary.container(container_name(vault.id))
     try:
-        # The two reads at once: an unchanged backup's commit is little more than these.
+        # The two at once: an unchanged backup's commit is little more than these and one read.
         with ThreadPoolExecutor(1) as pool:
             header = pool.submit(container.read, point.manifest_blob, 0, crypto.HEADER_BYTES)
-            refs_data = container.read(point.refs_blob)
+            refs = RefsList(container, point.refs_blob, "reference list")
             crypto.parse_header(header.result())
-        refs = formats.decode_refs(refs_data)
+        if refs.lines != point.chunk_count:
+            return finish_point(services, vault, point, PointState.FAILED,
+                                f"reference list holds {refs.lines} chunks, the commit declares {point.chunk_count}")
+        digest = hashlib.sha256()
+        for n, _ in enumerate(refs.ids(digest=digest)):
+            if n % refs.page_lines == 0:
+                _in_time(deadline)
+        point.refs_digest = digest.hexdigest()
     except BlobNotFound as e:
         return finish_point(services, vault, point, PointState.FAILED, f"missing blob: {e}")
-    except (formats.MalformedMessage, crypto.BadEnvelope, UnicodeDecodeError) as e:
+    except (formats.MalformedMessage, crypto.BadEnvelope) as e:
         return finish_point(services, vault, point, PointState.FAILED, f"bad point blob: {e}")
-    if len(refs) != point.chunk_count:
-        return finish_point(services, vault, point, PointState.FAILED,
-                            f"reference list holds {len(refs)} chunks, the commit declares {point.chunk_count}")
-    point.refs_digest = hashlib.sha256(refs_data).hexdigest()
     to_check, stored, point.checked_against = chunks_to_check(services, vault, container, point, refs, parent_id)
-    missing, unusable, absent, recent = 0, [], [], []
-    for cid, record in referenced_records(services, vault.id, to_check):
-        if record is None and point.commit_checks >= ADOPT_AFTER_CHECKS and len(absent) < ADOPT_PER_CHECK:
-            absent.append(cid)
-        elif record is None:
-            missing += 1
-        elif record.state == ChunkState.CONDEMNED and (revived := revive(services, record)) is not None:
-            stored += revived.size  # referenced again: live again (docs/design.md, "Garbage collection")
-        elif record.state != ChunkState.VERIFIED:
-            unusable.append(record)
-        else:
-            stored += record.size
-            if point.received_at and record.lifetime > point.received_at:
-                recent.append(record)  # maybe adopted by a delivery that died before its usage
+    try:
+        tally = _tally(services, vault, point, to_check, stored, deadline)
+    except _ParentUnusable:
+        point.checked_against = None
+        tally = _tally(services, vault, point, ((cid, ADDED) for cid in refs.ids()), 0, deadline)
+    missing, stored, unusable, unusable_count, absent = tally
     adopted = []
     for cid in absent:
         record = adopt_chunk(services, vault, container, cid)
@@ -139,69 +187,122 @@ def check_point(services: Services, vault: Vault, point: RecoveryPoint,
             adopted.append(record)
         else:
             unusable.append(record)
-    if adopted or recent:
-        # Chunks recorded since the point was received: ingest queued the usage of those it
-        # recorded (the meter counts them once), an earlier delivery maybe not of those it adopted.
-        metering.record(services, vault, [metering.stored_event(r) for r in [*recent, *adopted]])
+            unusable_count += 1
+    if adopted:
+        # An earlier delivery maybe did not queue the usage of the chunks it adopted.
+        metering.record(services, vault, [metering.stored_event(r) for r in adopted])
     if adopted and vault.redundancy == Redundancy.GRS:
         enqueue(services, REPLICATE_QUEUE, ReplicateMessage(
             vault.tenant_id, vault.id, blobs=tuple(chunk_blob_name(r.id) for r in adopted)).to_json())
     # A rejected or damaged chunk whose replacement is uploaded is one still to be verified.
     replaced = [r for r in unusable[:REPLACEMENT_PROBES] if any(container.list(chunk_blob_name(r.id) + "."))]
-    if len(replaced) < len(unusable):
+    if len(replaced) < unusable_count:
         bad = next(r for r in unusable if r not in replaced)
         return finish_point(services, vault, point, PointState.FAILED,
-                            f"{len(unusable)} chunks were rejected, e.g. {bad.id}: {bad.reason}")
+                            f"{unusable_count} chunks were rejected, e.g. {bad.id}: {bad.reason}")
     missing += len(replaced)
     if missing:
-        return f"{missing} of {len(refs)} chunks"
+        return f"{missing} of {refs.lines} chunks"
     point.stats = {**point.stats, "storedBytes": stored}
     # The epoch read before the chunks were: if it rose meanwhile, no later point uses this one as a base.
     point.chunk_epoch = vault.chunk_epoch
     return finish_point(services, vault, point, PointState.COMMITTED, None)
 
 
+def _tally(services: Services, vault: Vault, point: RecoveryPoint, to_check: Iterator[tuple[str, int]],
+           stored: int, deadline: float | None) -> tuple[int, int, list[ChunkRecord], int, list[str]]:
+    """Look up `to_check` (ids the point adds, and those it drops from its parent's `stored`
+    bytes): (missing, stored bytes, the first unusable records, how many are unusable, absent
+    ones to adopt). Held at most: a batch of records, REPLACEMENT_PROBES + 1 unusable ones and
+    ADOPT_PER_CHECK absent ids."""
+    missing, unusable_count, unusable, absent, recent = 0, 0, [], [], []
+    for cid, side, record in _looked_up(services, vault.id, to_check, deadline):
+        if side == DROPPED:
+            if record is None or record.state != ChunkState.VERIFIED:
+                raise _ParentUnusable()  # not what the epoch promises: check them all
+            stored -= record.size
+        elif record is None and point.commit_checks >= ADOPT_AFTER_CHECKS and len(absent) < ADOPT_PER_CHECK:
+            absent.append(cid)
+        elif record is None:
+            missing += 1
+        elif record.state == ChunkState.CONDEMNED and (revived := revive(services, record)) is not None:
+            stored += revived.size  # referenced again: live again (docs/design.md, "Garbage collection")
+        elif record.state != ChunkState.VERIFIED:
+            unusable_count += 1
+            if len(unusable) <= REPLACEMENT_PROBES:
+                unusable.append(record)
+        else:
+            stored += record.size
+            if point.received_at and record.lifetime > point.received_at:
+                # Recorded since the point was received: maybe adopted by a delivery that died
+                # before its usage (the meter counts an event once).
+                recent.append(record)
+                if len(recent) == REFS_QUERY_BATCH:
+                    metering.record(services, vault, [metering.stored_event(r) for r in recent])
+                    recent.clear()
+    if recent:
+        metering.record(services, vault, [metering.stored_event(r) for r in recent])
+    return missing, stored, unusable, unusable_count, absent
+
+
 def chunks_to_check(services: Services, vault: Vault, container: BlobContainer, point: RecoveryPoint,
-                    refs: list[str], parent_id: str | None) -> tuple[list[str], int, str | None]:
-    """The referenced chunks a commit must look up, the stored bytes of those it need not, and
-    the parent point that vouches for those (None when all must be looked up).
+                    refs: RefsList, parent_id: str | None) -> tuple[Iterator[tuple[str, int]], int, str | None]:
+    """The referenced chunks a commit must look up (each id with ADDED, or DROPPED for one the
+    parent references and this point does not, whose bytes come off), the stored bytes of the
+    parent, and the parent point that vouches for the rest (None when all must be looked up).
 
     All of them, unless the agent names a parent point committed in the vault's current chunk
     epoch: every chunk the parent references was verified then and still is (the epoch rises
     before any verified chunk stops being usable), so only the chunks this point adds are looked
     up, and those it drops, for their bytes. An unchanged backup looks up none: the commit costs
-    what changed, not what the point references (docs/scaling.md)."""
+    what changed, not what the point references (docs/scaling.md). The two lists are merged in
+    one streamed pass; the parent's is checked against its digest on the way (_ParentUnusable
+    at its end when it does not match)."""
+    everything = ((cid, ADDED) for cid in refs.ids()), 0, None
     parent = services.index.get_point(vault.id, parent_id) if parent_id else None
     if (parent is None or parent.state != PointState.COMMITTED or parent.chunk_epoch != vault.chunk_epoch
             or parent.refs_digest is None or "storedBytes" not in parent.stats):
-        return refs, 0, None
+        return everything
     if parent.refs_digest == point.refs_digest:
-        return [], parent.stats["storedBytes"], parent.id
+        return iter(()), parent.stats["storedBytes"], parent.id
     try:
-        data = container.read(parent.refs_blob)
-        parent_refs = formats.decode_refs(data)
-    except (BlobNotFound, formats.MalformedMessage, UnicodeDecodeError):
-        return refs, 0, None
-    if hashlib.sha256(data).hexdigest() != parent.refs_digest:
-        return refs, 0, None
-    new, old = set(refs), set(parent_refs)
-    kept = parent.stats["storedBytes"]
-    for _, record in referenced_records(services, vault.id, sorted(old - new)):
-        if record is None or record.state != ChunkState.VERIFIED:
-            return refs, 0, None  # not what the epoch promises: check them all
-        kept -= record.size
-    return sorted(new - old), kept, parent.id
+        parent_refs = RefsList(container, parent.refs_blob, f"reference list of parent {parent.id}")
+    except (BlobNotFound, formats.MalformedMessage):
+        return everything
+
+    def merged() -> Iterator[tuple[str, int]]:
+        digest = hashlib.sha256()
+        try:
+            yield from diff(refs.ids(), parent_refs.ids(digest=digest))
+        except formats.MalformedMessage:
+            raise _ParentUnusable() from None
+        if digest.hexdigest() != parent.refs_digest:
+            raise _ParentUnusable()
+    return merged(), parent.stats["storedBytes"], parent.id
+
+
+def _looked_up(services: Services, vault_id: str, tagged: Iterator[tuple[str, int]],
+               deadline: float | None) -> Iterator[tuple[str, int, ChunkRecord | None]]:
+    """Each (id, side) of `tagged` with its index record (None when absent), looked up
+    REFS_QUERY_BATCH at a time; OutOfTime past `deadline` between two batches."""
+    for batch in _batched(iter(tagged)):
+        _in_time(deadline)
+        records = services.index.get_chunks(vault_id, [cid for cid, _ in batch])
+        for cid, side in batch:
+            yield cid, side, records.get(cid)
+
+
+def _batched(items: Iterator) -> Iterator[list]:
+    while batch := list(itertools.islice(items, REFS_QUERY_BATCH)):
+        yield batch
 
 
 def referenced_records(services: Services, vault_id: str,
-                       refs: list[str]) -> Iterator[tuple[str, ChunkRecord | None]]:
+                       refs: Iterable[str]) -> Iterator[tuple[str, ChunkRecord | None]]:
     """Each chunk id of a reference list with its index record (None when absent), looked up
     REFS_QUERY_BATCH at a time, so no more records than that are held at once."""
-    for start in range(0, len(refs), REFS_QUERY_BATCH):
-        batch = refs[start:start + REFS_QUERY_BATCH]
-        records = services.index.get_chunks(vault_id, batch)
-        for cid in batch:
-            yield cid, records.get(cid)
+    for cid, _, record in _looked_up(services, vault_id, ((cid, ADDED) for cid in refs), None):
+        yield cid, record
 
 
 def _recheck_later(services: Services, vault: Vault, point: RecoveryPoint, message: CommitMessage,

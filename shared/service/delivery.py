@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from typing import Callable
 
 from shared.errors import Permanent, Retryable
-from shared.messages import Poisoned, Redelivery
+from shared.messages import Poisoned, Redelivery, vault_of
 from shared.service.context import POISON_SUFFIX, Services, enqueue, iso_time
+from shared.service.fairness import FairShare
 
 log = logging.getLogger("skyvault.delivery")
 
@@ -33,6 +35,8 @@ REDELIVERY_BASE_S = 15
 REDELIVERY_MAX_S = 600
 REDELIVERY_ATTEMPTS = 10
 QUEUE_MESSAGE_BYTES = 64 * 1024  # Azure Storage's limit, of the base64 text
+# The agents' queues' (ingest, commit, restore) fair share of this instance's workers.
+AGENT_SHARE = FairShare()
 
 
 def redelivery_delay(attempt: int) -> int:
@@ -47,8 +51,11 @@ def _fits(text: str) -> bool:
         return False
 
 
-def deliver(services: Services, queue: str, body: bytes, handle: Callable[[str], str]) -> str:
-    """Run `handle` on the message text of one delivery from `queue`; returns what happened."""
+def deliver(services: Services, queue: str, body: bytes, handle: Callable[[str], str],
+            share: FairShare | None = None) -> str:
+    """Run `handle` on the message text of one delivery from `queue`; returns what happened.
+    With `share`, a message of a vault that has its share of the workers running is queued
+    again for later (shared/service/fairness.py), not counted as an attempt."""
     try:
         delivery = Redelivery.unwrap(body.decode("utf-8"))
     except UnicodeDecodeError:
@@ -56,6 +63,24 @@ def deliver(services: Services, queue: str, body: bytes, handle: Callable[[str],
         return poison(services, queue, delivery, "message is not UTF-8 text")
     except Permanent as e:
         return poison(services, queue, Redelivery(body.decode(), 0, ""), str(e))
+    vault = vault_of(delivery.message) if share is not None else None
+    if vault is not None:
+        delay = share.admit(vault)
+        if delay is not None:
+            again = Redelivery(delivery.message, delivery.attempt, delivery.reason).to_json()
+            if _fits(again):
+                enqueue(services, queue, again, delay=delay)
+                return f"deferred {delay}s: vault {vault} has its share of the workers running"
+            vault = None  # too large to queue again: handled now, outside the share
+    started = time.monotonic()
+    try:
+        return _handled(services, queue, delivery, handle)
+    finally:
+        if vault is not None:
+            share.done(vault, time.monotonic() - started)
+
+
+def _handled(services: Services, queue: str, delivery: Redelivery, handle: Callable[[str], str]) -> str:
     try:
         return handle(delivery.message)
     except Permanent as e:

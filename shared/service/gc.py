@@ -49,6 +49,7 @@ from typing import Iterator
 from shared import formats
 from shared.domain import ChunkRecord, ChunkState, PointState, RecoveryPoint, Vault, chunk_blob_name, container_name
 from shared.ports import BlobContainer, BlobNotFound, PreconditionFailed
+from shared.refs import RefsList
 from shared.service import metering
 from shared.service.context import Services, iso_time, update_chunk, update_vault
 from shared.service.runs import live_runs
@@ -89,41 +90,14 @@ class GcReport:
         return {k: v for k, v in self.__dict__.items() if k != "shards"}
 
 
-class RefsReader:
-    """The ids of one sorted reference list, from `start` (the first id >= it), a page of ranged
-    reads at a time. Raises Unreadable on a bad id or an id not above the one before."""
+class RefsReader(RefsList):
+    """The ids of one committed point's reference list, a page of ranged reads at a time
+    (shared/refs.py); Unreadable for a bad id or an id not above the one before."""
 
     def __init__(self, container: BlobContainer, point: RecoveryPoint, page_lines: int):
-        self.container, self.point, self.page_lines = container, point, page_lines
-        self.size = container.properties(point.refs_blob).size
-        if self.size % REF_LINE:
-            raise Unreadable(f"reference list of point {point.id} is {self.size} bytes, not whole lines")
-        self.lines = self.size // REF_LINE
-
-    def _line(self, n: int) -> str:
-        return self.container.read(self.point.refs_blob, n * REF_LINE, REF_LINE)[:64].decode("ascii", "replace")
-
-    def ids(self, start: str) -> Iterator[str]:
-        """The ids from the first >= `start` (found by bisection, one read a step) to the end."""
-        lo, hi = 0, self.lines
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self._line(mid) < start:
-                lo = mid + 1
-            else:
-                hi = mid
-        previous = ""
-        for first in range(lo, self.lines, self.page_lines):
-            count = min(self.page_lines, self.lines - first)
-            data = self.container.read(self.point.refs_blob, first * REF_LINE, count * REF_LINE)
-            for k in range(count):
-                line = data[k * REF_LINE:(k + 1) * REF_LINE]
-                cid = line[:64].decode("ascii", "replace")
-                if line[64:] != b"\n" or not formats.HEX_ID.match(cid) or cid <= previous:
-                    raise Unreadable(f"reference list of point {self.point.id} is not sorted 64-hex-digit ids "
-                                     f"at line {first + k + 1}")
-                previous = cid
-                yield cid
+        super().__init__(container, point.refs_blob, f"reference list of point {point.id}", page_lines,
+                         error=Unreadable)
+        self.point = point
 
 
 class ReferenceStream:

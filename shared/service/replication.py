@@ -22,6 +22,7 @@ from shared import formats
 from shared.domain import ChunkState, PointState, Redundancy, Vault, chunk_blob_name, container_name
 from shared.messages import ReplicateMessage, ReplicationStatus
 from shared.ports import BlobAccount, BlobNotFound, BlobProperties, TransientError, blob_url
+from shared.refs import RefsList
 from shared.service.commit import referenced_records
 from shared.service.context import (REPLICATE_QUEUE, Services, enqueue, iso_time, set_once, update_chunk,
                                     update_point)
@@ -116,10 +117,14 @@ def _check_point(services: Services, vault: Vault, message: ReplicateMessage) ->
     if point.geo_protected_at:
         return "already geo-protected"
     own = [b for b in (point.manifest_blob, point.refs_blob) if b not in point.replicated_blobs]
-    refs = formats.decode_refs(services.primary.container(container_name(vault.id)).read(point.refs_blob))
-    uncopied = [cid for cid, record in referenced_records(services, vault.id, refs)
-                if record is None or not record.replicated_at]
-    missing = len(own) + len(uncopied)
+    refs = RefsList(services.primary.container(container_name(vault.id)), point.refs_blob,
+                    f"reference list of point {point.id}")
+    uncopied, missing = [], len(own)
+    for cid, record in referenced_records(services, vault.id, refs.ids()):
+        if record is None or not record.replicated_at:
+            missing += 1
+            if len(uncopied) < formats.CHUNKS_PER_MESSAGE:  # what one check queues again
+                uncopied.append(cid)
     if missing:
         if message.attempt >= RECOPY_AFTER_CHECKS:
             _queue_copies_again(services, vault, point.id, own, uncopied)

@@ -458,3 +458,90 @@ def test_lookup_key_check_and_request_auth(services, keys):
     late = identity.sign_request(agent.key.private_key, agent.key.id, "GET", path, None, b"", NOW - timedelta(hours=1))
     with pytest.raises(errors.Unauthenticated, match="clock"):
         machines.authenticate(services, "contoso", vault.id, "GET", path, None, b"", late)
+
+
+# Bounded work: reference lists streamed, an HTTP commit answered within its budget.
+
+def _recording_reads(monkeypatch) -> list[tuple[str, int | None]]:
+    """(blob, bytes asked) of every read of a reference list from now on."""
+    from shared.fakes import MemoryBlobContainer
+    reads: list[tuple[str, int | None]] = []
+    read = MemoryBlobContainer.read
+
+    def recording(self, name, offset=0, length=None):
+        data = read(self, name, offset, length)
+        if name.endswith("/refs"):
+            reads.append((name, len(data)))
+        return data
+
+    monkeypatch.setattr(MemoryBlobContainer, "read", recording)
+    return reads
+
+
+def test_commit_refuses_a_reference_list_of_another_length_without_reading_it(services, keys, monkeypatch):
+    agent = Agent(services, keys)
+    declared = [agent.upload(b"chunk %d " % i * 500) for i in range(3)]
+    ingest_text(services, agent.message(type="chunks", chunks=declared))
+    commit = agent.point(POINT, [d["id"] for d in declared])
+    services.primary.container(container_name(agent.vault.id)).put(
+        formats.refs_blob(POINT), formats.encode_refs(sorted(d["id"] for d in declared)[:2]), overwrite=True)
+    reads = _recording_reads(monkeypatch)
+    point = commit_text(services, commit)
+    assert point.state == "failed" and point.reason == "reference list holds 2 chunks, the commit declares 3"
+    assert reads == [], "the size said it: nothing of the list was read"
+
+
+def test_commit_streams_its_and_its_parents_reference_lists_a_page_at_a_time(services, keys, monkeypatch):
+    from shared import refs
+    monkeypatch.setattr(refs, "PAGE_LINES", 4)
+    monkeypatch.setattr(commit_use_case, "REFS_QUERY_BATCH", 3)
+    agent = Agent(services, keys)
+    declared = [agent.upload(b"chunk %d " % i * 50) for i in range(30)]
+    for start in range(0, 30, 10):
+        ingest_text(services, agent.message(type="chunks", chunks=declared[start:start + 10]))
+    ids, size = [d["id"] for d in declared], {d["id"]: d["size"] for d in declared}
+    reads = _recording_reads(monkeypatch)
+    asked = _recording_lookups(services, monkeypatch)
+    first = commit_text(services, agent.point(POINT, ids[:20]))
+    assert first.state == "committed" and first.stats["storedBytes"] == sum(size[i] for i in ids[:20])
+    assert first.refs_digest == hashlib.sha256(formats.encode_refs(sorted(ids[:20]))).hexdigest()
+    assert sorted(asked) == sorted(ids[:20])
+    asked.clear()
+    second = commit_text(services, agent.point("20261125T120100Z-00000001", ids[5:], parent=POINT))
+    assert second.state == "committed" and second.checked_against == POINT
+    assert second.stats["storedBytes"] == sum(size[i] for i in ids[5:])
+    assert sorted(asked) == sorted(ids[:5] + ids[20:]), "what it drops, for their bytes, and what it adds"
+    assert reads and max(n for _, n in reads) <= 4 * formats.REF_LINE, "never more than a page at once"
+    assert {name for name, _ in reads} == {formats.refs_blob(POINT), formats.refs_blob("20261125T120100Z-00000001")}
+
+
+def test_commit_checks_everything_when_its_parents_list_does_not_match_its_digest(services, keys, monkeypatch):
+    agent = Agent(services, keys)
+    declared = [agent.upload(b"chunk %d " % i * 500) for i in range(4)]
+    ingest_text(services, agent.message(type="chunks", chunks=declared))
+    ids = sorted(d["id"] for d in declared)
+    assert commit_text(services, agent.point(POINT, ids[:3])).state == "committed"
+    services.primary.container(container_name(agent.vault.id)).put(  # changed behind its digest
+        formats.refs_blob(POINT), formats.encode_refs(ids[:2]), overwrite=True)
+    asked = _recording_lookups(services, monkeypatch)
+    point = commit_text(services, agent.point("20261125T120100Z-00000001", ids[1:], parent=POINT))
+    assert point.state == "committed" and point.checked_against is None
+    assert set(ids[1:]) <= set(asked)
+    assert point.stats["storedBytes"] == sum(d["size"] for d in declared if d["id"] in ids[1:])
+
+
+def test_an_http_commit_out_of_time_answers_pending_and_the_commit_queue_finishes_it(services, keys, monkeypatch):
+    monkeypatch.setattr(agent_api, "HTTP_COMMIT_BUDGET_S", -1)  # already spent: the check stops at once
+    agent = Agent(services, keys)
+    declared = [agent.upload(b"chunk %d " % i * 500) for i in range(3)]
+    ingest_text(services, agent.message(type="chunks", chunks=declared))
+    request = {"commit": json.loads(agent.point(POINT, [d["id"] for d in declared]))}
+    answer = commit_http(services, agent.vault, request)
+    assert answer["state"] == "pending" and "continued from the commit queue" in answer["reason"]
+    asked = _recording_lookups(services, monkeypatch)
+    assert commit_http(services, agent.vault, request) == answer, "the queue has it: answered at once"
+    assert asked == []
+    queued = services.queue(COMMIT_QUEUE).receive(10, 60)
+    assert len(queued) == 1 and services.index.get_point(agent.vault.id, POINT).commit_checks == 0
+    assert commit_text(services, base64.b64decode(queued[0].body).decode()).state == "committed"
+    assert sorted(asked) == sorted(d["id"] for d in declared)
