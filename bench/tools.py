@@ -194,6 +194,19 @@ class Stack:
             used[name] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
         return used
 
+    def memory_kib(self) -> dict[str, tuple[int, int]]:
+        """Resident memory of each running component of the stack, in KiB: (now, peak since it
+        started), the kernel's VmRSS and VmHWM."""
+        memory = {}
+        for name, component in json.loads((self.home / "stack.json").read_text())["components"].items():
+            try:
+                status = Path(f"/proc/{component['pid']}/status").read_text()
+            except FileNotFoundError:
+                continue
+            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+            memory[name] = (int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0]))
+        return memory
+
     def counts(self) -> dict[str, int]:
         """The host's operation counts once it has been idle for COUNTS_SETTLE_S (it writes
         them within half a second of a change, and queue work may go on after a command)."""
