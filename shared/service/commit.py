@@ -17,7 +17,7 @@ import itertools
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from shared import crypto, formats, identity
 from shared.domain import (ChunkRecord, ChunkState, PointState, Redundancy, RecoveryPoint, UsageEvent, UsageKind,
@@ -104,13 +104,21 @@ def _continue_later(services: Services, vault: Vault, point: RecoveryPoint, mess
     """Hand a check that ran out of time to the commit queue at once (not a re-check: it does
     not count against COMMIT_MAX_CHECKS); of concurrent copies, only the one that stores the
     point queues it."""
-    point.reason = f"checking its {point.chunk_count} chunks {CONTINUED}"
+    return _queue_again(services, vault, point, message, f"checking its {point.chunk_count} chunks {CONTINUED}",
+                        lambda stored: 0)
+
+
+def _queue_again(services: Services, vault: Vault, point: RecoveryPoint, message: CommitMessage, reason: str,
+                 delay: Callable[[RecoveryPoint], int]) -> RecoveryPoint:
+    """Store pending `point` with `reason` and queue its commit message again after `delay`
+    (of the point as stored); a copy that loses the point's ETag queues nothing."""
+    point.reason = reason
     point.checked_at = iso_time(services.clock())
     try:
         point = services.index.replace_point(point)
     except PreconditionFailed:
         return services.index.get_point(vault.id, point.id)
-    enqueue(services, COMMIT_QUEUE, message.to_json())
+    enqueue(services, COMMIT_QUEUE, message.to_json(), delay=delay(point))
     return point
 
 
@@ -311,15 +319,8 @@ def _recheck_later(services: Services, vault: Vault, point: RecoveryPoint, messa
         return finish_point(services, vault, point, PointState.FAILED,
                             f"{missing} were never verified after {point.commit_checks} checks")
     point.commit_checks += 1
-    point.reason = f"waiting for {missing} to be verified"
-    point.checked_at = iso_time(services.clock())
-    try:
-        point = services.index.replace_point(point)
-    except PreconditionFailed:
-        return services.index.get_point(vault.id, point.id)
-    delay = min(2 ** (point.commit_checks - 1), COMMIT_RECHECK_MAX_S)
-    enqueue(services, COMMIT_QUEUE, message.to_json(), delay=delay)
-    return point
+    return _queue_again(services, vault, point, message, f"waiting for {missing} to be verified",
+                        lambda stored: min(2 ** (stored.commit_checks - 1), COMMIT_RECHECK_MAX_S))
 
 
 def finish_point(services: Services, vault: Vault, point: RecoveryPoint, state: PointState,

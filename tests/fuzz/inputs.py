@@ -222,3 +222,14 @@ def mutated_bytes(draw, data: bytes, max_changes: int = 4) -> bytes:
         else:
             out += draw(st.binary(min_size=1, max_size=64))
     return bytes(out)
+
+
+def read_or_refused(path, data: bytes, read) -> None:
+    """`read(path)` of a file holding `data`: whatever it returns, or the operator's AgentError
+    naming the file; any other exception fails the test."""
+    from skyvault.vaultclient import AgentError
+    path.write_bytes(data)
+    try:
+        read(str(path))
+    except AgentError as e:
+        assert str(path) in str(e)

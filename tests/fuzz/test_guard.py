@@ -20,7 +20,7 @@ from shared.service.protection import Operation
 from skyvault.commands import guard as guard_command
 from skyvault.vaultclient import AgentError
 from tests.fuzz.inputs import (FUZZ, FUZZ_LARGE, NASTY_STRINGS, as_parsed, json_values, mutated, mutated_bytes,
-                               nasty_texts, to_json)
+                               nasty_texts, read_or_refused, to_json)
 from tests.fuzz.world import NOW, World
 
 WORLD = World("guard")
@@ -111,20 +111,13 @@ def test_a_request_dated_at_the_end_of_time_is_refused():
                            timedelta(hours=1))
 
 
-def _read_or_refused(tmp_path, data: bytes) -> None:
-    path = tmp_path / "request.json"
-    path.write_bytes(data)
-    try:
-        guard_command._read_request(str(path))
-    except AgentError:
-        pass
 
 
 @FUZZ_LARGE
 @given(st.binary(max_size=200) | nasty_texts.filter(lambda t: len(t) < 10_000 or t.startswith(b"{"))
        | mutated_bytes(formats.canonical(REQUEST)))
 def test_any_request_file_is_read_or_refused(tmp_path_factory, data):
-    _read_or_refused(tmp_path_factory.mktemp("request"), data)
+    read_or_refused(tmp_path_factory.mktemp("request") / "request.json", data, guard_command._read_request)
 
 
 @pytest.mark.parametrize("data", [b'{"v": ' + b"1" * 5000 + b"}", b"[" * 100_000 + b"]" * 100_000],

@@ -18,7 +18,8 @@ from shared.retention import Policy
 from shared.service import bills, policies
 from skyvault.commands import policy as policy_command
 from skyvault.vaultclient import AgentError
-from tests.fuzz.inputs import FUZZ, FUZZ_LARGE, NASTY_STRINGS, as_parsed, json_values, mutated, nasty_texts
+from tests.fuzz.inputs import (FUZZ, FUZZ_LARGE, NASTY_STRINGS, as_parsed, json_values, mutated, nasty_texts,
+                               read_or_refused)
 from tests.fuzz.world import World
 
 POLICIES = [
@@ -106,19 +107,12 @@ def test_a_refused_policy_change_leaves_the_vault_as_it_was(change, name, doc):
 
 # The operator's policy file
 
-def _read_or_refused(tmp_path, data: bytes) -> None:
-    path = tmp_path / "policy.json"
-    path.write_bytes(data)
-    try:
-        policy_command.read_document(str(path))
-    except AgentError:
-        pass
 
 
 @FUZZ_LARGE
 @given(st.binary(max_size=200) | nasty_texts.filter(lambda t: len(t) < 10_000 or t.startswith(b"{")))
 def test_any_policy_file_is_read_or_refused(tmp_path_factory, data):
-    _read_or_refused(tmp_path_factory.mktemp("policy"), data)
+    read_or_refused(tmp_path_factory.mktemp("policy") / "policy.json", data, policy_command.read_document)
 
 
 @pytest.mark.parametrize("data", [b'{"v": ' + b"1" * 5000 + b"}", b"[" * 100_000 + b"]" * 100_000],

@@ -9,43 +9,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
-
-from shared.fakes import MemoryQueue
 from shared.messages import Redelivery
 from shared.service import delivery
 from shared.service.fairness import FairShare
-from tests.inprocess import memory_services
+from tests.unit.test_delivery import clock, services  # noqa: F401 (fixtures: queues on a moved clock)
 
 A, B = "a" * 32, "b" * 32
-
-
-class Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def services(clock):
-    svc = memory_services("fairness")
-    queues: dict[str, MemoryQueue] = {}
-
-    def queue(name):
-        if name not in queues:
-            queues[name] = MemoryQueue(name, now=clock)
-            queues[name].create()
-        return queues[name]
-
-    svc.queue = queue
-    return svc
 
 
 def message(vault: str, n: int = 0) -> bytes:
