@@ -21,6 +21,8 @@ message). Every adapter passes the same contract tests (tests/contract).
 """
 from __future__ import annotations
 
+import random
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
@@ -85,6 +87,12 @@ def check_lease_seconds(seconds: int) -> None:
 def transient_status(status: int) -> bool:
     """Whether Azure Storage answering HTTP `status` is worth retrying (timeout, throttled, 5xx)."""
     return status in (408, 429) or status >= 500
+
+
+def pause_before_retry(attempt: int, base_s: float) -> None:
+    """Wait before retry `attempt` (1, 2, ...) of a request: `base_s`, doubling, with up to 50 %
+    jitter so that clients refused together do not come back together."""
+    time.sleep(base_s * 2 ** (attempt - 1) * (1 + random.random() / 2))
 
 
 @dataclass(frozen=True)

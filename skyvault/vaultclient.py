@@ -21,10 +21,17 @@ from typing import Any, Callable, Iterator
 from shared import crypto, formats, identity, jsonfields, messages
 from shared.messages import Credentials
 from shared.adapters.sas_rest import Endpoint, SasContainer, SasQueueSender, insecure
-from shared.ports import BlobContainer, BlobProperties, TransientError
+from shared.ports import BlobContainer, BlobProperties, TransientError, pause_before_retry
 from skyvault import exitcodes
 
 API_TIMEOUT_S = 30
+# A request the service answers 503 (a retryable refusal: its index or storage did not answer)
+# or 429 is sent again, signed anew, up to API_ATTEMPTS times in all, after API_BACKOFF_S,
+# doubling (with jitter). Every route an agent calls is idempotent: a commit, a run or a
+# restore job is named by the agent, and a repeated commit answers the point as it stands.
+API_ATTEMPTS = 4
+API_BACKOFF_S = 1.0
+RETRYABLE_STATUSES = (429, 503)
 # Credentials (valid an hour: shared/service/machines.CREDENTIALS_TTL) are renewed when they
 # expire sooner than this, before a command starts and before each use of their SAS during it.
 RENEW_BEFORE = timedelta(minutes=20)
@@ -225,7 +232,12 @@ class AgentVault:
             return {**identity.sign_request(self._machine_key, self.machine_id, method, path, params, data,
                                             self.clock()), "content-type": "application/json"}
 
-        status, raw = self.transport.call(method, path, params, headers, data)
+        for attempt in range(API_ATTEMPTS):
+            if attempt:
+                pause_before_retry(attempt, API_BACKOFF_S)
+            status, raw = self.transport.call(method, path, params, headers, data)
+            if status not in RETRYABLE_STATUSES:
+                break
         if status == 200:
             try:
                 return jsonfields.loads(raw)

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import base64
 import http.client
-import random
 import threading
-import time
 from email.utils import parsedate_to_datetime
 from typing import Callable, Iterator
 from urllib.parse import quote, urlencode, urlsplit
@@ -32,7 +30,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from shared.adapters.blob_copy import copy_source_error, wait_for_copy
 from shared.ports import (BlobAlreadyExists, ContainerExists, BlobContainer, BlobNotFound, BlobProperties, ContentMismatch,
                           StorageError,
-                          TransientError, transient_status)
+                          TransientError, pause_before_retry, transient_status)
 
 API_VERSION = "2024-11-04"
 CONNECT_TIMEOUT_S = 5.0
@@ -133,7 +131,7 @@ class Endpoint:
         failure: Exception | None = None
         for attempt in range(ATTEMPTS):
             if attempt:
-                time.sleep(BACKOFF_S * 2 ** (attempt - 1) * (1 + random.random() / 2))
+                pause_before_retry(attempt, BACKOFF_S)
             connection = self._connection(fresh=attempt > 0)
             try:
                 try:

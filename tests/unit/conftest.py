@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from skyvault import vaultclient
 from skyvault.cache import Cache
 from tests import inprocess
 from tests.faults import Faults, faulty
@@ -14,6 +15,13 @@ from tests.inprocess import InProcessVault, new_vault
 from tests.unit.pipeline import Clock, Host, memory_services
 
 PASSPHRASE = "fakes test passphrase"
+
+
+@pytest.fixture(autouse=True)
+def no_api_backoff(monkeypatch):
+    """The agent's retries of a 503 or 429 answer (vaultclient.API_ATTEMPTS) happen without
+    waiting: a unit test of a refusal stays fast."""
+    monkeypatch.setattr(vaultclient, "API_BACKOFF_S", 0.0)
 
 
 @pytest.fixture

@@ -61,9 +61,11 @@ def test_a_signature_covers_method_path_query_date_nonce_and_body(services, vaul
                                     ("GET", path, {"item": "a"}, b"{}")):
         with pytest.raises(errors.Unauthenticated):
             machines.authenticate(services, vault.tenant_id, vault.id, method, p, params, body, headers)
-    for header in ("x-skyvault-date", "x-skyvault-nonce"):
-        changed = {**headers, header: headers[header].replace("0", "1", 1).replace("a", "b", 1)}
-        with pytest.raises(errors.Unauthenticated):
+    nonce = headers["x-skyvault-nonce"]
+    for header, value in (("x-skyvault-date", (now + timedelta(seconds=1)).isoformat()),
+                          ("x-skyvault-nonce", nonce[:-1] + ("1" if nonce[-1] != "1" else "2"))):
+        changed = {**headers, header: value}
+        with pytest.raises(errors.Unauthenticated, match=machines.NOT_AUTHENTICATED):
             machines.authenticate(services, vault.tenant_id, vault.id, "GET", path, {"item": "a"}, b"", changed)
     assert machines.authenticate(services, vault.tenant_id, vault.id, "GET", path, {"item": "a"}, b"",
                                  headers)[1].id == machine.id

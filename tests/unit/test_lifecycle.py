@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from shared.domain import ChunkState, chunk_blob_name, container_name
-from shared.ports import BlobAlreadyExists
+from shared.ports import BlobAlreadyExists, TransientError
 from shared.service import machines, vaults
 from skyvault.backup import Backup, committer, uploader
+from skyvault import vaultclient
 from skyvault.cache import Cache
 from skyvault.restore import Restore, RestoreFailed
 from skyvault.treedigest import differences, tree_digest
@@ -293,3 +294,39 @@ def test_a_chunk_bad_in_its_only_region_is_reported_and_stored_again_by_the_next
     assert report.state == "committed", report.reason
     assert services.index.get_chunks(vault.vault_id, [cid])[cid].state == ChunkState.VERIFIED
     assert_restores(vault, report.point_id, data, tmp_path / "restored")
+
+
+def test_a_commit_the_service_answers_503_is_sent_again_and_commits(services, creds, tmp_path, monkeypatch):
+    """The index dropped a connection under the commit (a retryable refusal, 503): the agent
+    sends the same commit again, signed anew, instead of failing a backup whose chunks are all
+    uploaded."""
+    data = make_data(tmp_path)
+    vault = agent(services, creds)
+    create_point, refused = services.index.create_point, []
+
+    def drop_the_first(point):
+        if not refused:
+            refused.append(point.id)
+            raise TransientError("create points/...: ('Connection aborted.', RemoteDisconnected(...))")
+        return create_point(point)
+
+    monkeypatch.setattr(services.index, "create_point", drop_the_first)
+    report = Backup(vault, Cache(tmp_path / "cache.sqlite"), "laptop").run([str(data)])
+    assert refused == [report.point_id]
+    assert report.state == "committed", report.reason
+    assert_restores(vault, report.point_id, data, tmp_path / "restored")
+
+
+def test_a_service_that_keeps_answering_503_fails_the_request_with_its_reason(services, creds, monkeypatch):
+    vault = agent(services, creds)
+    calls = []
+
+    def never(vault_id, item=None):
+        calls.append(vault_id)
+        raise TransientError("the index did not answer")
+
+    monkeypatch.setattr(services.index, "list_points", never)
+    with pytest.raises(vaultclient.ApiError, match="503 .*the index did not answer") as e:
+        vault.points()
+    assert e.value.status == 503
+    assert len(calls) == vaultclient.API_ATTEMPTS

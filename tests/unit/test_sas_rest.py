@@ -52,7 +52,8 @@ def server(request):
 
 
 def test_a_kept_alive_connection_closed_by_the_server_is_replaced_at_once(server, monkeypatch):
-    monkeypatch.setattr(sas_rest.time, "sleep", lambda s: pytest.fail(f"backed off {s:.2f} s"))
+    monkeypatch.setattr(sas_rest, "pause_before_retry",
+                        lambda attempt, base_s: pytest.fail(f"backed off before retry {attempt}"))
     container = sas_rest.SasContainer(f"http://127.0.0.1:{server.server_address[1]}/acct/vault-x?sp=c&sig=x")
     for name in ("a", "b", "c"):
         assert container.put(f"chunks/{name}", b"hello").size == 5
@@ -62,7 +63,7 @@ def test_a_kept_alive_connection_closed_by_the_server_is_replaced_at_once(server
 @pytest.mark.parametrize("server", [503], indirect=True)
 def test_a_service_that_keeps_failing_is_a_transient_error_after_its_retries(server, monkeypatch):
     pauses = []
-    monkeypatch.setattr(sas_rest.time, "sleep", pauses.append)
+    monkeypatch.setattr(sas_rest, "pause_before_retry", lambda attempt, base_s: pauses.append(attempt))
     container = sas_rest.SasContainer(f"http://127.0.0.1:{server.server_address[1]}/acct/vault-x?sp=c&sig=x")
     with pytest.raises(TransientError, match="503"):
         container.put("chunks/a", b"hello")
@@ -102,7 +103,7 @@ class _LosingHandler(_Handler):
 def test_a_request_retried_after_a_lost_answer_is_signed_anew(monkeypatch):
     """The service takes each nonce once: a retry with the first attempt's headers would be
     refused as a replay whenever the first attempt had reached it."""
-    monkeypatch.setattr(sas_rest.time, "sleep", lambda s: None)
+    monkeypatch.setattr(sas_rest, "pause_before_retry", lambda attempt, base_s: None)
     server = _Server()
     server.RequestHandlerClass, server.seen = _LosingHandler, []
     threading.Thread(target=server.serve_forever, daemon=True).start()
