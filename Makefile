@@ -44,3 +44,9 @@ bench-tools:
 
 bench: setup bench-tools
 	$(PY) -m bench.run
+
+# Eight agents backing up at once into shared and separate vaults of one local stack (bench/load.py);
+# ARGS=--ingest-batch 1 --size-per-agent 256M puts thousands of messages in flight.
+.PHONY: load
+load: setup
+	$(PY) -m bench.load $(ARGS)

@@ -157,9 +157,11 @@ class Borg(Tool):
         return du(self.repo)
 
 
-def skyvault_cli(args: list[str], home: Path) -> Run:
+def skyvault_cli(args: list[str], home: Path, program: tuple[str, ...] = ("-m", "skyvault.cli")) -> Run:
+    """The agent's command `args`, as the Python `program` (the agent's own command line unless
+    told otherwise, e.g. bench.batched_agent)."""
     env = {**os.environ, "SKYVAULT_HOME": str(home), "SKYVAULT_PASSPHRASE": PASSPHRASE}
-    return timed([sys.executable, "-m", "skyvault.cli", *args], env)
+    return timed([sys.executable, *program, *args], env)
 
 
 class Stack:
