@@ -90,6 +90,8 @@ _ACTIONS: list[tuple[str, re.Pattern, Action]] = [
      lambda svc, vault, machine, call, _: agent_api.chunk_epoch(vault).to_doc()),
     ("POST", re.compile(r"chunks/check\Z"),
      lambda svc, vault, machine, call, _: check.check_chunks(svc, vault, ChunkCheckRequest.from_doc(call.json())).to_doc()),
+    ("POST", re.compile(r"messages/(?P<queue>[^/]+)\Z"),
+     lambda svc, vault, machine, call, m: agent_api.post_message(svc, vault, machine, m["queue"], call.body).to_doc()),
     ("POST", re.compile(r"chunks/damage\Z"),
      lambda svc, vault, machine, call, _: damage.report_damage(svc, vault, DamageRequest.from_doc(call.json())).to_doc()),
 ]
@@ -199,4 +201,9 @@ def check_chunks(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route=VAULT_ROUTE + "/chunks/damage", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 def report_damage(req: func.HttpRequest) -> func.HttpResponse:
+    return _serve(req)
+
+
+@bp.route(route=VAULT_ROUTE + "/messages/{queue}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def post_message(req: func.HttpRequest) -> func.HttpResponse:
     return _serve(req)

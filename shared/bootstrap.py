@@ -1,8 +1,17 @@
 """Wires the handlers' dependencies from app settings (environment variables, as in Azure).
 
-Settings: `Storage` (primary region storage connection string, also the trigger
-queues' connection), `SecondaryStorage` (the paired region), `CosmosDbEndpoint`,
-`CosmosDbKey`, `CosmosDbDatabase` (default "skyvault"), `PublicApiUrl` (the
+Connections, each either keyed (the local stack) or keyless (Azure, as infra/ deploys it):
+- `Storage` (the primary region; also the trigger queues' connection): a connection string
+  with the account key, or keyless `Storage__blobServiceUri` and `Storage__queueServiceUri`
+  (or `Storage__accountName`), with `Storage__credential` = `managedidentity` and
+  `Storage__clientId` (a user-assigned identity), the names the Functions host reads too.
+- `SecondaryStorage` (the paired region; blobs only): the same, `SecondaryStorage__...`.
+- Cosmos DB: `CosmosDbEndpoint` and `CosmosDbKey`, or keyless `CosmosDb__accountEndpoint` with
+  `CosmosDb__credential` and `CosmosDb__clientId`.
+A keyless connection without `__credential` uses azure-identity's DefaultAzureCredential: the
+operator's own sign-in (`az login`) when the operator's commands reach a deployed service.
+
+Other settings: `CosmosDbDatabase` (default "skyvault"), `PublicApiUrl` (the
 function app's base URL, written into agent credentials), `ReplicationCopyMode`
 ("server", the default: server-side Copy Blob; "stream" for the local stack,
 whose regions are separate Azurite processes that cannot copy between each
@@ -22,7 +31,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Mapping
 
-from shared.adapters.azure_storage import AzureBlobAccount, AzureQueue, queue_sas_url
+from shared.adapters.azure_storage import AzureBlobAccount, AzureQueue, Connection, IdentityConnection
 from shared.adapters.cosmos_index import CosmosIndex
 from shared import metrics
 from shared.service.context import Services
@@ -30,6 +39,8 @@ from shared.service.context import Services
 STORAGE = "Storage"
 SECONDARY_STORAGE = "SecondaryStorage"
 COSMOS_ENDPOINT, COSMOS_KEY, COSMOS_DATABASE = "CosmosDbEndpoint", "CosmosDbKey", "CosmosDbDatabase"
+COSMOS_CONNECTION = "CosmosDb"  # the prefix of the keyless settings: CosmosDb__accountEndpoint, ...
+MANAGED_IDENTITY = "managedidentity"
 PUBLIC_API_URL = "PublicApiUrl"
 REPLICATION_COPY_MODE, REPLICATION_RETRY_MAX = "ReplicationCopyMode", "ReplicationRetryMaxSeconds"
 SCRUB_SCHEDULE = "ScrubSchedule"
@@ -51,21 +62,72 @@ def _get(settings: Mapping[str, str], name: str, default: str | None = None) -> 
     return value
 
 
+@functools.lru_cache(maxsize=None)
+def _credential(kind: str | None, client_id: str | None):
+    """One token credential per identity, shared by every client of this process (each caches
+    its tokens)."""
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+    if kind == MANAGED_IDENTITY:
+        return ManagedIdentityCredential(client_id=client_id) if client_id else ManagedIdentityCredential()
+    return DefaultAzureCredential()
+
+
+def credential(settings: Mapping[str, str], connection: str):
+    """The token credential of keyless `connection`: its user-assigned managed identity
+    (`__credential` managedidentity, `__clientId`), or with no `__credential` the default chain."""
+    kind = settings.get(f"{connection}__credential")
+    if kind not in (None, MANAGED_IDENTITY):
+        raise SettingMissing(f"app setting {connection}__credential must be {MANAGED_IDENTITY!r} or unset, "
+                             f"not {kind!r}")
+    return _credential(kind, settings.get(f"{connection}__clientId"))
+
+
+def storage_connection(settings: Mapping[str, str], name: str) -> Connection | None:
+    """Connection `name`: its connection string, or its keyless settings; None if neither is set."""
+    if settings.get(name):
+        return settings[name]
+    account = settings.get(f"{name}__accountName")
+    blob = settings.get(f"{name}__blobServiceUri") or (account and f"https://{account}.blob.core.windows.net")
+    queue = settings.get(f"{name}__queueServiceUri") or (account and f"https://{account}.queue.core.windows.net")
+    if not (blob or queue):
+        return None
+    return IdentityConnection(blob or None, queue or None, credential(settings, name))
+
+
+def connection_modes(settings: Mapping[str, str]) -> dict[str, str]:
+    """How each connection these settings describe is reached: "key" or "identity" (absent
+    when unset)."""
+    modes = {name: "identity" if isinstance(connection, IdentityConnection) else "key"
+             for name in (STORAGE, SECONDARY_STORAGE)
+             if (connection := storage_connection(settings, name)) is not None}
+    if settings.get(COSMOS_ENDPOINT) or settings.get(f"{COSMOS_CONNECTION}__accountEndpoint"):
+        modes[COSMOS_CONNECTION] = "key" if settings.get(COSMOS_KEY) else "identity"
+    return modes
+
+
 def cosmos_index(settings: Mapping[str, str]) -> CosmosIndex:
-    return CosmosIndex(_get(settings, COSMOS_ENDPOINT), _get(settings, COSMOS_KEY),
-                       _get(settings, COSMOS_DATABASE, "skyvault"))
+    database = _get(settings, COSMOS_DATABASE, "skyvault")
+    if settings.get(COSMOS_KEY):
+        return CosmosIndex(_get(settings, COSMOS_ENDPOINT), settings[COSMOS_KEY], database)
+    endpoint = settings.get(f"{COSMOS_CONNECTION}__accountEndpoint") or settings.get(COSMOS_ENDPOINT)
+    if not endpoint:
+        raise SettingMissing(f"app setting {COSMOS_CONNECTION}__accountEndpoint (or {COSMOS_ENDPOINT} and "
+                             f"{COSMOS_KEY}) is not set")
+    return CosmosIndex(endpoint, credential(settings, COSMOS_CONNECTION), database)
 
 
 def build_services(settings: Mapping[str, str]) -> Services:
-    storage = _get(settings, STORAGE)
+    storage = storage_connection(settings, STORAGE)
+    if storage is None:
+        raise SettingMissing(f"app setting {STORAGE} (a connection string) or {STORAGE}__blobServiceUri and "
+                             f"{STORAGE}__queueServiceUri (keyless) is not set")
+    secondary = storage_connection(settings, SECONDARY_STORAGE)
     return Services(
         index=cosmos_index(settings),
         primary=AzureBlobAccount(storage, region="primary"),
         queue=functools.lru_cache(maxsize=None)(lambda name: AzureQueue(storage, name)),
-        queue_sas_url=lambda name, permissions, expiry: queue_sas_url(storage, name, permissions, expiry),
         api_url=_get(settings, PUBLIC_API_URL, ""),
-        secondary=AzureBlobAccount(settings[SECONDARY_STORAGE], region="secondary")
-        if settings.get(SECONDARY_STORAGE) else None,
+        secondary=AzureBlobAccount(secondary, region="secondary") if secondary is not None else None,
         stream_copy=_copy_mode(settings) == "stream",
         replication_retry_max_s=int(_get(settings, REPLICATION_RETRY_MAX, "300")),
         **({"clock": offset_clock(settings[CLOCK_OFFSET_FILE])} if settings.get(CLOCK_OFFSET_FILE) else {}),

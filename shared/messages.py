@@ -805,7 +805,6 @@ class Credentials:
     api_url: str
     expires_at: str
     blob_container_url: str
-    queue_urls: Mapping[str, str]
 
     KIND: ClassVar[str] = "skyvault-machine-credentials"
     VERSION: ClassVar[int] = 2
@@ -814,21 +813,18 @@ class Credentials:
         return {"kind": self.KIND, "version": self.VERSION, "tenantId": self.tenant_id,
                 "vaultId": self.vault_id, "vaultName": self.vault_name, "redundancy": self.redundancy,
                 "kdf": dict(self.kdf), "machineId": self.machine_id, "apiUrl": self.api_url,
-                "expiresAt": self.expires_at, "blobContainerUrl": self.blob_container_url,
-                "queueUrls": dict(self.queue_urls)}
+                "expiresAt": self.expires_at, "blobContainerUrl": self.blob_container_url}
 
     @classmethod
     def from_doc(cls, doc: Any, where: str = "credentials") -> "Credentials":
+        # A `queueUrls` field (queue SAS, which agents held before they posted their messages
+        # through the API) is left unread: credentials saved then stay usable until renewed.
         r = _kind(doc, cls.KIND, cls.VERSION, where, "machine's credentials")
-        queue_urls = r.obj("queueUrls")
-        for name, url in queue_urls.items():
-            if not (isinstance(url, str) and NAME_ID.match(name)):
-                raise MalformedMessage(f"{where}: field 'queueUrls' has a bad entry {name!r}")
         return cls(tenant_id=r.str("tenantId", NAME_ID), vault_id=r.str("vaultId", NAME_ID),
                    vault_name=r.str("vaultName", NAME_ID), redundancy=_redundancy(r), kdf=_kdf(r),
                    machine_id=r.str("machineId", MACHINE_ID), api_url=r.str("apiUrl", max_len=4096),
                    expires_at=r.str("expiresAt", max_len=64),
-                   blob_container_url=r.str("blobContainerUrl", max_len=4096), queue_urls=queue_urls)
+                   blob_container_url=r.str("blobContainerUrl", max_len=4096))
 
 
 @dataclass(frozen=True)
@@ -1214,6 +1210,22 @@ class DamageAnswer:
     def from_doc(cls, doc: Any) -> "DamageAnswer":
         r = FieldReader(doc, "damage answer")
         return cls(tuple(DamageOutcome.from_doc(o) for o in r.list("outcomes", DAMAGE_MAX_REPORTS)))
+
+
+@dataclass(frozen=True)
+class QueuedAnswer:
+    """POST messages/{queue}: the id of the agent's message, now on the queue."""
+
+    queued: str
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"queued": self.queued}
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> "QueuedAnswer":
+        r = FieldReader(doc, "queued answer")
+        r.only("queued")
+        return cls(r.str("queued", NAME_ID))
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator
 
 from shared import crypto, formats, identity, jsonfields, messages
-from shared.messages import Credentials
-from shared.adapters.sas_rest import Endpoint, SasContainer, SasQueueSender, insecure
+from shared.adapters.sas_rest import Endpoint, SasContainer, insecure
 from shared.ports import BlobContainer, BlobProperties, TransientError, pause_before_retry
 from skyvault import exitcodes
 
@@ -85,7 +84,7 @@ def enrol(ticket: dict[str, Any], keys: crypto.VaultKeys, name: str, transport: 
     parsed = messages.EnrolmentTicket.from_doc(ticket)
     private_key = identity.new_private_key()
     public_key = identity.public_key_of(private_key)
-    transport = transport or HttpTransport({"apiUrl": parsed.api_url, "queueUrls": {}})
+    transport = transport or HttpTransport({"apiUrl": parsed.api_url})
     path = f"{transport.base_path}/api/tenants/{parsed.tenant_id}/vaults/{parsed.vault_id}/machines"
     body = json.dumps(messages.EnrolRequest(parsed.ticket_id, parsed.ticket_secret, name, public_key,
                                             keys.key_check_value()).to_doc()).encode()
@@ -106,8 +105,7 @@ def enrol(ticket: dict[str, Any], keys: crypto.VaultKeys, name: str, transport: 
         enrolled = messages.EnrolAnswer.from_doc(answer)
     except (formats.MalformedMessage, KeyError, TypeError) as e:
         raise ApiError(f"POST machines: the service's answer is not one this agent reads: {e}") from None
-    urls = [enrolled.credentials.api_url, enrolled.credentials.blob_container_url,
-            *enrolled.credentials.queue_urls.values()]
+    urls = [enrolled.credentials.api_url, enrolled.credentials.blob_container_url]
     if why := next(filter(None, map(insecure, urls)), None):
         raise ApiError(f"POST machines: the service answered a URL this agent will not use: {why}")
     return {**enrolled.credentials.to_doc(), "machineKey": private_key}, enrolled.key_check
@@ -122,18 +120,12 @@ def _answer_of(what: str, status: int, raw: bytes) -> Any:
 
 
 class HttpTransport:
-    """How an agent reaches the service in production: HTTPS to the function app's API, Put
-    Message through the queues' add-only SAS, blobs through SAS URLs."""
+    """How an agent reaches the service in production: HTTPS to the function app's API (its
+    queue messages too), blobs through SAS URLs."""
 
     def __init__(self, creds: dict[str, Any]):
         self._api_url = creds["apiUrl"]
-        self._queue_urls = creds["queueUrls"]
         self._endpoint: Endpoint | None = None
-        self._queues: dict[str, SasQueueSender] = {}
-
-    def update(self, creds: dict[str, Any]) -> None:
-        """Renewed credentials: their queue SAS from now on."""
-        self._queue_urls, self._queues = creds["queueUrls"], {}
 
     @property
     def _api(self) -> Endpoint:
@@ -153,12 +145,6 @@ class HttpTransport:
         except TransientError as e:
             raise ApiError(f"the Skyvault service at {self._api_url} did not answer: {e}") from None
         return resp.status, resp.body
-
-    def send(self, queue: str, text: str) -> None:
-        if queue not in self._queues:
-            self._queues[queue] = SasQueueSender(self._queue_urls[queue])
-        # The Functions host reads base64 (host.json messageEncoding).
-        self._queues[queue].send(base64.b64encode(text.encode()).decode())
 
     @staticmethod
     def container(url: str) -> BlobContainer:
@@ -190,7 +176,6 @@ class AgentVault:
             if datetime.fromisoformat(self.creds["expiresAt"]) - self.clock() >= RENEW_BEFORE:
                 return
             self.creds = {**self.renew_credentials(), "machineKey": self._machine_key}
-            self.transport.update(self.creds)
             self._on_renew(self.creds)
 
     @staticmethod
@@ -218,16 +203,22 @@ class AgentVault:
                              **{f.name: getattr(draft, f.name) for f in dataclasses.fields(draft) if f.name != "sig"})
 
     def send(self, queue: str, body: dict[str, Any]) -> str:
-        self.ensure_fresh()
+        """`body` signed as this machine's message and posted to `queue` (POST messages/{queue},
+        which queues it for the queue's function); its id."""
         message = self.sign(body)
-        self.transport.send(queue, message.to_json())
-        return message.id
+        answer = self.api("POST", f"messages/{queue}", data=message.to_json().encode())
+        try:
+            return messages.QueuedAnswer.from_doc(answer).queued
+        except formats.MalformedMessage as e:
+            raise ApiError(f"POST messages/{queue}: the service's answer is not one this agent reads: {e}") from None
 
     def api(self, method: str, subpath: str, body: dict | None = None,
-            params: dict[str, str] | None = None) -> Any:
-        """A signed request of the HTTP API and its JSON answer; ApiError, with the status, if refused."""
+            params: dict[str, str] | None = None, data: bytes | None = None) -> Any:
+        """A signed request of the HTTP API (its body `body` as JSON, or the bytes `data`) and its
+        JSON answer; ApiError, with the status, if refused."""
         path = f"{self.transport.base_path}/api/tenants/{self.tenant_id}/vaults/{self.vault_id}/{subpath}"
-        data = json.dumps(body).encode() if body is not None else b""
+        if data is None:
+            data = json.dumps(body).encode() if body is not None else b""
         def headers() -> dict[str, str]:
             return {**identity.sign_request(self._machine_key, self.machine_id, method, path, params, data,
                                             self.clock()), "content-type": "application/json"}

@@ -59,6 +59,7 @@ def test_every_function_is_registered_with_its_trigger():
         "check_chunks": (f"{vault}/chunks/check", ("POST",)),
         "report_damage": (f"{vault}/chunks/damage", ("POST",)),
         "enrol_machine": (f"{vault}/machines", ("POST",)),
+        "post_message": (f"{vault}/messages/{{queue}}", ("POST",)),
     }
 
 
@@ -77,8 +78,7 @@ def fake_services(monkeypatch):
             queues[name].create()
         return queues[name]
 
-    services = Services(index=MemoryIndex(), primary=MemoryBlobAccount("primary"), queue=queue,
-                        queue_sas_url=lambda n, p, e: f"memory://q/{n}?sp={p}")
+    services = Services(index=MemoryIndex(), primary=MemoryBlobAccount("primary"), queue=queue)
     for module in (ingest, api):
         monkeypatch.setattr(module, "services", lambda: services)
     return services

@@ -33,7 +33,11 @@ answers an overwrite or delete without its lease id with 412 LeaseIdMissing
 Queue messages are text and go out and come back unchanged: whoever writes
 them picks the encoding (the Functions host expects base64 by default).
 
-Service clients are cached per connection string, and retries are short so
+An account is reached with a connection string holding its key (the local stack), or keyless
+with an Entra ID identity (IdentityConnection: Azure's identity-based connections). Container
+SAS are signed with the account key, or, keyless, with a user-delegation key (valid a day,
+requested again when a SAS would outlive it; Storage Blob Data Owner includes the right to get
+one). Service clients are cached per connection, and retries are short so
 that an unreachable service fails in seconds, not minutes: the caller (the
 Functions host, the agent) owns retrying.
 """
@@ -41,9 +45,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import threading
 from contextlib import contextmanager
-from datetime import datetime
-from typing import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterator, Union
 
 from azure.core.exceptions import (
     HttpResponseError,
@@ -53,7 +59,7 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 from azure.storage.blob import BlobLeaseClient, BlobServiceClient, ContainerClient, generate_container_sas
-from azure.storage.queue import QueueClient, QueueServiceClient, generate_queue_sas
+from azure.storage.queue import QueueServiceClient
 
 from shared.adapters.blob_copy import copy_source_error, wait_for_copy
 from shared.adapters.http_pool import pooled_transport
@@ -177,17 +183,39 @@ def _common_error(what: str, error: Exception) -> Exception:
     return StorageError(f"{what}: HTTP {status} {code}")
 
 
-@functools.lru_cache(maxsize=None)
-def _blob_service(connection_string: str) -> BlobServiceClient:
-    return BlobServiceClient.from_connection_string(
-        connection_string, max_single_put_size=_MAX_PUT_BLOB_BYTES,
-        transport=pooled_transport(_CLIENT_OPTIONS["connection_timeout"]), **_CLIENT_OPTIONS)
+@dataclass(frozen=True)
+class IdentityConnection:
+    """A storage account reached keyless: its services' URIs and a token credential
+    (azure-identity's), as the `<Connection>__blobServiceUri`, `__queueServiceUri`,
+    `__credential` and `__clientId` app settings describe it (shared.bootstrap)."""
+
+    blob_service_uri: str | None
+    queue_service_uri: str | None
+    credential: Any  # an azure.core.credentials.TokenCredential
+
+
+Connection = Union[str, IdentityConnection]  # a connection string, or an identity
 
 
 @functools.lru_cache(maxsize=None)
-def _queue_service(connection_string: str) -> QueueServiceClient:
-    return QueueServiceClient.from_connection_string(
-        connection_string, transport=pooled_transport(_CLIENT_OPTIONS["connection_timeout"]), **_CLIENT_OPTIONS)
+def _blob_service(connection: Connection) -> BlobServiceClient:
+    options = dict(max_single_put_size=_MAX_PUT_BLOB_BYTES,
+                   transport=pooled_transport(_CLIENT_OPTIONS["connection_timeout"]), **_CLIENT_OPTIONS)
+    if isinstance(connection, IdentityConnection):
+        if not connection.blob_service_uri:
+            raise ValueError("this storage connection names no blob service URI")
+        return BlobServiceClient(connection.blob_service_uri, credential=connection.credential, **options)
+    return BlobServiceClient.from_connection_string(connection, **options)
+
+
+@functools.lru_cache(maxsize=None)
+def _queue_service(connection: Connection) -> QueueServiceClient:
+    options = dict(transport=pooled_transport(_CLIENT_OPTIONS["connection_timeout"]), **_CLIENT_OPTIONS)
+    if isinstance(connection, IdentityConnection):
+        if not connection.queue_service_uri:
+            raise ValueError("this storage connection names no queue service URI")
+        return QueueServiceClient(connection.queue_service_uri, credential=connection.credential, **options)
+    return QueueServiceClient.from_connection_string(connection, **options)
 
 
 class AzureBlobContainer(BlobContainer):
@@ -330,26 +358,51 @@ def _blob_properties(name: str, props) -> BlobProperties:
     )
 
 
-class AzureBlobAccount(BlobAccount):
-    """One region's storage account, reached with a connection string holding its key."""
+# A user-delegation key is asked for this long (Azure allows 7 days), from a little before now
+# so that a clock behind Azure's does not make it start in the future.
+DELEGATION_KEY_LIFETIME = timedelta(days=1)
+DELEGATION_KEY_LEAD = timedelta(minutes=5)
 
-    def __init__(self, connection_string: str, region: str):
-        self._service = _blob_service(connection_string)
+
+class AzureBlobAccount(BlobAccount):
+    """One region's storage account, reached with a connection string holding its key or with
+    an identity (then its SAS are user-delegation SAS)."""
+
+    def __init__(self, connection: Connection, region: str):
+        self._service = _blob_service(connection)
+        self._keyless = isinstance(connection, IdentityConnection)
         self.region = region
+        self._delegation_key: Any = None
+        self._delegation_lock = threading.Lock()
 
     def container(self, name: str) -> AzureBlobContainer:
         return AzureBlobContainer(self._service.get_container_client(name))
 
     def container_sas_url(self, container: str, permissions: str, expiry: datetime) -> str:
-        credential = self._service.credential
-        account_key = getattr(credential, "account_key", None)
-        if account_key is None:
-            raise ValueError("container_sas_url needs a connection string with AccountKey")
-        sas = generate_container_sas(
-            credential.account_name, container,
-            account_key=account_key, permission=permissions, expiry=expiry,
-        )
+        if self._keyless:
+            signing = {"user_delegation_key": self._delegation_key_until(expiry)}
+        else:
+            account_key = getattr(self._service.credential, "account_key", None)
+            if account_key is None:
+                raise ValueError("container_sas_url needs a connection string with AccountKey, or an identity")
+            signing = {"account_key": account_key}
+        sas = generate_container_sas(self._service.account_name, container, permission=permissions, expiry=expiry,
+                                     **signing)
         return f"{self._service.get_container_client(container).url}?{sas}"
+
+    def _delegation_key_until(self, expiry: datetime) -> Any:
+        """A user-delegation key valid at least until `expiry` (a SAS cannot outlive its key):
+        the one held, or a new one. Revoking the account's user-delegation keys ends every SAS
+        signed with them."""
+        with self._delegation_lock:
+            key = self._delegation_key
+            if key is None or datetime.fromisoformat(key.signed_expiry.replace("Z", "+00:00")) < expiry:
+                now = datetime.now(timezone.utc)
+                with _blob_errors("get a user delegation key"):
+                    key = self._service.get_user_delegation_key(now - DELEGATION_KEY_LEAD,
+                                                                max(expiry, now + DELEGATION_KEY_LIFETIME))
+                self._delegation_key = key
+            return key
 
     def container_from_url(self, url: str) -> AzureBlobContainer:
         return container_from_url(url)
@@ -359,19 +412,6 @@ def container_from_url(url: str) -> AzureBlobContainer:
     """The container a SAS URL points at, with only that SAS's rights (what agents hold)."""
     return AzureBlobContainer(ContainerClient.from_container_url(
         url, max_single_put_size=_MAX_PUT_BLOB_BYTES, **_CLIENT_OPTIONS))
-
-
-def queue_sas_url(connection_string: str, queue_name: str, permissions: str, expiry: datetime) -> str:
-    """A URL with a SAS for one queue; agents get "a" (add messages only)."""
-    service = _queue_service(connection_string)
-    account_key = getattr(service.credential, "account_key", None)
-    if account_key is None:
-        raise ValueError("queue_sas_url needs a connection string with AccountKey")
-    sas = generate_queue_sas(
-        service.credential.account_name, queue_name,
-        account_key=account_key, permission=permissions, expiry=expiry,
-    )
-    return f"{service.get_queue_client(queue_name).url}?{sas}"
 
 
 @contextmanager
@@ -392,17 +432,9 @@ class AzureQueue(Queue):
     that another consumer has received since, do nothing: it will be handled
     again by its new holder, and handlers are idempotent."""
 
-    def __init__(self, connection_string: str, name: str):
-        self._client = _queue_service(connection_string).get_queue_client(name)
+    def __init__(self, connection: Connection, name: str):
+        self._client = _queue_service(connection).get_queue_client(name)
         self.name = name
-
-    @classmethod
-    def from_url(cls, queue_url: str) -> AzureQueue:
-        """The queue a SAS URL (see queue_sas_url) points at, with only that SAS's rights."""
-        queue = cls.__new__(cls)
-        queue._client = QueueClient.from_queue_url(queue_url, **_CLIENT_OPTIONS)
-        queue.name = queue._client.queue_name
-        return queue
 
     def create(self) -> None:
         with _queue_errors(f"create queue {self.name}"):

@@ -86,7 +86,7 @@ T = TypeVar("T", Vault, ItemRecord, ChunkRecord, RecoveryPoint, Job, UsageEvent,
 
 
 @functools.lru_cache(maxsize=None)
-def _client(endpoint: str, key: str) -> CosmosClient:
+def _client(endpoint: str, key: Any) -> CosmosClient:
     # The local emulator runs without TLS on the loopback interface while its account metadata
     # advertises https endpoints: for it alone, no certificate check and no endpoint discovery.
     # Any other endpoint is real Cosmos DB: TLS verified, and its regions discovered.
@@ -119,7 +119,9 @@ def _cosmos_errors(what: str):
 class CosmosIndex(Index):
     """The index in one Cosmos DB database. No I/O happens until the first call."""
 
-    def __init__(self, endpoint: str, key: str, database_name: str):
+    def __init__(self, endpoint: str, key: Any, database_name: str):
+        """`key`: the account key (the local emulator), or a token credential (azure-identity's:
+        keyless, through a Cosmos DB SQL role assignment)."""
         self._endpoint = endpoint
         self._key = key
         self.database_name = database_name

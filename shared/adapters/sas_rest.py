@@ -1,12 +1,12 @@
-"""Blob containers and queues reached through a SAS URL, over Azure Storage's REST API with the
-standard library's http.client: what agents hold (a create-only container SAS, add-only
-queue SAS, a restore job's read-only SAS).
+"""Blob containers reached through a SAS URL, and the Skyvault API, over HTTP with the standard
+library's http.client: what agents hold (a create-only container SAS, a restore job's read-only
+SAS; their queue messages go through the API).
 
 Why not the Azure SDKs here: the agent runs as a short command, and importing
-azure-storage-blob and azure-storage-queue (with requests) costs it about half a second
+azure-storage-blob (with requests) costs it about half a second
 of every run, while each SDK call spends milliseconds of CPU in its pipeline. These are a
 handful of plain requests (Put Blob, Get Blob, Get Blob Properties, Delete Blob, List
-Blobs, Copy Blob, Put Message) with the errors of the ports, the same as
+Blobs, Copy Blob) with the errors of the ports, the same as
 shared.adapters.azure_storage gives them, and they pass the same contract tests:
 
 - 404 → BlobNotFound; 409 (or 412) on a create-only put → BlobAlreadyExists.
@@ -37,7 +37,6 @@ CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 60.0
 ATTEMPTS = 3
 BACKOFF_S = 0.5
-MAX_MESSAGE_BYTES = 64 * 1024
 _local = threading.local()
 
 
@@ -298,25 +297,3 @@ def _copy_error(what: str, response: Response) -> Exception:
         return TransientError(f"{what}: another copy into it is still pending")
     return _error(what, response)
 
-
-class SasQueueSender:
-    """Adds messages to one queue through its SAS URL (agents hold "a": add only)."""
-
-    def __init__(self, url: str):
-        self._endpoint = Endpoint(url)
-        self.name = self._endpoint.path.rsplit("/", 1)[-1]
-
-    def send(self, body: str, *, visibility_timeout: int = 0) -> None:
-        size = len(body.encode("utf-8"))
-        if size > MAX_MESSAGE_BYTES:
-            raise ValueError(f"queue message of {size} bytes is over the {MAX_MESSAGE_BYTES}-byte limit")
-        what = f"send to {self.name}"
-        from xml.sax.saxutils import escape
-        payload = f"<QueueMessage><MessageText>{escape(body)}</MessageText></QueueMessage>".encode()
-        query = {"visibilitytimeout": str(visibility_timeout)} if visibility_timeout else None
-        response = self._endpoint.request(what, "POST", f"{self._endpoint.path}/messages", query,
-                                          {"Content-Type": "application/xml"}, payload)
-        if response.status == 403:
-            raise PermissionError(f"{what}: {response.error_code or 'forbidden'}")
-        if response.status != 201:
-            raise StorageError(f"{what}: HTTP {response.status} {response.error_code}")

@@ -14,12 +14,13 @@ from datetime import datetime
 from shared import formats
 from shared.domain import ChunkState, Job, Machine, PointState, Protection, RecoveryPoint, Vault
 from shared.errors import Forbidden, Invalid, NotFound
-from shared.messages import (STATUS_MAX_ITEMS, Credentials, CommitRequest, EpochAnswer, ItemSchedule, ItemStatus,
+from shared.messages import (STATUS_MAX_ITEMS, ChunksMessage, CommitMessage, Credentials, CommitRequest, EpochAnswer,
+                             ItemSchedule, ItemStatus, QueuedAnswer, RestoreMessage, parse_signed_message,
                              JobView, LookupAnswer, LookupRequest, PointView, RestorePlan, VaultStatus)
 from shared.retention import missed_run
 from shared.service import gc, machines
 from shared.service.commit import check_creation_time, commit_point
-from shared.service.context import Services
+from shared.service.context import COMMIT_QUEUE, INGEST_QUEUE, RESTORE_QUEUE, Services, enqueue
 from shared.service.ingest import ChunkNotUploaded, ingest_chunks
 from shared.service.policies import DEFAULT_POLICY_NAME, policies_of, show_policy
 from shared.service.replication import replication_status
@@ -27,6 +28,28 @@ from shared.service.replication import replication_status
 # What an HTTP commit may spend checking its point before the commit queue goes on with it: the
 # agent's API timeout is 30 s, Azure's HTTP response limit 230 s.
 HTTP_COMMIT_BUDGET_S = 15
+# The message each queue an agent posts to takes (shared.service.context.AGENT_QUEUES).
+AGENT_QUEUE_MESSAGES = {INGEST_QUEUE: ChunksMessage, COMMIT_QUEUE: CommitMessage, RESTORE_QUEUE: RestoreMessage}
+
+
+def post_message(services: Services, vault: Vault, machine: Machine, queue: str, body: bytes) -> QueuedAnswer:
+    """An agent's queue message, posted through the API: agents hold no queue SAS, because a
+    storage account whose shared keys are off cannot issue one (user-delegation SAS are for
+    blobs only), and because a request is refused the moment its machine is revoked. The message
+    is checked as far as it can be before its handler runs: a queue agents post to, the queue's
+    message type, its size and schema, and that it is this vault's and this machine's (the
+    request's signature covers its bytes, so it is the machine's own); then queued as the
+    Functions host reads it. Posting a message twice (a retried request) queues it twice: its
+    handler is idempotent."""
+    expected = AGENT_QUEUE_MESSAGES.get(queue)
+    if expected is None:
+        raise NotFound(f"no queue {queue!r} takes an agent's messages (only {', '.join(AGENT_QUEUE_MESSAGES)})")
+    message = parse_signed_message(body, expected)
+    if (message.tenant_id, message.vault_id, message.machine) != (vault.tenant_id, vault.id, machine.id):
+        raise Forbidden(f"message {message.id} names tenant {message.tenant_id}, vault {message.vault_id} and "
+                        f"machine {message.machine}, not the ones that sign this request")
+    enqueue(services, queue, body.decode())
+    return QueuedAnswer(message.id)
 
 
 def lookup_chunks(services: Services, vault: Vault, request: LookupRequest) -> LookupAnswer:

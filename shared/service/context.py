@@ -13,7 +13,7 @@ from shared.ports import BlobAccount, Index, PreconditionFailed, Queue
 
 INGEST_QUEUE, COMMIT_QUEUE, RESTORE_QUEUE, REPLICATE_QUEUE = "ingest", "commit", "restore", "replicate"
 USAGE_QUEUE = "usage"
-AGENT_QUEUES = (INGEST_QUEUE, COMMIT_QUEUE, RESTORE_QUEUE)  # the only queues an agent's SAS may add to
+AGENT_QUEUES = (INGEST_QUEUE, COMMIT_QUEUE, RESTORE_QUEUE)  # the queues agents post to (through the API)
 ALL_QUEUES = (*AGENT_QUEUES, REPLICATE_QUEUE, USAGE_QUEUE)
 POISON_SUFFIX = "-poison"
 # An ETag-checked update that loses this many races in a row gives up (retryable): something
@@ -26,7 +26,6 @@ class Services:
     index: Index
     primary: BlobAccount
     queue: Callable[[str], Queue]
-    queue_sas_url: Callable[[str, str, datetime], str]
     api_url: str = ""
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
     secondary: BlobAccount | None = None  # the paired region, for GRS vaults

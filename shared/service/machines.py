@@ -23,7 +23,7 @@ from shared.errors import NotFound, Unauthenticated
 from shared.formats import BadSignature
 from shared.messages import Credentials, EnrolAnswer, EnrolRequest, KeyCheckRequest, MachineView, SignedMessage
 from shared.ports import Conflict
-from shared.service.context import AGENT_QUEUES, Services, iso_time, set_once, update, update_vault
+from shared.service.context import Services, iso_time, set_once, update
 from shared.service.vaults import public_kdf, record_key_check, vault_for
 
 log = logging.getLogger("skyvault.machines")
@@ -94,13 +94,13 @@ def enrol(services: Services, tenant_id: str, vault_id: str, method: str, path: 
 
 
 def machine_credentials(services: Services, vault: Vault, machine: Machine) -> Credentials:
-    """Create-only blob SAS for the vault's container and add-only queue SAS, for CREDENTIALS_TTL."""
+    """Create-only blob SAS for the vault's container, for CREDENTIALS_TTL (no queue SAS: agents
+    post their messages through the API, `POST messages/{queue}`)."""
     expiry = services.clock() + CREDENTIALS_TTL
     return Credentials(
         tenant_id=vault.tenant_id, vault_id=vault.id, vault_name=vault.name, redundancy=vault.redundancy,
         kdf=public_kdf(vault), machine_id=machine.id, api_url=services.api_url, expires_at=iso_time(expiry),
-        blob_container_url=services.primary.container_sas_url(container_name(vault.id), "c", expiry),
-        queue_urls={q: services.queue_sas_url(q, "a", expiry) for q in AGENT_QUEUES})
+        blob_container_url=services.primary.container_sas_url(container_name(vault.id), "c", expiry))
 
 
 def authorized_vault(services: Services, message: SignedMessage, vault: Vault | None = None) -> Vault:

@@ -20,12 +20,41 @@ def vault_arguments(parser) -> None:
     parser.add_argument("--tenant", required=True)
 
 
+# A JSON file of a deployed service's app settings (infra/'s `appSettings` output): the
+# operator's commands then reach that service with the operator's own Azure sign-in.
+SERVICE_SETTINGS = "SKYVAULT_SERVICE_SETTINGS"
+
+
 def operator_services():
-    """The service's use cases wired to the local stack's settings, as the operator's commands
-    call them (imported here, not at start-up: the service costs agents start-up time)."""
+    """The service's use cases wired to the settings of the deployed service SERVICE_SETTINGS
+    names, or else of the local stack, as the operator's commands call them (imported here, not
+    at start-up: the service costs agents start-up time)."""
     from shared import bootstrap
 
-    return bootstrap.build_services(home.stack_state()["settings"])
+    path = os.environ.get(SERVICE_SETTINGS)
+    try:
+        return bootstrap.build_services(deployed_settings(path) if path else home.stack_state()["settings"])
+    except bootstrap.SettingMissing as e:
+        raise AgentError(f"{path or 'the local stack'}: {e}") from None
+
+
+def deployed_settings(path: str) -> dict[str, str]:
+    """The app settings in the JSON file at `path` (an object of strings, or IaC output's
+    `{"value": {...}}`), without the function app's managed identity: on the operator's machine
+    azure-identity's default chain (`az login`, environment, ...) signs in instead."""
+    import json
+    try:
+        doc = json.loads(open(path, encoding="utf-8").read())
+    except OSError as e:
+        raise AgentError(f"{path}: cannot read the service's settings: {e.strerror}") from None
+    except ValueError as e:
+        raise AgentError(f"{path}: the service's settings are not JSON: {e}") from None
+    if isinstance(doc, dict) and set(doc) <= {"value", "type", "sensitive"} and isinstance(doc.get("value"), dict):
+        doc = doc["value"]
+    if not (isinstance(doc, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in doc.items())):
+        raise AgentError(f"{path}: the service's settings must be a JSON object of strings (app setting names "
+                         "and values)")
+    return {name: value for name, value in doc.items() if not name.endswith(("__credential", "__clientId"))}
 
 
 def say(text: str) -> None:

@@ -3,13 +3,10 @@ Visibility timeouts are in whole seconds; `wait` advances the fake's clock or sl
 from __future__ import annotations
 
 import time
-import uuid
-from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from shared.adapters.azure_storage import AzureQueue, queue_sas_url
-from shared.adapters.sas_rest import SasQueueSender
+from shared.adapters.azure_storage import AzureQueue
 from shared.ports import StorageError, TransientError
 from skyvault.stack.emulators import DEV_ACCOUNT_KEY
 
@@ -122,56 +119,6 @@ def test_create_twice_is_harmless(queue):
 def test_queue_must_be_created_first(make_queue):
     with pytest.raises(StorageError):
         make_queue().send("x")
-
-
-@pytest.mark.emulators
-def test_add_only_sas_can_send_and_nothing_else(azurite_primary):
-    name = f"agent-{uuid.uuid4().hex[:16]}"
-    owner = AzureQueue(azurite_primary.connection_string, name)
-    owner.create()
-    url = queue_sas_url(azurite_primary.connection_string, name, "a",
-                        datetime.now(timezone.utc) + timedelta(hours=1))
-    agent = AzureQueue.from_url(url)
-    assert agent.name == name
-    agent.send('{"kind": "point"}')
-    assert owner.peek() == ['{"kind": "point"}']
-    with pytest.raises(PermissionError):
-        agent.receive(max_messages=1, visibility_timeout=30)
-    with pytest.raises(PermissionError):
-        agent.peek()
-    with pytest.raises(PermissionError):
-        agent.approximate_count()
-
-
-@pytest.mark.emulators
-def test_agents_sender_adds_messages_unchanged_within_the_limits_of_its_sas(azurite_primary):
-    """SasQueueSender, the agents' way to send: the same message arrives, a delay hides it,
-    the size limit holds, and a SAS of another queue or a missing queue is refused."""
-    name = f"agent-{uuid.uuid4().hex[:16]}"
-    owner = AzureQueue(azurite_primary.connection_string, name)
-    owner.create()
-    expiry = datetime.now(timezone.utc) + timedelta(hours=1)
-    sender = SasQueueSender(queue_sas_url(azurite_primary.connection_string, name, "a", expiry))
-    assert sender.name == name
-    sender.send('eyJraW5kIjogInBvaW50In0= <&> "quoted"')
-    sender.send("later", visibility_timeout=30)
-    assert owner.peek() == ['eyJraW5kIjogInBvaW50In0= <&> "quoted"']
-    assert owner.approximate_count() == 2
-    with pytest.raises(ValueError):
-        sender.send("x" * (64 * 1024 + 1))
-    read_only = SasQueueSender(queue_sas_url(azurite_primary.connection_string, name, "r", expiry))
-    with pytest.raises(PermissionError):
-        read_only.send("x")
-    with pytest.raises(StorageError):
-        SasQueueSender(queue_sas_url(azurite_primary.connection_string, "never-created", "a", expiry)).send("x")
-    assert owner.approximate_count() == 2
-
-
-def test_agents_unreachable_queue_is_a_transient_error_and_fails_fast(closed_port):
-    started = time.monotonic()
-    with pytest.raises(TransientError):
-        SasQueueSender(f"http://127.0.0.1:{closed_port}/nobody/gone?sp=a&sig=x").send("x")
-    assert time.monotonic() - started < 10
 
 
 def test_unreachable_queue_service_is_a_transient_error_and_fails_fast(closed_port):

@@ -68,8 +68,7 @@ def memory_services(clock: Clock, name: str) -> Services:
         return queues[queue_name]
 
     return Services(index=MemoryIndex(), primary=MemoryBlobAccount(f"primary-{name}", utcnow=clock),
-                    secondary=MemoryBlobAccount(f"secondary-{name}", utcnow=clock), queue=queue,
-                    queue_sas_url=lambda n, p, e: f"memory://q/{n}?sp={p}", clock=clock,
+                    secondary=MemoryBlobAccount(f"secondary-{name}", utcnow=clock), queue=queue, clock=clock,
                     replication_retry_max_s=30)
 
 

@@ -62,8 +62,7 @@ def grs_services(name: str, ticks: Ticks) -> Services:
         return queues[queue_name]
 
     return Services(index=DamageWatchingIndex(), primary=MemoryBlobAccount(f"primary-{name}"),
-                    secondary=Outage(MemoryBlobAccount(f"secondary-{name}")), queue=queue,
-                    queue_sas_url=lambda n, p, e: f"memory://q/{n}", clock=lambda: datetime.now(timezone.utc))
+                    secondary=Outage(MemoryBlobAccount(f"secondary-{name}")), queue=queue, clock=lambda: datetime.now(timezone.utc))
 
 
 def replicate_all(services: Services, ticks: Ticks) -> None:

@@ -79,14 +79,14 @@ class Interrupted(KeyboardInterrupt):
 
 def interrupt(vault: InProcessVault, monkeypatch, stage: str) -> None:
     if stage == "after upload, before declare":
-        send = vault.transport.send
+        send = vault.send
 
-        def send_or_stop(queue, text):
+        def send_or_stop(queue, body):
             if queue == "ingest":
                 raise Interrupted
-            send(queue, text)
+            return send(queue, body)
 
-        monkeypatch.setattr(vault.transport, "send", send_or_stop)
+        monkeypatch.setattr(vault, "send", send_or_stop)
     elif stage == "after declare, before commit":
         monkeypatch.setattr(vault, "commit", lambda request: (_ for _ in ()).throw(Interrupted()))
     else:  # during the commit: the service commits, its answer never arrives
@@ -149,16 +149,17 @@ def test_a_lost_put_blob_answer_is_not_taken_for_another_agents_upload(services,
 def test_a_sas_that_expires_during_a_backup_is_renewed(services, creds, clock, tmp_path, monkeypatch):
     data = make_data(tmp_path)
     vault = agent(services, creds)
-    send = vault.transport.send
+    send = vault.send
 
     first_expiry = datetime.fromisoformat(vault.creds["expiresAt"])
 
-    def an_hour_passes(queue, text):  # the first ingest message goes out as the credentials expire
-        send(queue, text)
+    def an_hour_passes(queue, body):  # the first ingest message goes out as the credentials expire
+        sent = send(queue, body)
         if clock.now < first_expiry:
             clock.now += machines.CREDENTIALS_TTL + timedelta(minutes=1)
+        return sent
 
-    monkeypatch.setattr(vault.transport, "send", an_hour_passes)
+    monkeypatch.setattr(vault, "send", an_hour_passes)
     report = Backup(vault, Cache(tmp_path / "cache.sqlite"), "laptop").run([str(data)])
     assert report.state == "committed", report.reason
     assert datetime.fromisoformat(vault.creds["expiresAt"]) > clock.now, "the agent holds renewed credentials"

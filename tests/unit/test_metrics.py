@@ -14,7 +14,7 @@ def test_counting_services_count_what_the_bill_is_made_of(tmp_path):
     queue = MemoryQueue("ingest")
     queue.create()
     services = metrics.counting(Services(index=MemoryIndex(), primary=MemoryBlobAccount("metrics-primary"),
-                                         queue=lambda name: queue, queue_sas_url=lambda *a: ""), counts)
+                                         queue=lambda name: queue), counts)
     container = services.primary.container("vault-x")
     container.create()
     container.put("chunks/ab/1", b"12345")

@@ -83,8 +83,7 @@ def services(clock, request):
     suffix = request.node.name
     return Services(
         index=MemoryIndex(), primary=MemoryBlobAccount(f"primary-{suffix}", utcnow=clock),
-        secondary=Outage(MemoryBlobAccount(f"secondary-{suffix}", utcnow=clock)), queue=queue,
-        queue_sas_url=lambda n, p, e: f"memory://q/{n}?sp={p}", clock=clock, replication_retry_max_s=30)
+        secondary=Outage(MemoryBlobAccount(f"secondary-{suffix}", utcnow=clock)), queue=queue, clock=clock, replication_retry_max_s=30)
 
 
 @pytest.fixture(scope="module")
