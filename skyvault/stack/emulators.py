@@ -46,19 +46,20 @@ class AzuriteInstance:
     pid: int
     blob_port: int
     queue_port: int
+    scheme: str = "http"
 
     @property
     def blob_url(self) -> str:
-        return f"http://127.0.0.1:{self.blob_port}/{self.account}"
+        return f"{self.scheme}://127.0.0.1:{self.blob_port}/{self.account}"
 
     @property
     def queue_url(self) -> str:
-        return f"http://127.0.0.1:{self.queue_port}/{self.account}"
+        return f"{self.scheme}://127.0.0.1:{self.queue_port}/{self.account}"
 
     @property
     def connection_string(self) -> str:
         return (
-            f"DefaultEndpointsProtocol=http;AccountName={self.account};AccountKey={DEV_ACCOUNT_KEY};"
+            f"DefaultEndpointsProtocol={self.scheme};AccountName={self.account};AccountKey={DEV_ACCOUNT_KEY};"
             f"BlobEndpoint={self.blob_url};QueueEndpoint={self.queue_url};"
         )
 
@@ -67,10 +68,11 @@ class AzuriteInstance:
 class CosmosInstance:
     pid: int
     port: int
+    scheme: str = "http"
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
+        return f"{self.scheme}://127.0.0.1:{self.port}/"
 
     key: str = COSMOS_DEV_KEY
 
@@ -90,23 +92,30 @@ def _wait_for(log_path: Path, proc: subprocess.Popen, patterns: list[str], what:
 
 
 def start_azurite(region: str, account: str, workdir: Path, blob_port: int = 0,
-                  queue_port: int = 0, in_memory: bool = False) -> AzuriteInstance:
+                  queue_port: int = 0, in_memory: bool = False,
+                  oauth_tls: tuple[Path, Path] | None = None) -> AzuriteInstance:
     """Start one Azurite process for `region` serving `account` (plus the default account).
     Ports 0 pick free ones; given ports (and the same workdir) restart a stopped region as it was.
     `in_memory` keeps blobs and queues in the process instead of on disk, where Azurite
-    writes each blob, syncs it and reads it back to hash it: a stopped region loses its data."""
+    writes each blob, syncs it and reads it back to hash it: a stopped region loses its data.
+    `oauth_tls` (a PEM certificate and its key) serves HTTPS and accepts Entra ID bearer tokens
+    (`--oauth basic`: their lifetime, issuer and audience are checked, not their signature), as
+    a keyless deployment reaches its accounts; only then does Azurite hand out user-delegation keys."""
     data = workdir / f"azurite-{region}"
     storage = ["--inMemoryPersistence"] if in_memory else ["--location", str(data)]
     (workdir if in_memory else data).mkdir(parents=True, exist_ok=True)
     log_path = workdir / f"azurite-{region}.log"
     env = dict(os.environ)
     env["AZURITE_ACCOUNTS"] = f"{DEFAULT_ACCOUNT}:{DEV_ACCOUNT_KEY};{account}:{DEV_ACCOUNT_KEY}"
+    if oauth_tls:  # a copy from a URL is fetched by Azurite itself, over HTTPS to itself
+        env["NODE_EXTRA_CA_CERTS"] = str(oauth_tls[0])
     cmd = [
         "node", str(node_modules() / "azurite" / "dist" / "src" / "azurite.js"),
         "--blobHost", "127.0.0.1", "--blobPort", str(blob_port),
         "--queueHost", "127.0.0.1", "--queuePort", str(queue_port),
         "--tableHost", "127.0.0.1", "--tablePort", "0",
         *storage,
+        *(["--oauth", "basic", "--cert", str(oauth_tls[0]), "--key", str(oauth_tls[1])] if oauth_tls else []),
         "--skipApiVersionCheck", "--loose", "--disableTelemetry",
         "--silent",  # no access log: it costs Azurite about a tenth of its CPU under load
     ]
@@ -115,26 +124,27 @@ def start_azurite(region: str, account: str, workdir: Path, blob_port: int = 0,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     blob, queue = _wait_for(
         log_path, proc,
-        [r"Blob service is successfully listening at http://[^:]+:(\d+)",
-         r"Queue service is successfully listening at http://[^:]+:(\d+)"],
+        [r"Blob service is successfully listening at https?://[^:]+:(\d+)",
+         r"Queue service is successfully listening at https?://[^:]+:(\d+)"],
         f"Azurite ({region})",
     )
-    return AzuriteInstance(region=region, account=account, pid=proc.pid,
-                           blob_port=int(blob.group(1)), queue_port=int(queue.group(1)))
+    return AzuriteInstance(region=region, account=account, pid=proc.pid, blob_port=int(blob.group(1)),
+                           queue_port=int(queue.group(1)), scheme="https" if oauth_tls else "http")
 
 
-def start_cosmos(workdir: Path) -> CosmosInstance:
-    """Start the in-memory Cosmos DB SQL API server without TLS (its bundled certificate expired),
-    keeping connections alive (cosmosdb_server.js)."""
+def start_cosmos(workdir: Path, tls: tuple[Path, Path] | None = None) -> CosmosInstance:
+    """Start the in-memory Cosmos DB SQL API server, keeping connections alive (cosmosdb_server.js):
+    without TLS (its bundled certificate expired) unless `tls` (a PEM certificate and its key) is
+    given. It takes any key and any bearer token."""
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "cosmos.log"
     cmd = ["node", str(Path(__file__).with_name("cosmosdb_server.js")),
-           str(node_modules() / "@vercel" / "cosmosdb-server"), "127.0.0.1", "0"]
+           str(node_modules() / "@vercel" / "cosmosdb-server"), "127.0.0.1", "0", *map(str, tls or ())]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     (port,) = _wait_for(log_path, proc, [r"connections at [^\s]+:(\d+)"], "Cosmos DB emulator")
-    return CosmosInstance(pid=proc.pid, port=int(port.group(1)))
+    return CosmosInstance(pid=proc.pid, port=int(port.group(1)), scheme="https" if tls else "http")
 
 
 def pid_alive(pid: int) -> bool:
