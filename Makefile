@@ -31,8 +31,13 @@ stress: setup
 fuzz: setup
 	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/fuzz
 
+# The function app's deployment zip (infra/package.py), for `az functionapp deployment source config-zip`.
+.PHONY: package
+package: setup
+	$(PY) -m infra.package dist/skyvault-functions.zip
+
 clean:
-	rm -rf $(VENV) node_modules .skyvault
+	rm -rf $(VENV) node_modules .skyvault dist
 
 # The peers the benchmark compares with: Debian's packages, pinned to the versions the README reports.
 BENCH_PACKAGES := restic=0.14.0-1+b5 borgbackup=1.2.4-1
