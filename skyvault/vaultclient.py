@@ -206,11 +206,8 @@ class AgentVault:
         """`body` signed as this machine's message and posted to `queue` (POST messages/{queue},
         which queues it for the queue's function); its id."""
         message = self.sign(body)
-        answer = self.api("POST", f"messages/{queue}", data=message.to_json().encode())
-        try:
-            return messages.QueuedAnswer.from_doc(answer).queued
-        except formats.MalformedMessage as e:
-            raise ApiError(f"POST messages/{queue}: the service's answer is not one this agent reads: {e}") from None
+        return self._call("POST", f"messages/{queue}", messages.QueuedAnswer.from_doc,
+                          data=message.to_json().encode()).queued
 
     def api(self, method: str, subpath: str, body: dict | None = None,
             params: dict[str, str] | None = None, data: bytes | None = None) -> Any:
@@ -244,8 +241,8 @@ class AgentVault:
     # are checked here as the service checks what it receives.
 
     def _call(self, method: str, subpath: str, parse: Callable[[Any], Any], body: dict | None = None,
-              params: dict[str, str] | None = None) -> Any:
-        answer = self.api(method, subpath, body, params)
+              params: dict[str, str] | None = None, data: bytes | None = None) -> Any:
+        answer = self.api(method, subpath, body, params, data)
         try:
             return parse(answer)
         except (formats.MalformedMessage, KeyError, TypeError) as e:
