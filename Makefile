@@ -2,11 +2,14 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# checkov lives in a venv of its own: its pinned bc-python-hcl2 replaces python-hcl2, which .venv needs.
+CHECKOV_VENV ?= .venv-checkov
+CHECKOV := $(CHECKOV_VENV)/bin/checkov
 DATA ?=
 
 .PHONY: setup demo test stress fuzz clean
 
-setup: $(VENV)/.installed node_modules/.installed
+setup: $(VENV)/.installed node_modules/.installed $(CHECKOV_VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +18,11 @@ $(VENV)/.installed: pyproject.toml
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(CHECKOV_VENV)/.installed: infra/checkov/requirements.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r infra/checkov/requirements.txt
 	touch $@
 
 demo: setup
@@ -36,8 +44,14 @@ fuzz: setup
 package: setup
 	$(PY) -m infra.package dist/skyvault-functions.zip
 
+# checkov's built-in checks and ours (infra/checkov/checks) on both deployment trees.
+.PHONY: infra-check
+infra-check: setup
+	$(CHECKOV) -d infra/bicep --framework bicep --external-checks-dir infra/checkov/checks --quiet --compact --skip-download
+	$(CHECKOV) -d infra/terraform --framework terraform --external-checks-dir infra/checkov/checks --quiet --compact --skip-download
+
 clean:
-	rm -rf $(VENV) node_modules .skyvault dist
+	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .skyvault dist
 
 # The peers the benchmark compares with: Debian's packages, pinned to the versions the README reports.
 BENCH_PACKAGES := restic=0.14.0-1+b5 borgbackup=1.2.4-1

@@ -12,10 +12,9 @@ from shared import bootstrap
 from shared.adapters.cosmos_index import DEFAULT_TTL, PARTITION_KEYS
 from shared.service.context import ALL_QUEUES, POISON_SUFFIX
 from shared.service.retention_sweep import LOCKS_CONTAINER
-from tests.infra import app_functions, terraform_tree
+from tests.infra import app_functions, bicep_tree, terraform_tree
 
-# infra/bicep joins when its reader (tests/infra/bicep_tree.py) lands; test_both_trees_... then compares them.
-TREES = {"terraform": terraform_tree}
+TREES = {"bicep": bicep_tree, "terraform": terraform_tree}
 FUNCTIONS = app_functions()
 BINDINGS = [b for f in FUNCTIONS for b in f.get_bindings()]
 # Connections the triggers name, and their identity-based settings (the Functions host's).
@@ -82,3 +81,18 @@ def test_the_deployed_settings_select_keyless_connections_and_build(provisioned)
 
 def test_the_runtime_is_the_apps(provisioned):
     assert provisioned["runtime"] == ("python", "3.11")
+
+
+def test_both_trees_provision_the_same():
+    bicep, terraform = bicep_tree.provisioned(), terraform_tree.provisioned()
+    for key in ("queues", "blob_containers", "deployment_container", "cosmos_database", "cosmos_containers",
+                "runtime"):
+        assert bicep[key] == terraform[key], key
+    assert set(bicep["app_settings"]) == set(terraform["app_settings"])
+    literal = {name for name, value in terraform["app_settings"].items() if "${" not in value}
+    for name in literal & {n for n, v in bicep["app_settings"].items() if not v.startswith("<")}:
+        assert bicep["app_settings"][name] == terraform["app_settings"][name], name
+
+    def snake(name):
+        return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
+    assert {snake(o) for o in bicep["outputs"]} == terraform["outputs"]
