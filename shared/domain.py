@@ -232,6 +232,7 @@ class RecoveryPoint(_Doc):
     chunk_epoch: int | None = None
     refs_digest: str | None = None
     checked_against: str | None = None  # the parent point whose chunks were not looked up again
+    tags: list[str] = field(default_factory=list)  # the commit message's (backup --tag)
     # What a commit needs without its message (the sweep finishes points whose message was lost):
     # the parent the agent named, and when the service first saw the point (its own clock).
     parent_point_id: str | None = None
@@ -264,6 +265,7 @@ class Job(_Doc):
     plan: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None
     machine: str | None = None  # the machine that asked for it: only it is answered about the job
+    purpose: str | None = None  # restore jobs: "inspect" for ls/diff/find/stats/check (not metered); None a restore
     etag: str | None = None
 
 

@@ -25,6 +25,10 @@ MAX_POINT_CHUNKS = 1 << 24
 HEX_ID = re.compile(r"[0-9a-f]{64}\Z")
 NAME_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 POINT_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}\Z")
+# A recovery point's tags (`backup --tag`): words of letters, digits and ._:=@+- (no comma or
+# space, so a list of them reads unambiguously), at most MAX_TAGS to a point.
+TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:=@+-]{0,62}\Z")
+MAX_TAGS = 16
 B64_MD5 = re.compile(r"[A-Za-z0-9+/]{22}==\Z")
 
 

@@ -166,20 +166,34 @@ class CommitMessage(SignedMessage):
     manifest_chunks: int = 0
     stats: Mapping[str, Any] = field(default_factory=dict)
     parent_point_id: str | None = None
+    tags: tuple[str, ...] = ()  # the point's tags (formats.TAG), sorted; absent from the body when none
 
     def body(self) -> dict[str, Any]:
         return _drop_none({"pointId": self.point_id, "item": self.item, "createdAt": self.created_at,
                            "chunkCount": self.chunk_count, "manifestChunks": self.manifest_chunks,
-                           "stats": dict(self.stats), "parentPointId": self.parent_point_id})
+                           "stats": dict(self.stats), "parentPointId": self.parent_point_id,
+                           "tags": list(self.tags) or None})
 
     @classmethod
     def _parse(cls, r: FieldReader) -> "CommitMessage":
         r.only(*_COMMON_FIELDS, "pointId", "item", "createdAt", "chunkCount", "manifestChunks", "stats",
-               "parentPointId")
+               "parentPointId", "tags")
         return cls(**_common(r), point_id=r.str("pointId", POINT_ID), item=r.str("item", NAME_ID),
                    created_at=r.str("createdAt", max_len=64), chunk_count=r.int("chunkCount", 0, formats.MAX_POINT_CHUNKS),
                    manifest_chunks=r.int("manifestChunks"), stats=r.obj("stats"),
-                   parent_point_id=r.str("parentPointId", POINT_ID, optional=True))
+                   parent_point_id=r.str("parentPointId", POINT_ID, optional=True),
+                   tags=read_tags(r, "tags") if r.has("tags") else ())
+
+
+def read_tags(r: FieldReader, name: str) -> tuple[str, ...]:
+    """A list of 1 to MAX_TAGS distinct tags (formats.TAG), in sorted order."""
+    tags = r.list(name, formats.MAX_TAGS, min_len=1)
+    for tag in tags:
+        if not isinstance(tag, str) or not formats.TAG.match(tag):
+            raise r.fail(name, f"holds a bad tag: {str(tag)[:80]!r} (letters, digits and ._:=@+-, 1-63 characters)")
+    if tags != sorted(set(tags)):
+        raise r.fail(name, "must list distinct tags in sorted order")
+    return tuple(tags)
 
 
 @dataclass(frozen=True)
@@ -443,19 +457,29 @@ class CommitRequest:
 
 @dataclass(frozen=True)
 class RestoreRequest:
-    """POST restores (and the restore queue's message): a restore job, idempotent on `job_id`."""
+    """POST restores (and the restore queue's message): a restore job, idempotent on `job_id`.
+    `purpose`: "restore", or "inspect" for the agent's read-only looks at a point (ls, diff,
+    find, stats, check), which restore nothing and are not metered as restores."""
 
     job_id: str
     point_id: str
+    purpose: str = "restore"
 
     @classmethod
     def from_doc(cls, doc: Any) -> "RestoreRequest":
         r = FieldReader(doc, "restore request")
-        r.only("jobId", "pointId")
-        return cls(job_id=r.str("jobId", NAME_ID), point_id=r.str("pointId", POINT_ID))
+        r.only("jobId", "pointId", "purpose")
+        return cls(job_id=r.str("jobId", NAME_ID), point_id=r.str("pointId", POINT_ID),
+                   purpose=r.one_of("purpose", RESTORE_PURPOSES, optional=True) or "restore")
 
     def to_doc(self) -> dict[str, Any]:
-        return {"jobId": self.job_id, "pointId": self.point_id}
+        doc = {"jobId": self.job_id, "pointId": self.point_id}
+        if self.purpose != "restore":  # absent for a restore: what agents before `inspect` sent
+            doc["purpose"] = self.purpose
+        return doc
+
+
+RESTORE_PURPOSES = ("restore", "inspect")
 
 
 @dataclass(frozen=True)
@@ -534,7 +558,7 @@ _POINT_FIELDS = (("id", "id"), ("vault_id", "vaultId"), ("item", "item"), ("stat
                  ("created_at", "createdAt"), ("committed_at", "committedAt"), ("reason", "reason"),
                  ("chunk_count", "chunkCount"), ("stats", "stats"), ("geo_protected_at", "geoProtectedAt"),
                  ("checked_against", "checkedAgainst"), ("deleted_at", "deletedAt"), ("deleted_reason", "deletedReason"),
-                 ("purge_after", "purgeAfter"), ("machine", "machine"))
+                 ("purge_after", "purgeAfter"), ("machine", "machine"), ("tags", "tags"))
 
 
 @dataclass(frozen=True)
@@ -556,13 +580,15 @@ class PointView:
     deleted_reason: str | None = None
     purge_after: str | None = None
     machine: str | None = None  # the machine that made it
+    tags: tuple[str, ...] = ()  # given by `backup --tag`
 
     @property
     def settled(self) -> bool:
         return self.state != PointState.PENDING
 
     def to_doc(self) -> dict[str, Any]:
-        return {key: (dict(self.stats) if name == "stats" else getattr(self, name)) for name, key in _POINT_FIELDS}
+        converted = {"stats": lambda v: dict(v), "tags": list}
+        return {key: converted.get(name, lambda v: v)(getattr(self, name)) for name, key in _POINT_FIELDS}
 
     @classmethod
     def from_doc(cls, doc: Any) -> "PointView":
@@ -576,7 +602,8 @@ class PointView:
                    reason=r.str("reason", optional=True), geo_protected_at=r.str("geoProtectedAt", optional=True),
                    checked_against=r.str("checkedAgainst", POINT_ID, optional=True),
                    deleted_at=r.str("deletedAt", optional=True), deleted_reason=r.str("deletedReason", optional=True),
-                   purge_after=r.str("purgeAfter", optional=True), machine=r.str("machine", MACHINE_ID, optional=True))
+                   purge_after=r.str("purgeAfter", optional=True), machine=r.str("machine", MACHINE_ID, optional=True),
+                   tags=read_tags(r, "tags") if r.has("tags") and r.doc["tags"] else ())
 
 
 @dataclass(frozen=True)

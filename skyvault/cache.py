@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,23 +37,29 @@ from skyvault.home import FOLDER_MODE, create_private_file
 
 # Rows the backup writes per file and per chunk are buffered and written this many to a transaction.
 FILE_ROWS_PER_TRANSACTION = 1000
-SCHEMA = """
+# What the agent knows between backups.
+STATE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS known (vault TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (vault, id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS files (
     vault TEXT NOT NULL, item TEXT NOT NULL, path BLOB NOT NULL,
     signature TEXT NOT NULL, line BLOB NOT NULL, ids TEXT NOT NULL,
     PRIMARY KEY (vault, item, path)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS changes (
-    run TEXT NOT NULL, path BLOB NOT NULL, signature TEXT, line BLOB, ids TEXT,
-    PRIMARY KEY (run, path)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS current (vault TEXT NOT NULL, item TEXT NOT NULL, run TEXT NOT NULL,
     PRIMARY KEY (vault, item));
-CREATE TABLE IF NOT EXISTS refs (run TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (run, id)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS sent (run TEXT NOT NULL, vault TEXT NOT NULL, id TEXT NOT NULL,
-    PRIMARY KEY (run, id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS epochs (vault TEXT NOT NULL PRIMARY KEY, epoch INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS gc_epochs (vault TEXT NOT NULL PRIMARY KEY, epoch INTEGER NOT NULL);
 """
+# What a running backup keeps (by its run): a read-only view (Cache.open_read_only) has them as
+# temporary tables of its own.
+RUN_SCHEMA = """
+CREATE TABLE IF NOT EXISTS changes (
+    run TEXT NOT NULL, path BLOB NOT NULL, signature TEXT, line BLOB, ids TEXT,
+    PRIMARY KEY (run, path)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS refs (run TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (run, id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sent (run TEXT NOT NULL, vault TEXT NOT NULL, id TEXT NOT NULL,
+    PRIMARY KEY (run, id)) WITHOUT ROWID;
+"""
+SCHEMA = STATE_SCHEMA + RUN_SCHEMA
 # 2: `known` holds only chunks the service confirmed. Older agents added every chunk they
 # uploaded, which a crashed run never declared: their rows are dropped once.
 SCHEMA_VERSION = 2
@@ -86,6 +93,8 @@ class PreviousFile:
 
 
 class Cache:
+    read_only = False
+
     def __init__(self, path: Path):
         path.parent.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
         create_private_file(path)
@@ -102,6 +111,38 @@ class Cache:
         if self._db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
             self._db.execute("DELETE FROM known")
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._start()
+
+    @classmethod
+    def open_read_only(cls, path: Path) -> "Cache":
+        """The cache at `path` as a dry run sees it, changing nothing in it: read through a
+        read-only connection, to which SQLite refuses every write, with the running backup's
+        own rows (changes, refs, sent) in temporary tables of this connection, gone when it
+        closes. A cache that does not exist, or that an older agent wrote, reads as empty, as
+        the next backup would find it."""
+        cache = cls.__new__(cls)
+        cache.read_only = True
+        cache._empty = None
+        if not _current_layout(path):
+            cache._empty = tempfile.TemporaryDirectory(prefix="skyvault-empty-cache-")
+            path = Path(cache._empty.name) / "cache.sqlite"
+            empty = sqlite3.connect(path)
+            empty.executescript(STATE_SCHEMA)
+            empty.close()
+        cache.path = path
+        cache._db = cache.reader(isolation_level=None)
+        cache._db.executescript(RUN_SCHEMA.replace("CREATE TABLE IF NOT EXISTS", "CREATE TEMP TABLE"))
+        cache._start()
+        return cache
+
+    def reader(self, **kwargs) -> sqlite3.Connection:
+        """Another connection to the cache, for reading beside the backup's writes."""
+        if self.read_only:
+            return sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro", uri=True, check_same_thread=False,
+                                   **kwargs)
+        return sqlite3.connect(self.path, check_same_thread=False, **kwargs)
+
+    def _start(self) -> None:
         self._lock = threading.Lock()
         self._changes: list[tuple] = []
         self._unordered: set[str] = set()  # runs whose walk asked for a file out of path order
@@ -110,6 +151,8 @@ class Cache:
 
     def close(self) -> None:
         self._db.close()  # the changes of an unfinished backup are never applied: it never became current
+        if self.read_only and self._empty is not None:
+            self._empty.cleanup()
 
     # known chunks
     def known(self, vault: str, ids: Iterable[str], run: str = "") -> set[str]:
@@ -286,6 +329,20 @@ class Cache:
             self._db.execute("DELETE FROM refs WHERE run=?", (run,))
 
 
+def _current_layout(path: Path) -> bool:
+    """Whether `path` is a cache in this agent's layout, read without changing it."""
+    if not path.exists():
+        return False
+    db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+    try:
+        columns = [(row[1], row[2]) for row in db.execute("PRAGMA table_info(files)")]
+        return columns == FILES_COLUMNS and db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION
+    except sqlite3.DatabaseError:
+        return False  # not a database: the next backup's Cache fails on it, and says so
+    finally:
+        db.close()
+
+
 _PREVIOUS_FILE = "SELECT signature, line, ids FROM files WHERE vault=? AND item=? AND path=?"
 
 
@@ -299,7 +356,7 @@ class PreviousFiles:
 
     def __init__(self, cache: Cache, vault: str, item: str, run: str):
         self._cache, self._run = cache, run
-        self._db = sqlite3.connect(cache.path, check_same_thread=False)
+        self._db = cache.reader()
         self._key = (vault, item)
         self._rows = self._db.execute(
             "SELECT path, signature, line, ids FROM files WHERE vault=? AND item=? ORDER BY path", self._key)

@@ -35,7 +35,7 @@ from shared.domain import JobStatus, PointState, chunk_blob_name
 from shared.messages import CHECK_MAX_IDS, DAMAGE_MAX_REPORTS, MAX_TEXT, ChunkProblem, DamageOutcome, DamageReport
 from shared.ports import BlobContainer, BlobNotFound, StorageError, TransientError
 from skyvault import exitcodes
-from skyvault.restore import DOWNLOAD_WORKERS, Access, RegionReader, Restore, RestoreFailed
+from skyvault.restore import DOWNLOAD_WORKERS, Access, Meter, RegionReader, Restore, RestoreFailed, Unmetered
 from skyvault.vaultclient import AgentError, AgentVault
 
 REFS_PAGE_BYTES = 64 * 1024  # about 1,000 ids of a reference list per read
@@ -84,10 +84,11 @@ class _PointAccess:
 
     def __init__(self, vault: AgentVault, point_id: str):
         self.vault, self.point_id = vault, point_id
+        self.references: int | None = None  # the ids in its reference list, once its first page is read
         self._renew()
 
     def _renew(self) -> None:
-        job = self.vault.start_restore(uuid.uuid4().hex, self.point_id)
+        job = self.vault.start_restore(uuid.uuid4().hex, self.point_id, "inspect")
         if job.status != JobStatus.READY or job.plan is None:
             raise RestoreFailed(f"check of {self.point_id} refused: {job.reason}")
         self._since = self.vault.clock()
@@ -114,6 +115,7 @@ def reference_list(access: _PointAccess) -> Iterator[str]:
     """A point's reference list, read a page at a time; refuses one that is not sorted ids."""
     name = formats.refs_blob(access.point_id)
     page, properties = access.read(lambda container: container.read_head(name, REFS_PAGE_BYTES))
+    access.references = properties.size // formats.REF_LINE
     offset, rest, last = len(page), b"", ""
     while True:
         lines = (rest + page).split(b"\n")
@@ -141,11 +143,13 @@ class _RecordingReader:
         self._reader = RegionReader(Access([(region, container)], [], datetime.max.replace(tzinfo=timezone.utc)),
                                     lambda _: None)
         self.md5: dict[str, str] = {}
+        self.sizes: dict[str, int] = {}  # bytes downloaded of each blob read
         self.missing: set[str] = set()
 
     def read(self, name: str, check: Callable[[bytes], Any] | None = None) -> Any:
         def recording(data: bytes) -> Any:
             self.md5[name] = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+            self.sizes[name] = len(data)
             return check(data) if check else data
 
         try:
@@ -181,9 +185,16 @@ def _pages(items: Iterator[T], size: int) -> Iterator[list[T]]:
 
 class Check:
     def __init__(self, vault: AgentVault, progress: Callable[[str], None] = lambda _: None,
-                 rng: random.Random | None = None):
+                 rng: random.Random | None = None, meter: Meter | None = None,
+                 found: Callable[[str, ChunkProblem | None], None] | None = None):
+        """`progress` gets notes; `found` each problem as it is found, its text and the chunk
+        problem (None: a point problem; by default a "problem: " note); `meter` the chunks
+        checked and, with --read-data, the bytes read, of the points' references (an upper
+        bound where points share chunks, made the chunks checked when the check ends)."""
         self.vault, self.progress = vault, progress
         self.rng = rng or random.Random()
+        self.meter = meter or Unmetered()
+        self.found = found or (lambda text, _problem: progress(f"problem: {text}"))
 
     def run(self, point_ids: list[str] | None = None, read_data: bool = False,
             subset: float = 1.0) -> CheckReport:
@@ -198,9 +209,14 @@ class Check:
         merged = heapq.merge(*(self._references(a, report) for a in accesses), key=lambda entry: entry[0])
         pending: list[DamageReport] = []
         fetch = Restore(self.vault)._fetcher if read_data else None
+        checked = 0
         with ThreadPoolExecutor(DOWNLOAD_WORKERS, thread_name_prefix="check") as pool:
             for page in _pages(_distinct(merged), CHECK_MAX_IDS):
+                # Every list's first page is read once the merge yields: their sizes give the total.
+                self.meter.set_totals(files=sum(a.references or 0 for a in accesses))
                 bad = self._check_page(page, report, pending)
+                checked += len(page)
+                self.meter.update(files=len(page))
                 if fetch is not None:
                     chosen = [(cid, regions) for cid, regions in page if self.rng.random() < subset]
                     self._read_page(chosen, bad, accesses[0], fetch, pool, report, pending)
@@ -208,6 +224,7 @@ class Check:
                     self._report(pending, report)
         while pending:
             self._report(pending, report)
+        self.meter.set_totals(files=checked)
         return report
 
     def _points(self, asked: list[str] | None) -> list[str]:
@@ -275,6 +292,7 @@ class Check:
             name, reader = chunk_blob_name(cid), readers[region]
             if error is None or name in reader.md5:
                 report.copies_read += 1
+                self.meter.update(bytes_=reader.sizes.get(name, 0), current=f"chunk {cid} ({region})")
             if error is None:
                 continue
             if name in reader.md5:
@@ -298,11 +316,11 @@ class Check:
 
     def _problem(self, report: CheckReport, problem: ChunkProblem) -> None:
         report.problems.append(problem)
-        self.progress(f"problem: {problem.describe()}")
+        self.found(problem.describe(), problem)
 
     def _point_problem(self, report: CheckReport, text: str) -> None:
         report.point_problems.append(text)
-        self.progress(f"problem: {text}")
+        self.found(text, None)
 
     def _unchecked(self, report: CheckReport, text: str) -> None:
         if text not in report.unchecked:

@@ -20,9 +20,9 @@ import sys
 
 from shared import crypto
 from skyvault import exitcodes, home
-from skyvault.commands import (backup, bill, check, deletion, guard, points, policy, register, restore, retention,
-                               schedule, stack, status, vault)
-from skyvault.commands.common import warn
+from skyvault.commands import (backup, bill, check, deletion, diff, find, guard, ls, points, policy, register,
+                               restore, retention, schedule, stack, stats, status, vault)
+from skyvault.commands import common, completion, output
 from skyvault.vaultclient import AgentError
 
 gc.freeze()
@@ -32,8 +32,8 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
 MMAP_THRESHOLD_BYTES = 256 * 1024
 RESTORE_HEAP_BYTES = 64 << 20
 # In the order `skyvault --help` lists them.
-COMMANDS = (stack, vault, policy, guard, retention, deletion, bill, register, backup, schedule, points, restore,
-            check, status)
+COMMANDS = (stack, vault, policy, guard, retention, deletion, bill, register, backup, schedule, points, ls, diff,
+            find, stats, restore, check, status, completion)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -41,7 +41,23 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(sub)
+    for path, leaf in _leaves(p, []):
+        output.add_arguments(leaf)
+        leaf.set_defaults(command_path=" ".join(path))
     return p
+
+
+def _leaves(p: argparse.ArgumentParser, path: list[str]):
+    """(command words, parser) of each command that runs: `backup`, `vault create`, ..."""
+    subs = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield path, p
+        return
+    seen: set[int] = set()
+    for name, child in subs[0].choices.items():
+        if id(child) not in seen:  # an alias names the same parser
+            seen.add(id(child))
+            yield from _leaves(child, [*path, name])
 
 
 def _tune_malloc(command: str) -> None:
@@ -65,14 +81,18 @@ def _tune_malloc(command: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     _tune_malloc(args.command)
+    out = args.output = output.Output(args.json, args.quiet, args.verbose, command=args.command_path)
+    previous, common.OUTPUT = common.OUTPUT, out
     try:
         return args.func(args)
     except (AgentError, home.NotConfigured, crypto.CryptoError) as e:
-        warn(f"skyvault: error: {e}")
+        out.error(str(e), getattr(e, "exit_code", exitcodes.FAILURE))
         return getattr(e, "exit_code", exitcodes.FAILURE)
     except KeyboardInterrupt:
-        warn("skyvault: interrupted")
+        out.error("interrupted", exitcodes.INTERRUPTED)
         return exitcodes.INTERRUPTED
+    finally:
+        common.OUTPUT = previous
 
 
 if __name__ == "__main__":

@@ -59,6 +59,12 @@ def summarize(points: list[dict]) -> None:
               f"({s['bytes_uploaded'] / mib:.2f} MiB)", flush=True)
 
 
+def points_of(output: str) -> list[dict]:
+    """The points `skyvault points --json` lists: its "point" objects, one a line."""
+    lines = [json.loads(line) for line in output.splitlines() if line.strip()]
+    return [line["point"] for line in lines if line["type"] == "point"]
+
+
 def point_id(output: str) -> str:
     for line in output.splitlines():
         if line.startswith("recovery point "):
@@ -90,7 +96,7 @@ def main() -> int:
         after = tree_digest(data)
         second = point_id(run(["backup", str(data), "--item", "demo"], env))
         run(["points"], env)
-        summarize(json.loads(run(["points", "--json"], env, echo=False)))
+        summarize(points_of(run(["points", "--json"], env, echo=False)))
         for point, expected in ((first, before), (second, after)):
             target = scratch / f"restore-{point}"
             run(["restore", point, "--target", str(target)], env)

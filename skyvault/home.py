@@ -7,7 +7,8 @@ this machine at registration, so that later commands need neither the
 passphrase nor the half second of Argon2id, as kopia persists its password;
 not written with `register --no-remember-keys`) and `cache.sqlite` (what the
 agent knows about its vault's chunks and its files, see skyvault.cache), with
-SQLite's side files.
+SQLite's side files, and `item-ITEM.json` (an item's paths and exclusions, written by
+`skyvault backup PATH... --item ITEM`, see skyvault.items).
 
 It is its user's alone, as its credentials and keys open the vault:
 - made 0700, and every file in it 0600 (create_private_file), whatever the umask;

@@ -9,6 +9,19 @@ name and renamed into place only when all its bytes authenticated and every exte
 its chunk; a file that fails is named and never left with wrong bytes, and the others are
 restored (PartialRestore). The writes themselves, which follow no link, are
 skyvault.restore_tree's.
+
+Words:
+- Selection: the entries `--include` selects (all, without it) and `--exclude` does not
+  leave out; a pattern matches a path or one of its directories (fnmatch), so excluding a
+  directory leaves out everything below it.
+- Plan: what a restore writes of a checked manifest (RestorePlan): the selection, and for
+  each selected hard link the inode it links to: its first path, restored along with it when
+  only outside `--include`; when `--exclude` leaves that path out, the first selected link
+  stands in for it (its content and metadata, under the link's path) and the later ones link
+  to the stand-in, as restic's restorer does. Its totals (files and bytes to write) drive
+  the meter.
+- Meter: what the restore tells as it goes, of those totals (Meter; the CLI's progress bar
+  is one).
 """
 from __future__ import annotations
 
@@ -24,9 +37,9 @@ import uuid
 import zstandard
 from collections import OrderedDict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator, Protocol
 
 from shared import crypto, formats, jsonfields
 from shared.domain import JobStatus, chunk_blob_name
@@ -51,6 +64,25 @@ def _utcnow() -> datetime:
 
 class RestoreFailed(AgentError):
     pass
+
+
+class Meter(Protocol):
+    """Files and bytes done of a long restore or check, of totals known once it knows them, and
+    the path at work; called from any thread (skyvault.commands.output.Progress is one)."""
+
+    def set_totals(self, files: int | None = None, bytes_: int | None = None) -> None: ...
+
+    def update(self, files: int = 0, bytes_: int = 0, current: str | None = None) -> None: ...
+
+
+class Unmetered:
+    """The meter of a restore or check nobody watches."""
+
+    def set_totals(self, files: int | None = None, bytes_: int | None = None) -> None:
+        pass
+
+    def update(self, files: int = 0, bytes_: int = 0, current: str | None = None) -> None:
+        pass
 
 
 @dataclass
@@ -193,6 +225,10 @@ class RegionReader:
                     self._renew_access()
             return self._fresh().regions[index][1].read(name)
 
+    def size(self, name: str) -> int:
+        """The blob's size, from its properties (nothing downloaded), in the region reads come from."""
+        return self._fresh().regions[self._current][1].properties(name).size
+
     def read(self, name: str, check: Callable[[bytes], Any] | None = None) -> Any:
         """The blob's bytes (or what `check` makes of them; `check` raises BadCopy for a bad copy)."""
         index = self._current
@@ -265,17 +301,22 @@ def _needed_chunks(entries: Iterator[ManifestEntry]) -> Iterator[str]:
 
 class Restore:
     def __init__(self, vault: AgentVault, progress: Callable[[str], None] = lambda _: None,
-                 owners: bool | None = None):
-        """`owners`: restore ownership (and so setuid bits and devices); by default when running as root."""
+                 owners: bool | None = None, detail: Callable[[str], None] = lambda _: None,
+                 meter: Meter | None = None):
+        """`owners`: restore ownership (and so setuid bits and devices); by default when running as root.
+        `progress` gets notes and warnings, `detail` a line for each entry restored, `meter` the
+        files and bytes written."""
         if vault.keys is None:
             raise AgentError("restore needs the vault keys: give the passphrase")
-        self.vault, self.keys, self.progress = vault, vault.keys, progress
+        self.vault, self.keys, self.progress, self.detail = vault, vault.keys, progress, detail
+        self.meter = meter or Unmetered()
         self.owners = os.geteuid() == 0 if owners is None else owners
 
-    def _job(self, point_id: str, source: str) -> tuple[Access, str]:
+    def _job(self, point_id: str, source: str, purpose: str = "restore") -> tuple[Access, str]:
         """A new restore job of the point (over HTTP: it needs no queue, so it works while the
-        primary region's storage is down): what it grants, and the manifest blob it names."""
-        job = self.vault.start_restore(uuid.uuid4().hex, point_id)
+        primary region's storage is down): what it grants, and the manifest blob it names.
+        `purpose` "inspect": a look inside the point (skyvault.inspect), not metered as a restore."""
+        job = self.vault.start_restore(uuid.uuid4().hex, point_id, purpose)
         if job.status != JobStatus.READY or job.plan is None:
             raise RestoreFailed(f"restore of {point_id} refused: {job.reason}")
         regions = self._regions(job.plan.regions, point_id, source)
@@ -284,12 +325,13 @@ class Restore:
                   if r.region not in chosen and source == "auto"]
         return Access(regions, spares, datetime.fromisoformat(job.plan.expires_at)), job.plan.manifest_blob
 
-    def open_point(self, point_id: str, source: str = "auto") -> tuple["RegionReader", ManifestRoot]:
+    def open_point(self, point_id: str, source: str = "auto",
+                   purpose: str = "restore") -> tuple["RegionReader", ManifestRoot]:
         """Create a restore job and read the point's manifest root through its read-only SAS."""
         if not formats.POINT_ID.match(point_id):
             raise AgentError(f"{point_id!r} is not a recovery point id (see `skyvault points`)")
-        access, name = self._job(point_id, source)
-        reader = RegionReader(access, self.progress, renew=lambda: self._job(point_id, source)[0],
+        access, name = self._job(point_id, source, purpose)
+        reader = RegionReader(access, self.progress, renew=lambda: self._job(point_id, source, purpose)[0],
                               clock=self.vault.clock)
         try:
             envelope = reader.read(name)
@@ -362,15 +404,19 @@ class Restore:
                 self.progress(f"reported the {outcome.region} copy of chunk {outcome.chunk_id}: "
                               f"{outcome.outcome} ({outcome.detail})")
 
+    def chunk_plaintext(self, reader: "RegionReader", cid: str) -> bytes:
+        """One chunk's plaintext, downloaded and authenticated as a restore reads it (skyvault.inspect)."""
+        return self._fetcher(reader)(cid)[0]
+
     def spool_manifest(self, reader: "RegionReader", root: ManifestRoot, spool) -> None:
         fetch = self._fetcher(reader)
         for cid in root.manifest_chunks:
             spool.write(fetch(cid)[0])
 
     def run(self, point_id: str, target: str, include: list[str] | None = None,
-            source: str = "auto") -> RestoreReport:
-        """Restore the point, or its paths that match `include`, into `target`. Raises
-        PartialRestore, with the report, when some entries could not be restored."""
+            source: str = "auto", exclude: list[str] | None = None) -> RestoreReport:
+        """Restore the point, or its paths that match `include` and not `exclude`, into `target`.
+        Raises PartialRestore, with the report, when some entries could not be restored."""
         started = time.monotonic()
         report = RestoreReport(point_id=point_id)
         reader, root = self.open_point(point_id, source)
@@ -380,10 +426,10 @@ class Restore:
             self.spool_manifest(reader, root, spool)
             spool.flush()
             manifest = _SpooledManifest(spool.name, point_id)
-            link_sources = manifest.check(include)
-
-            def selected(entry: ManifestEntry) -> bool:
-                return _selected(entry.path, include) or entry.path in link_sources
+            plan = manifest.plan(include, exclude)
+            for pattern in plan.unmatched_excludes:
+                self.progress(f"--exclude {pattern} matches nothing in {point_id}: it leaves nothing out")
+            self.meter.set_totals(files=plan.files, bytes_=plan.bytes)
 
             def fail(path: str, reason: str) -> None:
                 report.errors.append(f"{path}: {reason}")
@@ -393,11 +439,11 @@ class Restore:
                 report.warnings.append(text)
                 self.progress(f"warning: {text}")
 
-            with restore_tree.Target(target, owners=self.owners, link_sources=link_sources, warn=warn,
+            with restore_tree.Target(target, owners=self.owners, link_sources=plan.link_sources, warn=warn,
                                      fail=fail) as tree, \
                     ThreadPoolExecutor(DOWNLOAD_WORKERS, thread_name_prefix="download") as pool:
-                prefetcher = _Prefetcher(_needed_chunks(manifest.entries(selected)), self._fetcher(reader), pool)
-                self._write_tree(tree, manifest.entries(selected), _SizedChunks(prefetcher), fail, warn, report)
+                prefetcher = _Prefetcher(_needed_chunks(manifest.restored(plan)), self._fetcher(reader), pool)
+                self._write_tree(tree, manifest.restored(plan), _SizedChunks(prefetcher), fail, warn, report)
                 report.chunks_downloaded = prefetcher.fetched
         report.seconds = time.monotonic() - started
         report.regions = reader.used
@@ -412,6 +458,7 @@ class Restore:
         """Each entry on its own: one that cannot be restored is reported and the others go on."""
         for entry in entries:
             kind = entry.type
+            self.meter.update(current=entry.path)
             try:
                 if kind == "dir":
                     tree.directory(entry)
@@ -419,6 +466,7 @@ class Restore:
                 elif kind == "file":
                     report.bytes_written += self._write_file(tree, entry, chunks)
                     report.files += 1
+                    self.meter.update(files=1)
                 elif kind == "symlink":
                     tree.symlink(entry)
                     report.symlinks += 1
@@ -428,6 +476,7 @@ class Restore:
                 else:
                     tree.special(entry)
                     report.specials += 1
+                self.detail(f"restored {entry.path}")
             except restore_tree.NotRestored as e:
                 warn(f"{entry.path}: {e}")
             except (AgentError, OSError) as e:
@@ -440,7 +489,7 @@ class Restore:
         try:
             with dest.new_file(entry) as out:
                 opened = True
-                return _write_extents(out, entry, chunks)
+                return _write_extents(out, entry, chunks, lambda n: self.meter.update(bytes_=n))
         finally:
             if not opened:
                 for cid, _offset, _length in entry.extents:
@@ -450,7 +499,9 @@ class Restore:
                         pass
 
 
-def _write_extents(out: BinaryIO, entry: ManifestEntry, chunks: "_SizedChunks") -> int:
+def _write_extents(out: BinaryIO, entry: ManifestEntry, chunks: "_SizedChunks",
+                   wrote: Callable[[int], None]) -> int:
+    """The file's bytes, extent by extent; `wrote` is told each extent's length once written."""
     written = 0
     failure: Exception | None = None
     for cid, offset, length in entry.extents:
@@ -471,6 +522,8 @@ def _write_extents(out: BinaryIO, entry: ManifestEntry, chunks: "_SizedChunks") 
                     out.write(memoryview(data)[offset:offset + length])
             except OSError as e:
                 failure = e
+            else:
+                wrote(length)
         written += length
     if failure:
         raise failure
@@ -522,21 +575,87 @@ class _SpooledManifest:
     def check(self, include: list[str] | None) -> set[str]:
         """Refuse a manifest out of walk order, before anything is written; the first paths the
         selected hard links link to, restored with them."""
+        return self.plan(include).link_sources
+
+    def plan(self, include: list[str] | None, exclude: list[str] | None = None) -> "RestorePlan":
+        """Refuse a manifest out of walk order, before anything is written; what a restore of
+        the selection writes, and its totals, in the same pass. The sizes of first paths that
+        selected links bring along (or stand in for) are only known once their links are seen:
+        a second read of the spool adds them, when there are any."""
         order = WalkOrder(self.point_id)
-        link_sources: set[str] = set()
-        matched = False
+        plan = RestorePlan(include, exclude)
+        unmatched = list(exclude or ())
+        matched = kept = False
+        wanted: set[str] = set()  # the first paths that selected links need, not selected themselves
         for entry in self._all():
             order.check(entry)
-            if _selected(entry.path, include):
-                matched = True
-                if entry.type == "hardlink":
-                    link_sources.add(entry.target)
+            unmatched = [p for p in unmatched if not _matches(entry.path, [p])]
+            direct = not include or _matches(entry.path, include)
+            matched = matched or direct
+            if not plan.chosen(entry.path):
+                continue
+            kept = kept or direct
+            if entry.type == "file":
+                plan.files += 1
+                plan.bytes += entry.size
+            elif entry.type == "hardlink" and entry.target not in plan.stand_ins:
+                if _matches(entry.target, exclude or []):
+                    plan.stand_ins[entry.target] = entry.path
+                    plan.link_sources.add(entry.path)
+                    wanted.add(entry.target)
+                else:
+                    plan.link_sources.add(entry.target)
+                    if not plan.chosen(entry.target):
+                        wanted.add(entry.target)
         if include and not matched:
             raise AgentError(f"nothing in {self.point_id} matches {', '.join(include)}")
-        return link_sources
+        if exclude and not kept:
+            within = f"of what --include {', '.join(include)} selects " if include else ""
+            raise AgentError(f"nothing left to restore: --exclude {', '.join(exclude)} leaves out "
+                             f"everything {within}in {self.point_id}")
+        plan.unmatched_excludes = unmatched
+        if wanted:
+            for entry in self._all():
+                if entry.path in wanted and entry.type == "file":
+                    plan.files += 1
+                    plan.bytes += entry.size
+        return plan
 
     def entries(self, selected: Callable[[ManifestEntry], bool]) -> Iterator[ManifestEntry]:
         return (entry for entry in self._all() if selected(entry))
+
+    def restored(self, plan: "RestorePlan") -> Iterator[ManifestEntry]:
+        """The entries the plan writes, in walk order: a stand-in as its link's path with its
+        first path's content, and the later links of that inode linking to the stand-in."""
+        sources: dict[str, ManifestEntry] = {}  # excluded first paths, until their stand-in comes
+        for entry in self._all():
+            if entry.path in plan.stand_ins:
+                sources[entry.path] = entry
+            elif entry.type == "hardlink" and entry.target in plan.stand_ins:
+                if plan.chosen(entry.path):
+                    stand_in = plan.stand_ins[entry.target]
+                    if stand_in == entry.path:
+                        yield replace(sources.pop(entry.target), path=entry.path)
+                    else:
+                        yield replace(entry, target=stand_in)
+            elif plan.chosen(entry.path) or entry.path in plan.link_sources:
+                yield entry
+
+
+@dataclass
+class RestorePlan:
+    """What a restore writes of a checked manifest (module docstring, "Plan")."""
+
+    include: list[str] | None
+    exclude: list[str] | None
+    link_sources: set[str] = field(default_factory=set)  # the paths later hard links link to
+    stand_ins: dict[str, str] = field(default_factory=dict)  # excluded first path -> the link standing in
+    files: int = 0  # the files it writes (stand-ins and first paths brought along too)
+    bytes: int = 0  # and their bytes
+    unmatched_excludes: list[str] = field(default_factory=list)
+
+    def chosen(self, path: str) -> bool:
+        return _selected(path, self.include) and not _matches(path, self.exclude or [])
 
 
 class WalkOrder:
@@ -583,12 +702,13 @@ def _selected(path: str, include: list[str] | None) -> bool:
     """An entry is restored if it or one of its parent directories matches, or it leads to a match."""
     if not include:
         return True
+    return _matches(path, include) or any(pattern.strip("/").startswith(path + "/") for pattern in include)
+
+
+def _matches(path: str, patterns: list[str]) -> bool:
+    """Whether the path or one of its parent directories matches one of the glob patterns."""
+    if not patterns:
+        return False
     parts = path.split("/")
     prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
-    for pattern in include:
-        pattern = pattern.strip("/")
-        if any(fnmatch.fnmatchcase(p, pattern) for p in prefixes):
-            return True
-        if pattern.startswith(path + "/"):
-            return True
-    return False
+    return any(fnmatch.fnmatchcase(p, pattern.strip("/")) for pattern in patterns for p in prefixes)

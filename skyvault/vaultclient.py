@@ -260,9 +260,9 @@ class AgentVault:
         return self._call("GET", "points", lambda doc: [messages.PointView.from_doc(p) for p in doc["points"]],
                           params={"item": item} if item else None)
 
-    def start_restore(self, job_id: str, point_id: str) -> messages.JobView:
+    def start_restore(self, job_id: str, point_id: str, purpose: str = "restore") -> messages.JobView:
         return self._call("POST", "restores", messages.JobView.from_doc,
-                          messages.RestoreRequest(job_id, point_id).to_doc())
+                          messages.RestoreRequest(job_id, point_id, purpose).to_doc())
 
     def key_check(self, value: str) -> messages.KeyCheckAnswer:
         """Whether this passphrase's key check value matches the vault's (the service never tells

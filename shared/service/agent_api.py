@@ -70,7 +70,8 @@ def point_view(point: RecoveryPoint) -> PointView:
                      created_at=point.created_at, chunk_count=point.chunk_count, stats=point.stats,
                      committed_at=point.committed_at, reason=point.reason, geo_protected_at=point.geo_protected_at,
                      checked_against=point.checked_against, deleted_at=point.deleted_at,
-                     deleted_reason=point.deleted_reason, purge_after=point.purge_after, machine=point.machine)
+                     deleted_reason=point.deleted_reason, purge_after=point.purge_after, machine=point.machine,
+                     tags=tuple(point.tags))
 
 
 def job_view(job: Job) -> JobView:

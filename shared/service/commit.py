@@ -75,7 +75,7 @@ def commit_point(services: Services, message: CommitMessage, vault: Vault | None
             created_at=message.created_at, manifest_blob=formats.manifest_blob(message.point_id),
             refs_blob=formats.refs_blob(message.point_id), chunk_count=message.chunk_count,
             stats=dict(message.stats), parent_point_id=message.parent_point_id, received_at=now,
-            checked_at=now, machine=message.machine))
+            checked_at=now, machine=message.machine, tags=list(message.tags)))
     except Conflict:
         point = index.get_point(vault.id, message.point_id)
     if point.state == PointState.COMMITTED and point.follow_ups_at is None:

@@ -1,7 +1,8 @@
 """Restore jobs: a plan and short-lived read-only SAS for each region that holds the point.
 
 Restores are free: a ready job's usage event (`restore_served`, the point's stored bytes) puts
-a zero-priced line on the bill. A job needs only the index, so it can be prepared while the
+a zero-priced line on the bill; an `inspect` job (the agent's ls, diff, find, stats and check,
+which restore nothing) has none, so looking at points does not count as restores. A job needs only the index, so it can be prepared while the
 primary region's storage is down."""
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ def create_restore_job(services: Services, vault: Vault, request: RestoreRequest
     now = services.clock()
     point = services.index.get_point(vault.id, request.point_id)
     job = Job(id=request.job_id, vault_id=vault.id, kind=JobKind.RESTORE, point_id=request.point_id,
-              status=JobStatus.READY, created_at=iso_time(now), machine=machine)
+              status=JobStatus.READY, created_at=iso_time(now), machine=machine,
+              purpose=None if request.purpose == "restore" else request.purpose)
     if point is None or point.state != PointState.COMMITTED:
         job.status = JobStatus.FAILED
         job.reason = (f"recovery point {request.point_id} is {'unknown' if point is None else point.state}, "
@@ -58,7 +60,7 @@ def create_restore_job(services: Services, vault: Vault, request: RestoreRequest
 
 
 def _served(services: Services, vault: Vault, job: Job) -> Job:
-    if job.status == JobStatus.READY:
+    if job.status == JobStatus.READY and job.purpose is None:
         point = services.index.get_point(vault.id, job.point_id)
         size = point.stats.get("storedBytes", 0) if point is not None else 0
         metering.record(services, vault, [UsageEvent(

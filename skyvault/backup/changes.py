@@ -10,6 +10,9 @@ small files make a handful of blobs.
 
 The cache's rows of the last backup are read in one scan beside the walk, in the byte
 order both follow (cache.PreviousFiles), rather than one query per file.
+
+Both tell the backup's progress (report.BackupProgress) what they go through: an unchanged
+file is done at once, with its size; a read file byte by byte as it is read.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from skyvault.backup.manifest import ManifestWriter
+from skyvault.backup.report import BackupProgress
 from skyvault.backup.walk import Entry, Replaced, Walk, open_as_walked
 from skyvault.cache import Cache
 
@@ -28,9 +32,10 @@ if TYPE_CHECKING:
 
 class Changes:
     def __init__(self, walk: Walk, manifest: ManifestWriter, cache: Cache, vault_id: str, item: str,
-                 run_id: str, report: BackupReport):
+                 run_id: str, report: BackupReport, progress: BackupProgress = BackupProgress()):
         self.walk, self.manifest, self.cache = walk, manifest, cache
         self.vault_id, self.item, self.run_id, self.report = vault_id, item, run_id, report
+        self.progress = progress
 
     def files_to_read(self, roots: list[Path]) -> Iterator[Entry]:
         """Every entry goes into the manifest order; only changed files go on to be read."""
@@ -44,6 +49,7 @@ class Changes:
                         entry.complete = True
                         self.report.files_unchanged += 1
                         self.cache.add_refs(self.run_id, previous.ids)
+                        self.progress.advanced(files=1, bytes_=entry.doc["size"])
                     else:
                         yield entry
                 self.manifest.flush()
@@ -57,9 +63,9 @@ class ConcatReader:
     in its place, or a path that now leads elsewhere through a directory swapped for a link."""
 
     def __init__(self, to_read: Iterator[Entry], manifest: ManifestWriter, report: BackupReport,
-                 warn: Callable[[str], None]):
+                 warn: Callable[[str], None], progress: BackupProgress = BackupProgress()):
         self._to_read = to_read
-        self._manifest, self._report, self._warn = manifest, report, warn
+        self._manifest, self._report, self._warn, self._progress = manifest, report, warn, progress
         self._current: Entry | None = None
         self._file = None
         self.offset = 0
@@ -76,11 +82,14 @@ class ConcatReader:
                 except Replaced as e:
                     self._warn(f"{entry.path} changed while being backed up ({e.strerror}): file left out")
                     entry.failed = entry.complete = True
+                    self._progress.advanced(files=1)
                     continue
                 except OSError as e:
                     self._warn(f"cannot read {entry.path}: {e.strerror or e}")
                     entry.failed = entry.complete = True
+                    self._progress.advanced(files=1)
                     continue
+                self._progress.reading(entry.path)
                 self._current = entry
                 self._manifest.file_started(entry, self.offset)
             try:
@@ -91,10 +100,12 @@ class ConcatReader:
                 n = 0
             if n:
                 self.offset += n
+                self._progress.advanced(bytes_=n)
                 return n
             self._file.close()
             self._file = None
             self._file_read(self._current, self.offset)
+            self._progress.advanced(files=1)
 
     def _file_read(self, entry: Entry, end: int) -> None:
         entry.end = end

@@ -30,9 +30,10 @@ INGEST_WAIT_S = 60.0
 
 class Committer:
     def __init__(self, vault: AgentVault, container: BlobContainer, cache: Cache, item: str,
-                 run_id: str, report: BackupReport, uploader: Uploader):
+                 run_id: str, report: BackupReport, uploader: Uploader, tags: tuple[str, ...] = ()):
         self.vault, self.keys, self.container, self.cache = vault, vault.keys, container, cache
         self.item, self.run_id, self.report, self.uploader = item, run_id, report, uploader
+        self.tags = tags  # distinct and sorted (Backup checks them)
 
     def commit(self, now: datetime, roots: list[Path], manifest_ids: list[str], parent: str,
                wait: bool) -> None:
@@ -54,6 +55,8 @@ class Committer:
                    "manifestChunks": len(manifest_ids), "stats": self.report.as_stats()}
         if formats.POINT_ID.match(parent):  # not what older agents' caches hold
             message["parentPointId"] = parent
+        if self.tags:
+            message["tags"] = list(self.tags)
         if not wait:
             self.uploader.send_batch()
             self.vault.send("commit", message)

@@ -1,16 +1,18 @@
-"""What a backup reports: counts of what it read, uploaded and sent, its warnings, and the
-state of its recovery point."""
+"""What a backup reports: counts of what it read, uploaded and sent, what its exclusions left
+out, its warnings and the state of its recovery point; and what it tells a progress display as
+it goes (BackupProgress)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
 SENT = "sent"  # the commit is sent; the service has not settled the point yet
+DRY_RUN = "dry run"  # nothing was written: the figures are what a backup would read and upload
 
 
 @dataclass
 class BackupReport:
-    point_id: str
+    point_id: str | None  # None: a dry run, which makes no point
     item: str
     state: str = SENT  # then the point's PointState, once the service settled it
     files: int = 0
@@ -28,11 +30,34 @@ class BackupReport:
     chunks_deduplicated: int = 0
     chunks_adopted: int = 0  # put refused as existing: declared for the service to take from the blob
     messages: int = 0
+    # Left out by the exclusions: entries that are not directories, directories (left out, or
+    # kept without their contents), and the bytes of the regular files left out. What a
+    # directory left out holds is never listed, so not counted.
+    excluded_files: int = 0
+    excluded_dirs: int = 0
+    excluded_bytes: int = 0
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
     reason: str | None = None
+    dry_run: bool = False
+    tags: tuple[str, ...] = ()  # the point's (backup --tag)
 
     def as_stats(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("files", "dirs", "symlinks", "bytes_total", "files_read",
                                               "bytes_read", "files_unchanged", "chunks_uploaded",
                                               "bytes_uploaded")}
+
+
+class BackupProgress:
+    """What a backup tells a progress display as it goes; this one shows nothing. `totals` comes
+    from the scan's thread, the others from the backup's: an implementation must be
+    thread-safe."""
+
+    def totals(self, files: int, bytes_: int) -> None:
+        """The files the backup goes through and their bytes, once the scan has counted them."""
+
+    def reading(self, path: str) -> None:
+        """The file at `path` is opened to be read."""
+
+    def advanced(self, files: int = 0, bytes_: int = 0) -> None:
+        """`files` more are done (read, unchanged or failed), `bytes_` more read or found unchanged."""

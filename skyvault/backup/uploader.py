@@ -217,3 +217,25 @@ class Uploader:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class DryRunUploader(Uploader):
+    """The uploader of a dry run (`backup --dry-run`): the same cutting, hashing and
+    deduplication against the local cache, and each chunk the cache does not know is sealed to
+    count the bytes its upload would store; but nothing is uploaded, no message sent, and the
+    service is not asked which chunks it holds: its look-up is not read-only (a condemned chunk
+    asked about is revived). So the figures are exact where the cache knows what the vault
+    holds (the chunks of this machine's committed backups), and count as new what only the
+    vault knows (another machine's, or those a lost cache knew)."""
+
+    def _store_batch(self, batch: dict[str, memoryview]) -> tuple[set[str], list[dict]]:
+        declared = []
+        for cid, data in batch.items():
+            sealer = getattr(self._local, "sealer", None)
+            if sealer is None:
+                sealer = self._local.sealer = crypto.ChunkSealer(self.keys, self.vault.vault_id)
+            declared.append({"id": cid, "size": len(sealer.seal(cid, data))})
+        return set(), declared
+
+    def send_batch(self) -> None:
+        self._batch = []

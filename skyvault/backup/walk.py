@@ -14,6 +14,13 @@ Words:
   opens later (a directory to list it, a file to read it) must have the same, or it was
   replaced in between (by a link to another user's file, a FIFO, another file) and is left
   out with a warning (Replaced).
+- Exclusions (skyvault.backup.exclude): an entry they leave out is neither in the manifest
+  nor, a directory, descended into; one they keep empty (a cache directory but for its tag,
+  a mount point) is recorded and only its tag files visited. The report counts what they
+  left out: the entries, and the bytes of the regular files among them (the contents of a
+  directory left out are never listed, so not counted).
+- Scan: a second, cheaper walk on a thread of its own, with the same exclusions, that only
+  counts the files and bytes the backup will go through, for its progress's totals.
 
 No link is followed below a root: each directory is opened with O_NOFOLLOW relative to its
 parent's descriptor and checked against its identity, and its entries are stat'ed, their
@@ -31,11 +38,13 @@ import grp
 import os
 import pwd
 import stat
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from shared.messages import xattrs_doc
+from skyvault.backup.exclude import NO_EXCLUSIONS, Decision, Exclusions
 from skyvault.cache import PreviousFile, path_key
 from skyvault.vaultclient import AgentError
 
@@ -46,7 +55,8 @@ if TYPE_CHECKING:
 class Entry:
     """A manifest entry waiting for its place in the manifest (files: for their extents)."""
 
-    __slots__ = ("doc", "signature", "start", "end", "complete", "failed", "path", "previous", "identity")
+    __slots__ = ("doc", "signature", "start", "end", "complete", "failed", "path", "previous", "identity",
+                 "keep_contents")
 
     def __init__(self, doc: dict, path: str = "", signature: str = "", complete: bool = True,
                  identity: tuple[int, int] | None = None):
@@ -56,6 +66,7 @@ class Entry:
         self.previous: PreviousFile | None = None  # an unchanged file's entry, from the cache
         # A file's or directory's; None only in entries the walk did not make (tests craft some).
         self.identity = identity
+        self.keep_contents = True  # a directory: False when the exclusions keep it empty
 
 
 class Replaced(OSError):
@@ -139,14 +150,28 @@ def _in_directory(dir_fd: int | None, name: str) -> str:
     return name if dir_fd is None else f"/proc/self/fd/{dir_fd}/{name}"
 
 
-class Walk:
-    """Counts the directories and symlinks it yields in the report, and warns of the paths it
-    cannot list, stat or back up."""
+def _below_root(rel: str) -> str | None:
+    """A manifest path's root-relative path, as patterns match it; None for a root itself."""
+    parts = rel.split("/", 1)
+    return parts[1] if len(parts) == 2 else None
 
-    def __init__(self, report: BackupReport, warn: Callable[[str], None]):
-        self.report, self.warn = report, warn
+
+def _tag_children(exclusions: Exclusions, fd: int) -> list[tuple[bytes, str]] | None:
+    """The (sort key, name) of the only entries of the directory open as `fd` to visit, when
+    it holds tag files; None: all of them."""
+    tags = exclusions.tag_files(fd)
+    return None if tags is None else sorted((_sort_key(name, is_dir), name) for name, is_dir in tags)
+
+
+class Walk:
+    """Counts the directories and symlinks it yields in the report, and what its exclusions
+    left out, and warns of the paths it cannot list, stat or back up."""
+
+    def __init__(self, report: BackupReport, warn: Callable[[str], None], exclusions: Exclusions = NO_EXCLUSIONS):
+        self.report, self.warn, self.exclusions = report, warn, exclusions
         # The first path of each inode with several links, so its later paths become hard links.
         self._first_paths: dict[tuple[int, int], str] = {}
+        self._root_dev = 0  # the device of the root being walked (--one-file-system)
 
     def entries(self, roots: list[Path]) -> Iterator[Entry]:
         """Depth first, a directory before its entries; with a stack of open directories rather
@@ -164,7 +189,7 @@ class Walk:
                     if entry is None:
                         continue
                     yield entry
-                    if entry.doc["type"] == "dir":
+                    if entry.doc["type"] == "dir" and entry.keep_contents:
                         listed = self._list(directory.fd, name, path, rel, entry.identity)
                         if listed is not None:
                             open_dirs.append(listed)
@@ -184,8 +209,12 @@ class Walk:
             self.warn(f"cannot list {path}: {e.strerror or e}")
             return None
         try:
-            with os.scandir(fd) as listing:
-                children = sorted(_walk_key(child) for child in listing)
+            children = _tag_children(self.exclusions, fd)
+            if children is not None:
+                self.report.excluded_dirs += 1  # its contents but for its tag files
+            else:
+                with os.scandir(fd) as listing:
+                    children = sorted(_walk_key(child) for child in listing)
         except OSError as e:
             os.close(fd)
             self.warn(f"cannot list {path}: {e.strerror or e}")
@@ -198,6 +227,20 @@ class Walk:
             st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         except OSError as e:
             self.warn(f"{path} vanished or cannot be read: {e.strerror or e}")
+            return None
+        below_root = _below_root(rel)
+        if below_root is None:
+            self._root_dev = st.st_dev
+            decision = Decision.KEEP
+        else:
+            decision = self.exclusions.decide(below_root, st, self._root_dev)
+        if decision is Decision.LEAVE_OUT:
+            if stat.S_ISDIR(st.st_mode):
+                self.report.excluded_dirs += 1
+            else:
+                self.report.excluded_files += 1
+                if stat.S_ISREG(st.st_mode):
+                    self.report.excluded_bytes += st.st_size
             return None
         kind = _KINDS.get(stat.S_IFMT(st.st_mode))
         if kind is None:
@@ -216,7 +259,11 @@ class Walk:
         identity = (st.st_dev, st.st_ino)
         if kind == "dir":
             self.report.dirs += 1
-            return Entry(doc, identity=identity)
+            entry = Entry(doc, identity=identity)
+            if decision is Decision.KEEP_EMPTY:
+                self.report.excluded_dirs += 1  # its contents
+                entry.keep_contents = False
+            return entry
         if kind == "symlink":
             try:
                 doc["target"] = os.readlink(name, dir_fd=dir_fd)
@@ -264,6 +311,84 @@ class Walk:
                 if e.errno != errno.ENODATA:  # removed since the listing
                     self.warn(f"{path}: extended attribute {name} not backed up: {e.strerror or e}")
         return found
+
+
+class Scan:
+    """Counts, on a thread of its own, the regular files (a hard-linked inode once) and their
+    bytes below `roots` that the walk's exclusions keep: the totals of a backup's progress,
+    given to `done(files, bytes)` once the scan ends (not if it is stopped first). What cannot
+    be listed or stat'ed is passed over: the walk warns of it."""
+
+    def __init__(self, roots: list[Path], exclusions: Exclusions, done: Callable[[int, int], None]):
+        self.roots, self.exclusions, self.done = roots, exclusions, done
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="skyvault-scan", daemon=True)
+        self.files = self.bytes = 0
+        self._seen: set[tuple[int, int]] = set()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def join(self) -> None:
+        """Wait until the scan has ended."""
+        self._thread.join()
+
+    def _run(self) -> None:
+        for root in self.roots:
+            try:
+                st = os.lstat(root)
+            except OSError:
+                continue
+            self._count(st)
+            if stat.S_ISDIR(st.st_mode) and not self._scan(str(root), "", st.st_dev):
+                return
+        self.done(self.files, self.bytes)
+
+    def _scan(self, path: str, rel: str, root_dev: int) -> bool:
+        """Count what the directory at `path` (root-relative `rel`) holds; False once stopped."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return True
+        try:
+            tags = self.exclusions.tag_files(fd)
+            with os.scandir(fd) as listing:
+                names = [child.name for child in listing]
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
+        if tags is not None:
+            names = [name for name, _ in tags]
+        for name in names:
+            if self._stop.is_set():
+                return False
+            child, child_rel = os.path.join(path, name), f"{rel}/{name}" if rel else name
+            try:
+                st = os.lstat(child)
+            except OSError:
+                continue
+            decision = self.exclusions.decide(child_rel, st, root_dev)
+            if decision is Decision.LEAVE_OUT:
+                continue
+            self._count(st)
+            if decision is Decision.KEEP and stat.S_ISDIR(st.st_mode) and not self._scan(child, child_rel, root_dev):
+                return False
+        return True
+
+    def _count(self, st: os.stat_result) -> None:
+        if not stat.S_ISREG(st.st_mode):
+            return
+        if st.st_nlink > 1:
+            if (st.st_dev, st.st_ino) in self._seen:
+                return
+            self._seen.add((st.st_dev, st.st_ino))
+        self.files += 1
+        self.bytes += st.st_size
 
 
 _KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink", stat.S_IFIFO: "fifo",

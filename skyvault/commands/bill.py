@@ -5,11 +5,10 @@ this machine's vault through the service's signed API (`GET bill`). Both print t
 statement (shared/service/bills.py): the invoice's lines by vault (an instance line per item,
 storage by redundancy, soft-deleted storage, restores, egress and transactions at zero), the
 total, and per vault its stored bytes as metered and as last measured, and each item's unique
-and shared bytes. --json prints the statement, --csv the invoice's rows."""
+and shared bytes. --json prints the statement (a "summary" object), --csv the invoice's rows."""
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from skyvault import exitcodes, home
@@ -18,16 +17,25 @@ from skyvault.vaultclient import AgentError, AgentVault
 
 
 def add_parser(subparsers) -> None:
-    bill = subparsers.add_parser("bill", help="a month's invoice: protected instances, storage, restores at zero")
+    bill = subparsers.add_parser(
+        "bill", help="a month's invoice: protected instances, storage, restores at zero",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="A month's invoice by vault (an instance line per item, storage by redundancy, soft-deleted\n"
+                    "storage; restores, egress and transactions at zero), then each vault's stored bytes.\n"
+                    "Without --tenant: this machine's vault, through its agent.",
+        epilog="examples:\n  skyvault bill\n  skyvault bill --tenant contoso --month 2026-11\n"
+               "  skyvault bill --tenant contoso --vault laptops --csv")
     _scope(bill)
     bill.add_argument("--month", metavar="YYYY-MM", help="the month billed (default: this month so far)")
-    form = bill.add_mutually_exclusive_group()
-    form.add_argument("--json", action="store_true", help="the statement: invoice and the usage it priced")
-    form.add_argument("--csv", action="store_true", help="the invoice's lines as CSV rows")
+    bill.add_argument("--csv", action="store_true", help="the invoice's lines as CSV rows (not with --json)")
     bill.set_defaults(func=run_bill)
-    usage = subparsers.add_parser("usage", help="this month's usage so far, and what it costs")
+    usage = subparsers.add_parser(
+        "usage", help="this month's usage so far, and what it costs",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="This month's usage so far by vault (stored bytes as metered and as measured, restores,\n"
+                    "soft-deleted points, each item's unique and shared bytes) and what it costs.",
+        epilog="examples:\n  skyvault usage\n  skyvault usage --tenant contoso --vault laptops --json")
     _scope(usage)
-    usage.add_argument("--json", action="store_true")
     usage.set_defaults(func=run_usage, month=None, csv=False)
 
 
@@ -56,9 +64,11 @@ def statement(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_bill(args: argparse.Namespace) -> int:
+    if args.json and args.csv:
+        raise AgentError("--csv and --json are two forms of the bill: give one of them")
     doc = statement(args)
     if args.json:
-        say(json.dumps(doc, indent=2))
+        args.output.summary(statement=doc)
     elif args.csv:
         from shared.billing import invoice_csv
 
@@ -70,10 +80,11 @@ def run_bill(args: argparse.Namespace) -> int:
 
 def run_usage(args: argparse.Namespace) -> int:
     doc = statement(args)
-    if args.json:
-        say(json.dumps(doc["usage"], indent=2))
-        return exitcodes.OK
     invoice = doc["invoice"]
+    if args.json:
+        args.output.summary(month=invoice["month"], through=doc["through"], usage=doc["usage"],
+                            total=invoice["total"], currency=invoice["currency"], price_sheet=invoice["priceSheet"])
+        return exitcodes.OK
     say(f"usage in {invoice['month']} through {doc['through']}")
     _print_usage(doc)
     say(f"cost so far: {invoice['total']} {invoice['currency']} (price sheet {invoice['priceSheet']})")

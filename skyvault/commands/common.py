@@ -9,6 +9,7 @@ import sys
 from shared import crypto
 from skyvault import home
 from skyvault.cache import Cache
+from skyvault.commands.output import Output
 from skyvault.vaultclient import AgentError, AgentVault
 
 KEYS_FILE = "keys.json"
@@ -57,12 +58,23 @@ def deployed_settings(path: str) -> dict[str, str]:
     return {name: value for name, value in doc.items() if not name.endswith(("__credential", "__clientId"))}
 
 
+# The running command's Output (cli.main sets it): say and warn go through it, so that with
+# --json nothing but JSON reaches stdout.
+OUTPUT: Output | None = None
+
+
+def out() -> Output:
+    return OUTPUT or Output()
+
+
 def say(text: str) -> None:
-    print(text, flush=True)
+    """A line of the command's text result (stdout; not with --json)."""
+    out().say(text)
 
 
 def warn(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    """A note or, if it starts with "warning: " or "error: ", a warning (stderr, or JSON)."""
+    out().note(text)
 
 
 def human(n: float) -> str:
@@ -85,8 +97,9 @@ def passphrase(confirm: bool = False) -> str:
     return value
 
 
-def agent() -> AgentVault:
-    """This machine's agent, with its vault keys; its credentials renewed if they expire soon.
+def agent(renew: bool = True) -> AgentVault:
+    """This machine's agent, with its vault keys; its credentials renewed if they expire soon
+    (unless not `renew`: a dry run changes nothing on the machine).
     Without remembered keys the passphrase is asked for, and the service says whether it is
     the vault's (the key check value is not kept on this machine, so a stolen state folder
     gives no offline test of guessed passphrases)."""
@@ -102,7 +115,8 @@ def agent() -> AgentVault:
     if keys is None:
         vault.keys = AgentVault.derive_keys(creds, passphrase())
         vault.key_check(vault.keys.key_check_value())  # CredentialsError: not the vault's passphrase
-    vault.ensure_fresh()
+    if renew:
+        vault.ensure_fresh()
     return vault
 
 

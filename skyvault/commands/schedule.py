@@ -1,7 +1,9 @@
-"""`skyvault schedule --item ITEM PATH...`: the item's policy schedule as this machine's timer, a
+"""`skyvault schedule --item ITEM [PATH...]`: the item's policy schedule as this machine's timer, a
 systemd user timer and its service (the default) or a cron entry, each running `skyvault backup
-PATH... --item ITEM` at the policy's times in its time zone; printed, or written with --install
-(no systemctl or crontab is run). The times are the policy's when the command runs: run it again
+PATH... --item ITEM` at the policy's times in its time zone, or without PATH `skyvault backup
+--item ITEM`, which backs up the paths and exclusions the item's configuration remembers
+(skyvault.items; it must exist); printed, or written with --install (no systemctl or crontab is
+run). The times are the policy's when the command runs: run it again
 after the policy changes (`skyvault status` reports the runs a stale timer misses).
 
 Words:
@@ -40,9 +42,20 @@ CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def add_parser(subparsers) -> None:
-    schedule = subparsers.add_parser("schedule", help="a systemd timer or cron entry that backs up an item at its "
-                                                      "policy's times")
-    schedule.add_argument("paths", nargs="+", metavar="PATH", help="what each scheduled backup backs up")
+    schedule = subparsers.add_parser(
+        "schedule", help="a systemd timer or cron entry that backs up an item at its policy's times",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="The item's policy schedule as this machine's timer: a systemd user timer and service (the\n"
+                    "default) or crontab lines running `skyvault backup [PATH...] --item ITEM`; printed, or written\n"
+                    "with --install (no systemctl or crontab is run). Without PATH the backups use the paths and\n"
+                    "exclusions the item remembers. Run it again when the policy changes.",
+        epilog="examples:\n  skyvault schedule --item laptop ~/Documents ~/Pictures\n"
+               "  skyvault schedule --item laptop --install    # the paths and exclusions laptop remembers\n"
+               "  skyvault schedule --item laptop ~/Documents --install\n"
+               "  skyvault schedule --item db /var/backups --format cron --install --cron-file db.crontab")
+    schedule.add_argument("paths", nargs="*", metavar="PATH",
+                          help="what each scheduled backup backs up (default: what the item's configuration "
+                               "remembers, with its exclusions)")
     schedule.add_argument("--item", required=True, help="protected item name; its policy gives the times")
     schedule.add_argument("--format", choices=("systemd", "cron"), default="systemd",
                           help="a systemd user timer and service (default), or crontab lines")
@@ -57,11 +70,14 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from skyvault import items
     from skyvault.backup import walk
 
     _check_arguments(args)
     state = home.agent_state()
-    roots = [str(root) for root in walk.roots(args.paths)]
+    if not args.paths and items.load(args.item) is None:
+        raise items.no_configuration(args.item)
+    roots = [str(root) for root in walk.roots(args.paths)] if args.paths else []
     command = [*agent_command(), "backup", *roots, "--item", args.item]
     state_folder = home.home()
     for word in (*command, str(state_folder)):
@@ -77,16 +93,26 @@ def run(args: argparse.Namespace) -> int:
              f"SKYVAULT_PASSPHRASE (run `skyvault register` again without --no-remember-keys)")
     origin = (f"# Written by `skyvault schedule` from policy {schedule.policy} of vault "
               f"{vault.creds.get('vaultName', vault.vault_id)}: run it again when the policy changes.")
+    output = args.output
     if args.format == "systemd":
         units = systemd_units(schedule, command, state_folder, origin)
+        unit_dir = (args.unit_dir or _user_unit_dir()) if args.install else None
+        if unit_dir:
+            _install_units(units, unit_dir, schedule.item)
+        else:
+            say("\n".join(f"# {name}\n{text}" for name, text in units.items()).rstrip("\n"))
+        for name, text in units.items():
+            output.emit("unit", name=name, path=str(unit_dir / name) if unit_dir else None, text=text)
+        files = [str(unit_dir / name) for name in units] if unit_dir else []
+    else:
+        block = cron_block(schedule, command, state_folder, origin)
         if args.install:
-            return _install_units(units, args.unit_dir or _user_unit_dir(), schedule.item)
-        say("\n".join(f"# {name}\n{text}" for name, text in units.items()).rstrip("\n"))
-        return exitcodes.OK
-    block = cron_block(schedule, command, state_folder, origin)
-    if args.install:
-        return _install_cron(block, args.cron_file, schedule.item)
-    say(block.rstrip("\n"))
+            _install_cron(block, args.cron_file, schedule.item)
+        else:
+            say(block.rstrip("\n"))
+        output.emit("cron_lines", path=str(args.cron_file) if args.install else None, text=block)
+        files = [str(args.cron_file)] if args.install else []
+    output.summary(schedule=schedule.to_doc(), format=args.format, installed=args.install, files=files)
     return exitcodes.OK
 
 

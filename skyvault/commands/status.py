@@ -3,7 +3,6 @@ items: each one's policy and newest point, and the scheduled backups they missed
 from __future__ import annotations
 
 import argparse
-import json
 
 from shared.domain import Redundancy
 from skyvault import exitcodes, home
@@ -12,15 +11,19 @@ from skyvault.vaultclient import AgentVault
 
 
 def add_parser(subparsers) -> None:
-    status = subparsers.add_parser("status", help="this machine's vault: redundancy, replication lag and missed backups")
-    status.add_argument("--json", action="store_true")
+    status = subparsers.add_parser(
+        "status", help="this machine's vault: redundancy, replication lag and missed backups",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="This machine's vault: its redundancy, for GRS its replication lag, and each item's policy\n"
+                    "and newest point; the items that missed a scheduled backup are listed first.",
+        epilog="examples:\n  skyvault status\n  skyvault status --json")
     status.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     status = AgentVault(home.agent_state()["credentials"]).status()
     if args.json:
-        say(json.dumps(status.to_doc(), indent=2))
+        args.output.summary(status=status.to_doc())
         return exitcodes.OK
     say(f"vault {status.name} ({status.vault_id}) of tenant {status.tenant_id}: {status.redundancy}")
     say(f"  first backup: {status.first_backup_at or 'none yet'}")

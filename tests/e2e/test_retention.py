@@ -76,7 +76,8 @@ class World:
                 break
             time.sleep(1)
         assert code == exitcodes.OK
-        [swept] = json.loads(capsys.readouterr().out)["vaults"]
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        [swept] = [line["vault_sweep"] for line in lines if line["type"] == "vault_sweep"]
         return swept
 
     def metered(self) -> None:
@@ -154,7 +155,8 @@ def test_the_bill_meters_the_bytes_in_azurite_and_the_restores_at_zero(world, we
     reading = metering.reconcile(world.services, world.vault)
     assert (reading.measured, reading.metered, reading.drift, reading.pending) == (held, held, 0, 0)
     assert cli.main(["bill", *VAULT, "--json"]) == exitcodes.OK
-    doc = json.loads(capsys.readouterr().out)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    [doc] = [line["statement"] for line in lines if line["type"] == "summary"]
     [usage] = doc["usage"]
     assert usage["meteredBytes"] == usage["measuredBytes"] == held
     assert usage["restores"] >= 1 and usage["items"][0]["item"] == "laptop"

@@ -1,5 +1,6 @@
 """Fixtures of the unit tests: an agent on the in-process service (`vault`) and its local
-cache; and, for the tests that run the queue functions on fakes through tests/unit/pipeline.py,
+cache; a new state folder (`state_folder`) and the in-process vault as this machine's agent
+(`agent`), for the commands run through skyvault.cli.main; and, for the tests that run the queue functions on fakes through tests/unit/pipeline.py,
 one clock, the raw services, the faults armed on their wrapper, and the host that delivers."""
 from __future__ import annotations
 
@@ -55,3 +56,21 @@ def faults():
 @pytest.fixture
 def host(raw, clock, faults):
     return Host(faulty(raw, faults), raw, clock, faults)
+
+
+@pytest.fixture
+def state_folder(tmp_path, monkeypatch):
+    """This machine's state folder, a new one (SKYVAULT_HOME), and no passphrase in the environment."""
+    monkeypatch.setenv("SKYVAULT_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SKYVAULT_PASSPHRASE", raising=False)
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def agent(vault, state_folder, monkeypatch):
+    """This machine's agent (commands.common.agent) is the in-process vault; its cache lives in the
+    state folder."""
+    from skyvault.commands import common
+
+    monkeypatch.setattr(common, "agent", lambda **_: vault)
+    return vault

@@ -206,8 +206,8 @@ def test_restore_refuses_a_manifest_of_another_point(vault, cache, tmp_path, mon
     new = Backup(vault, cache, "laptop").run([str(data)])
     start_restore = vault.start_restore
 
-    def rolled_back(job_id, point_id):
-        job = start_restore(job_id, point_id)
+    def rolled_back(job_id, point_id, *purpose):
+        job = start_restore(job_id, point_id, *purpose)
         return replace(job, plan=replace(job.plan, manifest_blob=f"points/{old.point_id}/manifest"))
 
     monkeypatch.setattr(vault, "start_restore", rolled_back)

@@ -148,7 +148,7 @@ def test_a_directory_swapped_after_its_listing_gives_nothing_of_the_link_target(
 
 def test_a_backup_that_left_a_swapped_file_out_exits_partial(vault, data, secret, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SKYVAULT_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(common, "agent", lambda: vault)
+    monkeypatch.setattr(common, "agent", lambda **_: vault)
     swap_after_stat(monkeypatch, "data/dir/a.txt", lambda: link_to_secret(data / "dir", secret))
     assert cli.main(["backup", str(data), "--item", "laptop"]) == exitcodes.PARTIAL
     output = capsys.readouterr()

@@ -340,7 +340,7 @@ def test_a_long_check_takes_a_new_restore_job_before_the_sas_expires(lrs, cache,
     lrs.clock, lrs.services.clock = agent_clock, service_clock
     jobs = []
     start_restore = lrs.start_restore
-    lrs.start_restore = lambda job_id, point_id: jobs.append(job_id) or start_restore(job_id, point_id)
+    lrs.start_restore = lambda job_id, point_id, *purpose: jobs.append(job_id) or start_restore(job_id, point_id, *purpose)
     report = Check(lrs).run(read_data=True)
     assert report.exit_code == 0 and report.copies_read == report.chunks
     assert len(jobs) > 1, "each job's SAS is renewed after RENEW_ACCESS_AFTER"

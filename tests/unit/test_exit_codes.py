@@ -21,18 +21,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 grs, ticks = checks.grs, checks.ticks  # an in-process GRS vault whose paired region can stop
 
 
-@pytest.fixture(autouse=True)
-def state_folder(tmp_path, monkeypatch):
-    monkeypatch.setenv("SKYVAULT_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("SKYVAULT_PASSPHRASE", raising=False)
-    return tmp_path / "home"
-
-
-@pytest.fixture
-def agent(vault, monkeypatch):
-    """This machine's agent is the in-process vault (its cache lives in the state folder)."""
-    monkeypatch.setattr(common, "agent", lambda: vault)
-    return vault
+pytestmark = pytest.mark.usefixtures("state_folder")
 
 
 def some_files(tmp_path) -> Path:
@@ -127,7 +116,7 @@ def test_problems_when_check_finds_a_chunk_missing(agent, tmp_path, capsys):
 
 
 def test_incomplete_when_a_region_does_not_answer_the_check(grs, ticks, monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(common, "agent", lambda: grs)
+    monkeypatch.setattr(common, "agent", lambda **_: grs)
     assert cli.main(["backup", str(some_files(tmp_path)), "--item", "laptop"]) == exitcodes.OK
     checks.replicate_all(grs.services, ticks)
     grs.services.secondary.down = True

@@ -186,7 +186,9 @@ def test_the_operators_commands_issue_tickets_list_and_revoke_machines(services,
                                       name="laptop-2")
     capsys.readouterr()
     assert cli.main(["vault", "machines", "laptops", *tenant, "--json"]) == 0
-    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    *objects, summary = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert summary == {"type": "summary", "command": "vault machines", "machines": 2}
+    listed = [o["machine"] for o in objects if o["type"] == "machine"]
     assert [(m["id"], m["name"], m["revokedAt"]) for m in listed] == [(agent.machine_id, "laptop-1", None),
                                                                       (second.machine_id, "laptop-2", None)]
     assert cli.main(["vault", "revoke-machine", "laptops", agent.machine_id, *tenant]) == 0

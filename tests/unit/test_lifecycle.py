@@ -222,7 +222,7 @@ def test_a_restore_that_outlives_its_read_sas_renews_it(services, creds, clock, 
     report = Backup(vault, Cache(tmp_path / "cache.sqlite"), "laptop").run([str(data)])
     jobs = []
     start_restore = vault.start_restore
-    monkeypatch.setattr(vault, "start_restore", lambda job, point: jobs.append(job) or start_restore(job, point))
+    monkeypatch.setattr(vault, "start_restore", lambda job, point, *purpose: jobs.append(job) or start_restore(job, point, *purpose))
     opened = vault.read_container
 
     def slow(url):  # each chunk takes twenty minutes to come: the job's hour runs out mid-restore

@@ -261,3 +261,15 @@ def test_a_manifest_root_of_either_version_reads_and_another_is_refused():
 def test_a_request_body_json_cannot_parse_is_refused_not_a_crash(body, words):
     with pytest.raises(MalformedMessage, match=words):
         messages.parse_request_body(body)
+
+
+def test_a_restore_requests_purpose_is_restore_unless_inspect_and_nothing_else():
+    from shared.messages import RestoreRequest
+
+    point = "20261125T120000Z-0000abcd"
+    assert RestoreRequest("j1", point).to_doc() == {"jobId": "j1", "pointId": point}  # what older agents send
+    assert RestoreRequest.from_doc({"jobId": "j1", "pointId": point}).purpose == "restore"
+    inspect = RestoreRequest("j1", point, "inspect")
+    assert RestoreRequest.from_doc(inspect.to_doc()) == inspect
+    with pytest.raises(MalformedMessage, match="'purpose' is 'billing', not one of restore, inspect"):
+        RestoreRequest.from_doc({"jobId": "j1", "pointId": point, "purpose": "billing"})

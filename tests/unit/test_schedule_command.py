@@ -31,13 +31,6 @@ needs_systemd_analyze = pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="no s
 
 
 @pytest.fixture
-def state_folder(tmp_path, monkeypatch):
-    monkeypatch.setenv("SKYVAULT_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("SKYVAULT_PASSPHRASE", raising=False)
-    return tmp_path / "home"
-
-
-@pytest.fixture
 def registered(vault, state_folder, monkeypatch):
     """This machine is registered to the in-process vault, its keys remembered, as `register` leaves it."""
     home.write_json("agent.json", {"credentials": vault.creds})
@@ -293,3 +286,17 @@ def test_a_malformed_schedule_answer_is_not_read(vault, monkeypatch):
     with pytest.raises(ApiError, match="not one this agent reads.*'schedule.frequency' is 'hourly'"):
         vault.item_schedule("laptop")
 
+
+
+def test_without_paths_the_timer_backs_up_what_the_item_remembers(registered, data, capsys):
+    from skyvault import items
+    from skyvault.backup.exclude import ExclusionRules
+
+    assert cli.main(["schedule", "--item", "laptop"]) == exitcodes.FAILURE
+    assert "item 'laptop' has no saved paths on this machine" in capsys.readouterr().err
+    items.save(items.ItemConfig("laptop", (str(data),), ExclusionRules(patterns=("*.tmp",))))
+    assert cli.main(["schedule", "--item", "laptop"]) == exitcodes.OK
+    service = capsys.readouterr().out.split("# skyvault-backup-laptop.service\n")[1]
+    exec_start = next(line for line in service.splitlines() if line.startswith("ExecStart="))
+    words = shlex.split(exec_start.removeprefix("ExecStart="))
+    assert words[-3:] == ["backup", "--item", "laptop"]  # no path: the backup reads the item's configuration

@@ -145,7 +145,9 @@ def test_skyvault_status_prints_missed_backups_first(services, registered, capsy
 def test_skyvault_status_json_holds_the_items(services, registered, capsys):
     policies.assign_policy(services, the_vault(services), "db", "default")
     assert cli.main(["status", "--json"]) == exitcodes.OK
-    doc = json.loads(capsys.readouterr().out)
+    [summary] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (summary["type"], summary["command"]) == ("summary", "status")
+    doc = summary["status"]
     assert doc["items"] == [{"item": "db", "policy": "default", "lastPointAt": None, "missed": True,
                              "missedRun": "2026-12-01T21:00:00+00:00"}]
     assert doc["itemsLeftOff"] == 0
