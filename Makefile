@@ -28,8 +28,16 @@ $(CHECKOV_VENV)/.installed: infra/checkov/requirements.txt
 demo: setup
 	$(PY) -m skyvault.demo $(if $(DATA),--data "$(DATA)")
 
-test: setup
+test: setup test-tools
 	$(PY) -m pytest -q
+
+# Debian's zsh, for the test of the zsh completion script (skipped, saying so, where it cannot be installed).
+TEST_PACKAGES := zsh=5.9-4+b15
+.PHONY: test-tools
+test-tools:
+	@command -v zsh >/dev/null || (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_PACKAGES) >/dev/null 2>&1 || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_PACKAGES) >/dev/null)) || \
+		echo "zsh could not be installed: the zsh completion test is skipped"
 
 # The long profile of the model-based retention stress test (make test runs its short one).
 stress: setup

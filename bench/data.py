@@ -5,6 +5,9 @@ Words:
 - **source**: successive Django releases, sdists fetched once with `pip download`
   and each unpacked into its own version folder: a real tree of about 7,000
   files of which the next release changes a few dozen.
+- **history**: several projects' successive minor releases (HISTORY_VERSIONS),
+  sdists fetched the same way, each version one tree of one folder per project:
+  every version changes files all over the tree, and whole subtrees.
 - **image**: a disk-image-like file (`disk.img`) generated from a seed, so every
   machine makes the same bytes: runs of several MiB of zeros (about 30%),
   compressible text and random bytes; each later version copies the previous
@@ -33,6 +36,16 @@ from typing import Callable
 MiB = 1 << 20
 GiB = 1 << 30
 DJANGO_VERSIONS = ("5.1.1", "5.1.2", "5.1.3", "5.1.4")
+# Each version takes every project one or more minor releases on (SQLAlchemy 1.4 to 2.0 between
+# the first two): changes all over the tree, where Django's patch releases change a few dozen files.
+HISTORY_VERSIONS = (
+    {"requests": "2.27.0", "Flask": "2.1.0", "Werkzeug": "2.1.0", "pytest": "7.0.0", "SQLAlchemy": "1.4.46"},
+    {"requests": "2.28.0", "Flask": "2.2.0", "Werkzeug": "2.2.0", "pytest": "7.1.0", "SQLAlchemy": "2.0.0"},
+    {"requests": "2.29.0", "Flask": "2.3.0", "Werkzeug": "2.3.0", "pytest": "7.2.0", "SQLAlchemy": "2.0.10"},
+    {"requests": "2.31.0", "Flask": "3.0.0", "Werkzeug": "3.0.0", "pytest": "7.4.0", "SQLAlchemy": "2.0.20"},
+    {"requests": "2.32.3", "Flask": "3.1.0", "Werkzeug": "3.1.0", "pytest": "8.0.0", "SQLAlchemy": "2.0.30"},
+)
+QUICK_HISTORY_VERSIONS = 3
 IMAGE_NAME = "disk.img"
 IMAGE_SEED = 20261125
 IMAGE_REGIONS = {"zero": 3, "text": 3, "random": 4}  # relative weights of the kinds of region
@@ -59,39 +72,69 @@ def _made_once(final: Path, build: Callable[[Path], None]) -> Path:
     return final
 
 
-# -- source: Django releases
+# -- source and history: sdists of real releases
 
 def source_versions(cache: Path, count: int) -> list[Path]:
-    return [_made_once(cache / "source" / f"django-{v}", functools.partial(_unpack_django, cache, v))
+    return [_made_once(cache / "source" / f"django-{v}",
+                       lambda folder, v=v: _unpack_sdist(_fetched_sdist(cache, "Django", v), folder))
             for v in DJANGO_VERSIONS[:count]]
 
 
-def _unpack_django(cache: Path, version: str, folder: Path) -> None:
+def history_versions(cache: Path, count: int) -> list[Path]:
+    """The first `count` HISTORY_VERSIONS, each one tree of its projects' releases."""
+    return [_made_once(cache / "history" / f"v{n}", functools.partial(
+                _build_history, releases, functools.partial(_fetched_sdist, cache)))
+            for n, releases in enumerate(HISTORY_VERSIONS[:count], start=1)]
+
+
+def history_label(releases: dict[str, str]) -> str:
+    return ", ".join(f"{project} {version}" for project, version in releases.items())
+
+
+def _build_history(releases: dict[str, str], sdist: Callable[[str, str], Path], folder: Path) -> None:
+    """One folder per project, named without its version, so that the next version's release
+    of a project lands on the same paths, as a checkout of a monorepo would."""
+    for project, version in releases.items():
+        (folder / project.lower()).mkdir()
+        _unpack_sdist(sdist(project, version), folder / project.lower())
+
+
+def _fetched_sdist(cache: Path, project: str, version: str) -> Path:
     sdists = cache / "sdists"
-    tarball = _sdist(sdists, version)
+    tarball = _sdist(sdists, project, version)
     if tarball is None:
-        print(f"fetching the Django {version} sdist into {sdists}", flush=True)
+        print(f"fetching the {project} {version} sdist into {sdists}", flush=True)
         subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-                        "-d", str(sdists), f"Django=={version}"], check=True)
-        tarball = _sdist(sdists, version)
+                        "-d", str(sdists), f"{project}=={version}"], check=True)
+        tarball = _sdist(sdists, project, version)
         if tarball is None:
-            raise SystemExit(f"bench: pip download left no Django {version} sdist in {sdists}")
+            raise SystemExit(f"bench: pip download left no {project} {version} sdist in {sdists}")
+    return tarball
+
+
+def _sdist(sdists: Path, project: str, version: str) -> Path | None:
+    # Older sdists keep the project's spelling (Django-5.0.tar.gz), newer ones are normalized
+    # (django-5.1.tar.gz, typing_extensions-4.12.tar.gz).
+    wanted = f"{_normalized(project)}-{version}.tar.gz"
+    if sdists.is_dir():
+        for path in sdists.iterdir():
+            if _normalized(path.name) == wanted:
+                return path
+    return None
+
+
+def _normalized(name: str) -> str:
+    return name.lower().replace("_", "-")
+
+
+def _unpack_sdist(tarball: Path, folder: Path) -> None:
     with tarfile.open(tarball) as tar:
         tar.extractall(folder, filter="data")
-    # The sdist holds one top folder (django-X.Y.Z); its contents are the version.
+    # An sdist holds one top folder (name-X.Y.Z); its contents are the version.
     (top,) = folder.iterdir()
     for child in top.iterdir():
         child.rename(folder / child.name)
     top.rmdir()
-
-
-def _sdist(sdists: Path, version: str) -> Path | None:
-    # Older releases are named Django-X.Y.Z.tar.gz, newer ones django-X.Y.Z.tar.gz.
-    if sdists.is_dir():
-        for path in sdists.iterdir():
-            if path.name.lower() == f"django-{version}.tar.gz":
-                return path
-    return None
 
 
 # -- image: a generated disk image

@@ -11,7 +11,10 @@
 - files: per vault and item, the stat signature of each regular file in the last
   backup, with its manifest line and the chunk ids it references, so an
   incremental backup neither reads an unchanged file nor decodes or encodes its
-  entry again: the same signature means the same entry, byte for byte.
+  entry again: the same signature means the same entry, byte for byte. A small file's row
+  also holds its content id (keyed BLAKE3 of its bytes), so a file read again whose bytes
+  some file of the item's last backup had (a touched, copied, moved or renamed file; a new
+  release's unchanged files) takes that file's extents instead of going into the stream.
   A backup writes only what changed, under its run (its recovery point's id):
   the files it read, and a tombstone for each file of the last backup it no
   longer found. They replace the item's rows only once its commit stands
@@ -42,10 +45,11 @@ STATE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS known (vault TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (vault, id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS files (
     vault TEXT NOT NULL, item TEXT NOT NULL, path BLOB NOT NULL,
-    signature TEXT NOT NULL, line BLOB NOT NULL, ids TEXT NOT NULL,
+    signature TEXT NOT NULL, line BLOB NOT NULL, ids TEXT NOT NULL, content TEXT,
     PRIMARY KEY (vault, item, path)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS current (vault TEXT NOT NULL, item TEXT NOT NULL, run TEXT NOT NULL,
     PRIMARY KEY (vault, item));
+CREATE INDEX IF NOT EXISTS files_by_content ON files (vault, item, content) WHERE content IS NOT NULL;
 CREATE TABLE IF NOT EXISTS epochs (vault TEXT NOT NULL PRIMARY KEY, epoch INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS gc_epochs (vault TEXT NOT NULL PRIMARY KEY, epoch INTEGER NOT NULL);
 """
@@ -53,7 +57,7 @@ CREATE TABLE IF NOT EXISTS gc_epochs (vault TEXT NOT NULL PRIMARY KEY, epoch INT
 # temporary tables of its own.
 RUN_SCHEMA = """
 CREATE TABLE IF NOT EXISTS changes (
-    run TEXT NOT NULL, path BLOB NOT NULL, signature TEXT, line BLOB, ids TEXT,
+    run TEXT NOT NULL, path BLOB NOT NULL, signature TEXT, line BLOB, ids TEXT, content TEXT,
     PRIMARY KEY (run, path)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS refs (run TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (run, id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sent (run TEXT NOT NULL, vault TEXT NOT NULL, id TEXT NOT NULL,
@@ -64,7 +68,9 @@ SCHEMA = STATE_SCHEMA + RUN_SCHEMA
 # uploaded, which a crashed run never declared: their rows are dropped once.
 SCHEMA_VERSION = 2
 FILES_COLUMNS = [("vault", "TEXT"), ("item", "TEXT"), ("path", "BLOB"),
-                 ("signature", "TEXT"), ("line", "BLOB"), ("ids", "TEXT")]
+                 ("signature", "TEXT"), ("line", "BLOB"), ("ids", "TEXT"), ("content", "TEXT")]
+# The layout before content ids: its rows are kept, their content unknown (NULL).
+FILES_COLUMNS_WITHOUT_CONTENT = FILES_COLUMNS[:-1]
 # Rows a scan of the last backup's files fetches at a time.
 SCAN_ROWS = 500
 
@@ -103,7 +109,9 @@ class Cache:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         columns = [(row[1], row[2]) for row in self._db.execute("PRAGMA table_info(files)")]
-        if columns and columns != FILES_COLUMNS:
+        if columns == FILES_COLUMNS_WITHOUT_CONTENT:
+            self._db.executescript("ALTER TABLE files ADD COLUMN content TEXT; DROP TABLE IF EXISTS changes;")
+        elif columns and columns != FILES_COLUMNS:
             # An older agent's layout: dropping it costs one full read of every file, no data.
             self._db.executescript("DROP TABLE files; DROP TABLE IF EXISTS current; "
                                    "DROP TABLE IF EXISTS changes;")
@@ -242,12 +250,23 @@ class Cache:
         return PreviousFiles(self, vault, item, run)
 
     def record_file(self, vault: str, item: str, run: str, path: str, signature: str,
-                    line: bytes, ids: list[str]) -> None:
-        """A file backup `run` read."""
-        self._add_change((run, path_key(path), signature, line, " ".join(ids)))
+                    line: bytes, ids: list[str], content: str | None = None) -> None:
+        """A file backup `run` read; `content`: its content id, if it was taken."""
+        self._add_change((run, path_key(path), signature, line, " ".join(ids), content))
 
     def _record_gone(self, run: str, key: bytes) -> None:
-        self._add_change((run, key, None, None, None))
+        self._add_change((run, key, None, None, None, None))
+
+    def file_with_content(self, vault: str, item: str, content: str) -> PreviousFile | None:
+        """A file of the item's last backup whose bytes had content id `content`, if any: its
+        extents are chunks of the item's last point, as an unchanged file's are."""
+        with self._lock:
+            try:
+                row = self._db.execute("SELECT signature, line, ids FROM files WHERE vault=? AND item=? AND "
+                                       "content=? LIMIT 1", (vault, item, content)).fetchone()
+            except sqlite3.OperationalError:  # a dry run's read-only view of a cache without content ids
+                return None
+        return PreviousFile.from_row(*row) if row else None
 
     def _add_change(self, row: tuple) -> None:
         """Buffered: rows are written in batches, one transaction each."""
@@ -257,7 +276,7 @@ class Cache:
 
     def _write_changes(self) -> None:
         rows, self._changes = self._changes, []
-        self._write_rows("INSERT OR REPLACE INTO changes VALUES (?, ?, ?, ?, ?)", rows)
+        self._write_rows("INSERT OR REPLACE INTO changes VALUES (?, ?, ?, ?, ?, ?)", rows)
 
     def _write_rows(self, sql: str, rows: list[tuple]) -> None:
         with self._lock:
@@ -279,7 +298,7 @@ class Cache:
             else:
                 self._db.execute("DELETE FROM files WHERE vault=? AND item=? AND path IN "
                                  "(SELECT path FROM changes WHERE run=? AND signature IS NULL)", (*key, run))
-            self._db.execute("INSERT OR REPLACE INTO files SELECT ?, ?, path, signature, line, ids "
+            self._db.execute("INSERT OR REPLACE INTO files SELECT ?, ?, path, signature, line, ids, content "
                              "FROM changes WHERE run=? AND signature IS NOT NULL", (*key, run))
             self._db.execute("DELETE FROM changes WHERE run=?", (run,))
             if committed:  # every chunk it sent is verified now
@@ -336,7 +355,8 @@ def _current_layout(path: Path) -> bool:
     db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
     try:
         columns = [(row[1], row[2]) for row in db.execute("PRAGMA table_info(files)")]
-        return columns == FILES_COLUMNS and db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION
+        return (columns in (FILES_COLUMNS, FILES_COLUMNS_WITHOUT_CONTENT)
+                and db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION)
     except sqlite3.DatabaseError:
         return False  # not a database: the next backup's Cache fails on it, and says so
     finally:

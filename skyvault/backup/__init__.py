@@ -38,7 +38,7 @@ from shared import formats
 from shared.domain import PointState
 from shared.messages import RUN_HEARTBEAT
 from skyvault.backup import walk
-from skyvault.backup.changes import Changes, ConcatReader
+from skyvault.backup.changes import Changes, ConcatReader, ContentReuse
 from skyvault.backup.committer import Committer
 from skyvault.backup.exclude import NO_EXCLUSIONS, Exclusions
 from skyvault.backup.manifest import ManifestWriter
@@ -187,7 +187,9 @@ class Backup:
                 manifest = ManifestWriter(file, cache, vault_id, self.item, self.run_id, report)
                 changes = Changes(walk.Walk(report, self.warn, self.exclusions), manifest, cache, vault_id,
                                   self.item, self.run_id, report, self.tracker)
-                reader = ConcatReader(changes.files_to_read(roots), manifest, report, self.warn, self.tracker)
+                reuse = ContentReuse(cache, self.vault.keys, vault_id, self.item, self.run_id, report)
+                reader = ConcatReader(changes.files_to_read(roots), manifest, report, self.warn, self.tracker,
+                                      reuse)
                 uploader.chunk_stream(new_chunker(seed).cut_stream(reader), manifest.data_chunk)
                 manifest.end_of_data()
                 uploader.drain()

@@ -8,6 +8,15 @@ are and never read. The other files are concatenated, in walk order, into one st
 (ConcatReader) that is chunked as a whole, so chunks span file boundaries and ten thousand
 small files make a handful of blobs.
 
+A file read again is not always changed: touched, copied, renamed or moved, or unpacked again
+from a new release that kept it. A file of at most REUSE_MAX_BYTES is read whole before it
+enters the stream and its content id taken (keyed BLAKE3 of its bytes, as chunk ids are); if a
+file of the item's last backup had the same bytes, it takes that file's extents (chunks of the
+item's last point, which the service holds for this run as it does an unchanged file's) and
+stays out of the stream (ContentReuse). So the stream, and the chunks cut from it, hold only
+bytes the last backup did not have, and a release that changes a few files all over a tree
+stores those files, not every chunk they share with unchanged neighbours.
+
 The cache's rows of the last backup are read in one scan beside the walk, in the byte
 order both follow (cache.PreviousFiles), rather than one query per file.
 
@@ -21,13 +30,49 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
+from shared import crypto
 from skyvault.backup.manifest import ManifestWriter
 from skyvault.backup.report import BackupProgress
 from skyvault.backup.walk import Entry, Replaced, Walk, open_as_walked
 from skyvault.cache import Cache
+from skyvault.chunker import CDC_PARAMS
 
 if TYPE_CHECKING:
     from skyvault.backup.report import BackupReport
+
+# Files up to this size are read whole, and their content looked up, before they enter the
+# stream: the largest chunk's size, so a file reused has at most two extents' chunks to keep
+# and the reader holds at most one such file in memory. A larger file is chunked on its own
+# anyway for the most part, and dedups against its old chunks through the chunker.
+REUSE_MAX_BYTES = CDC_PARAMS["max_size"]
+READ_AHEAD_BYTES = 1 << 20
+
+
+class ContentReuse:
+    """Gives a file read again the extents of a file of the item's last backup with the same bytes."""
+
+    def __init__(self, cache: Cache, keys: crypto.VaultKeys, vault_id: str, item: str, run_id: str,
+                 report: BackupReport):
+        self.cache, self.keys, self.vault_id, self.item, self.run_id = cache, keys, vault_id, item, run_id
+        self.report = report
+
+    def content_id(self, data: bytes | memoryview) -> str:
+        return crypto.chunk_id(self.keys, data)
+
+    def adopt(self, entry: Entry, size: int) -> bool:
+        """Whether `entry` (its content id taken, `size` bytes) took a last backup's file's extents."""
+        previous = self.cache.file_with_content(self.vault_id, self.item, entry.content)
+        if previous is None:
+            return False
+        extents = previous.extents
+        if sum(length for _, _, length in extents) != size:  # a row that does not cover its file: not used
+            return False
+        entry.doc["extents"] = extents
+        entry.complete = True
+        self.cache.add_refs(self.run_id, previous.ids)
+        self.report.files_reused += 1
+        self.report.bytes_reused += size
+        return True
 
 
 class Changes:
@@ -63,15 +108,25 @@ class ConcatReader:
     in its place, or a path that now leads elsewhere through a directory swapped for a link."""
 
     def __init__(self, to_read: Iterator[Entry], manifest: ManifestWriter, report: BackupReport,
-                 warn: Callable[[str], None], progress: BackupProgress = BackupProgress()):
+                 warn: Callable[[str], None], progress: BackupProgress = BackupProgress(),
+                 reuse: ContentReuse | None = None):
         self._to_read = to_read
         self._manifest, self._report, self._warn, self._progress = manifest, report, warn, progress
+        self._reuse = reuse
         self._current: Entry | None = None
         self._file = None
+        self._ahead = memoryview(b"")  # the current file's bytes read ahead (a small file, whole)
         self.offset = 0
 
     def readinto(self, buf: memoryview) -> int:
         while True:
+            if self._ahead:
+                n = min(len(buf), len(self._ahead))
+                buf[:n] = self._ahead[:n]
+                self._ahead = self._ahead[n:]
+                self.offset += n
+                self._progress.advanced(bytes_=n)
+                return n
             if self._file is None:
                 entry = next(self._to_read, None)
                 if entry is None:
@@ -90,8 +145,14 @@ class ConcatReader:
                     self._progress.advanced(files=1)
                     continue
                 self._progress.reading(entry.path)
+                if self._reuse is not None and entry.doc["size"] <= REUSE_MAX_BYTES:
+                    ahead = self._read_ahead(entry)
+                    if ahead is None or self._reused(entry, ahead):
+                        continue
+                    self._ahead = memoryview(ahead)
                 self._current = entry
                 self._manifest.file_started(entry, self.offset)
+                continue
             try:
                 n = self._file.readinto(buf)
             except OSError as e:
@@ -107,11 +168,45 @@ class ConcatReader:
             self._file_read(self._current, self.offset)
             self._progress.advanced(files=1)
 
+    def _read_ahead(self, entry: Entry) -> bytearray | None:
+        """The open file's bytes, up to one more than REUSE_MAX_BYTES (the rest, if it grew past
+        that, is read from the file as it streams); None if it could not be read (left out)."""
+        data = bytearray()
+        try:
+            while len(data) <= REUSE_MAX_BYTES:
+                block = self._file.read(min(READ_AHEAD_BYTES, REUSE_MAX_BYTES + 1 - len(data)))
+                if not block:
+                    break
+                data += block
+        except OSError as e:
+            self._warn(f"error reading {entry.path}: {e.strerror or e}; file left out")
+            self._file.close()
+            self._file = None
+            entry.failed = entry.complete = True
+            self._progress.advanced(files=1)
+            return None
+        return data
+
+    def _reused(self, entry: Entry, data: bytearray) -> bool:
+        """Whether the file read whole into `data` took a last backup's file's extents."""
+        if len(data) > REUSE_MAX_BYTES:
+            return False
+        entry.content = self._reuse.content_id(data)
+        if not self._reuse.adopt(entry, len(data)):
+            return False
+        self._file.close()
+        self._file = None
+        self._count(entry, len(data))
+        self._progress.advanced(files=1, bytes_=len(data))
+        return True
+
     def _file_read(self, entry: Entry, end: int) -> None:
         entry.end = end
         if entry.failed:
             return
-        size = end - entry.start
+        self._count(entry, end - entry.start)
+
+    def _count(self, entry: Entry, size: int) -> None:
         if size != entry.doc["size"]:
             self._warn(f"{entry.path} changed size while being read ({entry.doc['size']} → {size} bytes)")
             entry.doc["size"] = size

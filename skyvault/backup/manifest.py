@@ -84,7 +84,7 @@ class ManifestWriter:
                 if entry.previous is None:  # the cache keeps an unchanged file's row as it is
                     ids = list(dict.fromkeys(e[0] for e in doc.get("extents", ())))
                     self.cache.record_file(self.vault_id, self.item, self.run_id, doc["path"],
-                                           entry.signature, line, ids)
+                                           entry.signature, line, ids, entry.content)
             self._file.write(line)
 
     def finish(self) -> IO[bytes]:

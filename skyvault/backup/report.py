@@ -24,6 +24,8 @@ class BackupReport:
     files_read: int = 0
     bytes_read: int = 0
     files_unchanged: int = 0
+    files_reused: int = 0  # read, and their bytes a file of the last backup's: its extents taken
+    bytes_reused: int = 0
     chunks_referenced: int = 0
     chunks_uploaded: int = 0
     bytes_uploaded: int = 0

@@ -56,7 +56,7 @@ class Entry:
     """A manifest entry waiting for its place in the manifest (files: for their extents)."""
 
     __slots__ = ("doc", "signature", "start", "end", "complete", "failed", "path", "previous", "identity",
-                 "keep_contents")
+                 "keep_contents", "content")
 
     def __init__(self, doc: dict, path: str = "", signature: str = "", complete: bool = True,
                  identity: tuple[int, int] | None = None):
@@ -64,6 +64,7 @@ class Entry:
         self.start = self.end = None
         self.complete, self.failed = complete, False
         self.previous: PreviousFile | None = None  # an unchanged file's entry, from the cache
+        self.content: str | None = None  # a small file read: its content id (changes.ContentReuse)
         # A file's or directory's; None only in entries the walk did not make (tests craft some).
         self.identity = identity
         self.keep_contents = True  # a directory: False when the exclusions keep it empty

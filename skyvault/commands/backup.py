@@ -20,7 +20,8 @@ from skyvault.commands import common
 from skyvault.commands.common import human, say, warn
 
 SUMMARY_FIELDS = ("point_id", "item", "state", "reason", "files", "dirs", "symlinks", "hardlinks", "specials",
-                  "bytes_total", "files_read", "bytes_read", "files_unchanged", "chunks_referenced",
+                  "bytes_total", "files_read", "bytes_read", "files_unchanged", "files_reused", "bytes_reused",
+                  "chunks_referenced",
                   "chunks_uploaded", "bytes_uploaded", "chunks_deduplicated", "chunks_adopted", "excluded_files",
                   "excluded_dirs", "excluded_bytes", "messages", "seconds", "warnings", "dry_run", "tags")
 
@@ -173,6 +174,9 @@ def _summary(output, report) -> None:
             f"for the service to take as they are")
     say(f"  read {report.files_read} files ({human(report.bytes_read)}), {report.files_unchanged} unchanged "
         f"files not read")
+    if report.files_reused:
+        say(f"  {report.files_reused} of the files read ({human(report.bytes_reused)}) held the bytes of a file of "
+            f"the last backup: its chunks reused")
     if report.dry_run:
         say(f"  chunks: {report.chunks_referenced} referenced, {report.chunks_uploaded} to upload "
             f"({human(report.bytes_uploaded)} to store), {report.chunks_deduplicated} known to this machine's "

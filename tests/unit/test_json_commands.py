@@ -22,6 +22,7 @@ from shared.domain import RecoveryPoint, container_name
 from shared.service import protection, retention_sweep, singleton, vaults
 from skyvault import cli, exitcodes, home, vaultclient
 from skyvault.commands import bill as bill_command
+from skyvault.commands import common
 from skyvault.commands import points as points_command
 from skyvault.commands import register as register_command
 from skyvault.commands import schedule as schedule_command
@@ -64,6 +65,7 @@ def world(tmp_path, monkeypatch):
     home.write_json(KEYS_FILE, {"vaultId": agent.vault_id, "machineId": agent.machine_id, "keys": agent.keys.to_doc()})
     for module in (points_command, status_command, schedule_command, bill_command):
         monkeypatch.setattr(module, "AgentVault", lambda creds: agent)
+    monkeypatch.setattr(common, "agent", lambda **_: agent)
     monkeypatch.setattr(register_command, "enrol", functools.partial(
         vaultclient.enrol, transport=inprocess.InProcessTransport(services), clock=services.clock))
     services.index.create_point(RecoveryPoint(
@@ -128,6 +130,14 @@ SUMMARIES: dict[str, dict[str, type | tuple[type, ...]]] = {
     "guard request": {"request": dict, "request_file": (str, NONE)},
     "guard approve": {"approval": str, "expires_at": str, "vault_id": str, "request": dict},
     "guard disable": {"vault_id": str, "vault_name": str, "guard": NONE},
+    "backup": {"point_id": (str, NONE), "item": str, "state": str, "reason": (str, NONE), "files": int, "dirs": int,
+               "symlinks": int, "hardlinks": int, "specials": int, "bytes_total": int, "files_read": int,
+               "bytes_read": int, "files_unchanged": int, "files_reused": int, "bytes_reused": int,
+               "chunks_referenced": int, "chunks_uploaded": int,
+               "bytes_uploaded": int, "chunks_deduplicated": int, "chunks_adopted": int, "excluded_files": int,
+               "excluded_dirs": int, "excluded_bytes": int, "messages": int, "seconds": (int, float),
+               "warnings": int, "dry_run": bool, "tags": list},
+    "completion": {"shell": str, "script": str},
 }
 # The fields of each listing entry.
 ENTRIES: dict[str, dict[str, type | tuple[type, ...]]] = {
@@ -142,6 +152,9 @@ ENTRIES: dict[str, dict[str, type | tuple[type, ...]]] = {
     "component": {"name": str, "running": bool, "endpoint": str},
     "request": {"request_id": str, "request": dict},
     "note": {"message": str},
+    "progress": {"what": str, "files_done": int, "bytes_done": int, "total_files": (int, NONE),
+                 "total_bytes": (int, NONE), "seconds_elapsed": (int, float), "bytes_per_second": int,
+                 "seconds_remaining": (int, float, NONE), "current": str},
     "stack": {"home": str, "api_url": str, "in_memory": bool, "started_at": str, "components": dict},
 }
 
@@ -190,6 +203,11 @@ CASES = [
     ("points", lambda w: ["points"], [], {"point": 1}, 0),
     ("status", lambda w: ["status"], [], {}, 0),
     ("stack", lambda w: ["stack", "status"], [], {"component": 2}, exitcodes.STACK_DEGRADED),
+    ("backup", lambda w: ["backup", str(w.tmp / "data"), "--item", "laptop", "--tag", "weekly"], [],
+     {"progress": 1}, 0),
+    ("backup", lambda w: ["backup", "--item", "laptop", "--dry-run"],
+     [["backup", "{tmp}/data", "--item", "laptop"]], {"progress": 1}, 0),
+    ("completion", lambda w: ["completion", "zsh"], [], {}, 0),
 ]
 
 

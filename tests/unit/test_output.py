@@ -8,6 +8,7 @@ import json
 import os
 import pty
 import re
+import shutil
 import struct
 import subprocess
 import termios
@@ -210,3 +211,13 @@ def test_zsh_completion_names_every_command():
     assert script.startswith("#compdef skyvault")
     for words, _ in cli._leaves(cli.parser(), []):
         assert re.search(rf"\b{re.escape(words[-1])}\b", script), words
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="no zsh on this machine (Debian's zsh package)")
+def test_zsh_reads_the_script_and_compinit_registers_it_for_skyvault(tmp_path):
+    (tmp_path / "_skyvault").write_text(completion.script("zsh"))
+    assert subprocess.run(["zsh", "-n", str(tmp_path / "_skyvault")]).returncode == 0
+    done = subprocess.run(["zsh", "-f", "-c", f"fpath=({tmp_path} $fpath); autoload -Uz compinit; "
+                           f"compinit -u -d {tmp_path}/zcompdump; print -r -- ${{_comps[skyvault]}}"],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "_skyvault"
