@@ -61,12 +61,13 @@ infra-check: setup
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .skyvault dist
 
-# The peers the benchmark compares with: Debian's packages, pinned to the versions the README reports.
-BENCH_PACKAGES := restic=0.14.0-1+b5 borgbackup=1.2.4-1
+# The peers the benchmark compares with (rclone carries restic to Azurite): Debian's packages, pinned to the
+# versions the README reports.
+BENCH_PACKAGES := restic=0.14.0-1+b5 borgbackup=1.2.4-1 rclone=1.60.1+dfsg-2+b5
 
 .PHONY: bench bench-tools
 bench-tools:
-	@command -v restic >/dev/null && command -v borg >/dev/null || \
+	@command -v restic >/dev/null && command -v borg >/dev/null && command -v rclone >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BENCH_PACKAGES))
 
 bench: setup bench-tools

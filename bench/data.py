@@ -82,9 +82,15 @@ def source_versions(cache: Path, count: int) -> list[Path]:
 
 def history_versions(cache: Path, count: int) -> list[Path]:
     """The first `count` HISTORY_VERSIONS, each one tree of its projects' releases."""
-    return [_made_once(cache / "history" / f"v{n}", functools.partial(
-                _build_history, releases, functools.partial(_fetched_sdist, cache)))
+    sdist = functools.partial(_fetched_sdist, cache)
+    # The folder names the releases too: another list of releases is another version.
+    return [_made_once(cache / "history" / f"v{n}-{_digest_of(history_label(releases))}",
+                       functools.partial(_build_history, releases, sdist))
             for n, releases in enumerate(HISTORY_VERSIONS[:count], start=1)]
+
+
+def _digest_of(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def history_label(releases: dict[str, str]) -> str:
@@ -231,6 +237,22 @@ def tree_bytes(root: Path) -> int:
             if stat.S_ISREG(st.st_mode):
                 total += st.st_size
     return total
+
+
+def file_count(root: Path) -> int:
+    return sum(len(files) for _, _, files in os.walk(root))
+
+
+def changed_files(old: Path, new: Path) -> int:
+    """Files of `new` that `old` does not hold at the same path with the same content."""
+    changed = 0
+    for dirpath, _, filenames in os.walk(new):
+        for name in filenames:
+            path = Path(dirpath) / name
+            before = old / path.relative_to(new)
+            if path.is_symlink() or not before.is_file() or not filecmp.cmp(before, path, shallow=False):
+                changed += 1
+    return changed
 
 
 def digest(root: Path) -> dict[str, tuple]:
