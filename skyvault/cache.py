@@ -262,8 +262,11 @@ class Cache:
         extents are chunks of the item's last point, as an unchanged file's are."""
         with self._lock:
             try:
-                row = self._db.execute("SELECT signature, line, ids FROM files WHERE vault=? AND item=? AND "
-                                       "content=? LIMIT 1", (vault, item, content)).fetchone()
+                # The planner, without statistics, would scan the item's rows by the primary key;
+                # "IS NOT NULL" lets it use the partial index (a bound `?` might be NULL).
+                row = self._db.execute("SELECT signature, line, ids FROM files INDEXED BY files_by_content "
+                                       "WHERE vault=? AND item=? AND content=? AND content IS NOT NULL LIMIT 1",
+                                       (vault, item, content)).fetchone()
             except sqlite3.OperationalError:  # a dry run's read-only view of a cache without content ids
                 return None
         return PreviousFile.from_row(*row) if row else None

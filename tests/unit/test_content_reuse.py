@@ -148,3 +148,15 @@ def test_a_cache_without_content_ids_keeps_its_rows_and_learns_them(vault, tmp_p
         assert Backup(vault, upgraded, "src").run([str(data)]).files_reused == 4
     finally:
         upgraded.close()
+
+
+def test_the_content_look_up_searches_the_index_not_the_items_rows(cache):
+    """One indexed search per small file read: scanning the item's rows made a new Django
+    release's backup 5x slower (6,800 look-ups of 0.7 ms each)."""
+    cache.file_with_content("v", "i", "c")  # the statement the backup runs, through the cache's connection
+    plan = cache._db.execute("EXPLAIN QUERY PLAN SELECT signature, line, ids FROM files INDEXED BY files_by_content "
+                             "WHERE vault=? AND item=? AND content=? AND content IS NOT NULL LIMIT 1",
+                             ("v", "i", "c")).fetchall()
+    assert any("USING INDEX files_by_content" in row[-1] for row in plan), plan
+    import inspect as source
+    assert "INDEXED BY files_by_content" in source.getsource(Cache.file_with_content)
