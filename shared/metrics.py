@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import replace
 from typing import Any, Iterable
 
-from shared.adapters.cosmos_index import CHUNK_QUERY_BATCH
+from shared.adapters.cosmos_index import CHUNK_QUERY_BATCH, USAGE_BATCH
 from shared.ports import BlobAccount, BlobContainer, BlobProperties, Index, Queue
 
 COUNTS_FLUSH_S = 0.5
@@ -266,6 +266,16 @@ class CountingIndex(Index):
 
     def add_usage_event(self, event):
         return self._write().add_usage_event(event)
+
+    def add_usage_events(self, events):
+        """One request per vault's batch of up to USAGE_BATCH, as the Cosmos DB adapter writes them
+        (a batch that meets an entry already there is written again one by one: not counted)."""
+        per_vault: dict[str, int] = {}
+        for event in events:
+            per_vault[event.vault_id] = per_vault.get(event.vault_id, 0) + 1
+        for n in per_vault.values():
+            self._counts.add("cosmos.write", -(-n // USAGE_BATCH))
+        return self._inner.add_usage_events(events)
 
     def list_usage_events(self, vault_id):
         return self._query().list_usage_events(vault_id)

@@ -367,6 +367,12 @@ class Index(ABC):
     def add_usage_event(self, event: UsageEvent) -> bool:
         """Create if absent (the event id makes it idempotent). True if created."""
 
+    def add_usage_events(self, events: list[UsageEvent]) -> None:
+        """Create each of `events` that is absent, as add_usage_event does; a store with
+        transactional batches (Cosmos DB) writes them USAGE_BATCH to a request per vault."""
+        for event in events:
+            self.add_usage_event(event)
+
     @abstractmethod
     def list_usage_events(self, vault_id: str) -> list[UsageEvent]:
         """Oldest first (`at`)."""

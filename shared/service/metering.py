@@ -132,9 +132,7 @@ def _meter_day(services: Services, vault_id: str, day: str, events: list[UsageEv
         return bool(todo)
 
     stored = _change_day(services, vault_id, day, count)
-    for event in events:
-        if event.id not in counted:
-            index.add_usage_event(event)
+    index.add_usage_events([event for event in events if event.id not in counted])
     if stored is not None:
         update(stored, _unpend(set(ids)), index.replace_usage_day, lambda d: index.get_usage_day(d.vault_id, d.id))
     return len(todo)

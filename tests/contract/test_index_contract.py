@@ -308,6 +308,23 @@ def test_usage_events_are_idempotent(index):
     assert index.usage_events_present("v2", ["point-p1"]) == set()
 
 
+def test_usage_events_in_batches_create_the_absent_ones_and_keep_the_present(index):
+    def event(n: int, vault: str = "v1", quantity: int = 100) -> UsageEvent:
+        return UsageEvent(id=f"stored-c{n:03}-2024-05-01", vault_id=vault, kind="chunk_stored", quantity=quantity,
+                          at="2024-05-01T10:00:00Z")
+
+    index.add_usage_events([])
+    index.add_usage_events([event(n) for n in range(40)] + [event(0, "v2")])  # a batch per vault
+    assert [e.id for e in index.list_usage_events("v1")] == [event(n).id for n in range(40)]
+    assert [without_etag(e) for e in index.list_usage_events("v2")] == [event(0, "v2")]
+    # A redelivery: some present (their first version kept), some not; more than one batch.
+    again = [event(n, quantity=1) for n in range(30, 250)]
+    index.add_usage_events(again)
+    stored = {e.id: e.quantity for e in index.list_usage_events("v1")}
+    assert len(stored) == 250
+    assert all(stored[event(n).id] == 100 for n in range(40)) and all(stored[event(n).id] == 1 for n in range(40, 250))
+
+
 def test_usage_days_create_replace_and_list_up_to_a_day(index):
     day = UsageDay(id="2024-05-02", vault_id="v1", stored_delta=-5, events=1, pending=["gc-x"],
                    items={"host1": {"frontEnd": 10, "state": ["2024-05-02T01:00:00Z", "e1", "stopped"]}})

@@ -206,3 +206,21 @@ def test_a_replacement_promoted_where_no_record_was_is_metered_as_stored(request
     assert raw.index.get_chunks(backup.vault.id, [chunk["id"]])[chunk["id"]].state == "verified"
     [day] = raw.index.list_usage_days(backup.vault.id, "9999-12-31")
     assert day.stored_delta == len(envelope) and day.pending == []
+
+
+def test_a_messages_ledger_entries_are_one_write_not_one_per_event(services):
+    """32 chunks' stored events (an ingest message's) cost the meter a handful of Cosmos DB
+    requests, not one per event: their ledger entries are one transactional batch."""
+    from dataclasses import replace as replaced
+
+    from shared.metrics import CountingIndex, OperationCounts
+
+    vault, _ = create_vault(services, "contoso", "files", "LRS")
+    counts = OperationCounts()
+    counted = replaced(services, index=CountingIndex(services.index, counts))
+    events = tuple(UsageEvent(f"stored-c{n:02}", vault.id, "chunk_stored", 1000, at(3)) for n in range(32))
+    assert metering.meter(counted, UsageMessage(vault.tenant_id, vault.id, events)) == "32 events counted, 0 counted before"
+    writes = counts.snapshot()["counts"].get("cosmos.write", 0)
+    assert writes == 3  # the day (created), the ledger's 32 entries in one batch, the day again (unpended)
+    assert len(services.index.list_usage_events(vault.id)) == 32
+    assert metering.meter(counted, UsageMessage(vault.tenant_id, vault.id, events)) == "0 events counted, 32 counted before"
