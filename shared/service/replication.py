@@ -19,7 +19,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from shared import formats
-from shared.domain import ChunkState, PointState, Redundancy, Vault, chunk_blob_name, container_name
+from shared.domain import ChunkRecord, ChunkState, PointState, Redundancy, Vault, chunk_blob_name, container_name
 from shared.messages import ReplicateMessage, ReplicationStatus
 from shared.ports import BlobAccount, BlobNotFound, BlobProperties, TransientError, blob_url
 from shared.refs import RefsList
@@ -56,9 +56,12 @@ def replicate(services: Services, message: ReplicateMessage) -> str:
     try:
         if not message.blobs:
             return _check_point(services, vault, message)
+        # The message's chunk records in one look-up (a query per CHUNK_QUERY_BATCH ids), not one each.
+        chunk_ids = [b.rsplit("/", 1)[-1] for b in message.blobs if b.startswith("chunks/")]
+        records = services.index.get_chunks(vault.id, chunk_ids) if chunk_ids else {}
         for blob in message.blobs:
             if blob.startswith("chunks/"):
-                done.append(_replicate_chunk(services, vault, blob))
+                done.append(_replicate_chunk(services, vault, blob, records.get(blob.rsplit("/", 1)[-1])))
             else:
                 done.append(_replicate_point_blob(services, vault, blob, message.point_id))
         return "; ".join(sorted(set(done)))
@@ -73,9 +76,9 @@ def _retry_delay(services: Services, attempt: int) -> int:
     return min(2 ** (attempt + 1), services.replication_retry_max_s)
 
 
-def _replicate_chunk(services: Services, vault: Vault, blob: str) -> str:
+def _replicate_chunk(services: Services, vault: Vault, blob: str, record: ChunkRecord | None) -> str:
+    """Copy chunk `blob` whose index record (read with the message's others) is `record`."""
     chunk_id = blob.rsplit("/", 1)[-1]
-    record = services.index.get_chunks(vault.id, [chunk_id]).get(chunk_id)
     if record is None or record.state != ChunkState.VERIFIED:
         return f"skipped: chunk {chunk_id} is not verified"
     if record.replicated_at:

@@ -234,3 +234,22 @@ def test_restore_plan_offers_the_secondary_once_geo_protected(services, clock, k
     drain(services, clock)
     later = restore.create_restore_job(services, vault, RestoreRequest("j2", POINT))
     assert [(r["region"], r["complete"]) for r in later.plan["regions"]] == [("primary", True), ("secondary", True)]
+
+
+def test_a_replicate_message_looks_its_chunks_up_in_one_query_not_one_each(services, clock, keys):
+    from dataclasses import replace as replaced
+
+    from shared.metrics import CountingIndex, OperationCounts
+
+    agent = Agent(services, keys, redundancy="GRS")
+    declared = backup(agent, services, [bytes([n]) * 3000 for n in range(32)])
+    services.queue(REPLICATE_QUEUE).receive(32, 3600)  # what ingest and commit queued: this test sends its own
+    counts = OperationCounts()
+    counted = replaced(services, index=CountingIndex(services.index, counts))
+    message = ReplicateMessage(agent.vault.tenant_id, agent.vault.id,
+                               blobs=tuple(chunk_blob_name(d["id"]) for d in declared))
+    assert replication.replicate(counted, message) == "copied"
+    done = counts.snapshot()["counts"]
+    # the vault and the 32 records in one look-up (33 when each chunk was looked up alone); a mark per copy
+    assert done.get("cosmos.query") == 2 and done.get("cosmos.write") == 32
+    assert all(r.replicated_at for r in services.index.get_chunks(agent.vault.id, [d["id"] for d in declared]).values())
