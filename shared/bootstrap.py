@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Mapping
@@ -134,14 +135,30 @@ def build_services(settings: Mapping[str, str]) -> Services:
     )
 
 
+RECENT_CHANGE_NS = 100_000_000
+
+
 def offset_clock(path: str) -> Callable[[], datetime]:
-    """The time now plus the seconds the file at `path` holds (0 if it is absent or empty)."""
+    """The time now plus the seconds the file at `path` holds (0 if it is absent or empty). The
+    file is read again only when its stat changes, or while it was changed in the last
+    RECENT_CHANGE_NS (file times move by the kernel's coarse tick, so two writes of the same
+    size in one tick have the same stat): the clock is asked for on every request."""
+    seen: list = [None, timedelta(0)]  # (the file's stat when read, its offset)
+
     def clock() -> datetime:
         try:
-            text = Path(path).read_text().strip()
+            st = os.stat(path)
+            key = (st.st_ino, st.st_mtime_ns, st.st_size)
+            recent = time.time_ns() - st.st_mtime_ns < RECENT_CHANGE_NS
         except FileNotFoundError:
-            text = ""
-        return datetime.now(timezone.utc) + timedelta(seconds=float(text or 0))
+            key, recent = None, False
+        if key != seen[0] or recent:
+            try:
+                text = Path(path).read_text().strip()
+            except FileNotFoundError:
+                text = ""
+            seen[:] = [key, timedelta(seconds=float(text or 0))]
+        return datetime.now(timezone.utc) + seen[1]
 
     return clock
 

@@ -9,6 +9,7 @@ import os
 import requests
 from azure.core.pipeline.transport import RequestsTransport
 from requests.adapters import HTTPAdapter
+from requests.auth import AuthBase
 
 POOL_CONNECTIONS_PER_HOST = 64
 # What requests reads from the environment when its session trusts it. It looks at them on every
@@ -16,6 +17,16 @@ POOL_CONNECTIONS_PER_HOST = 64
 # even replace the SDK's Authorization header with its own. So the session trusts the
 # environment only when one of these names a proxy or a CA bundle.
 ENVIRONMENT_SETTINGS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+
+
+class _NoNetrc(AuthBase):
+    """A session auth that changes nothing: requests reads ~/.netrc for a request only when the
+    session has no auth of its own, so with this one it never does, even when it trusts the
+    environment for a proxy or a CA bundle (measured: the netrc look-ups were 6 % of the Functions
+    host's samples during a backup on a machine that sets REQUESTS_CA_BUNDLE)."""
+
+    def __call__(self, request):
+        return request
 
 
 def _environment_configures_http() -> bool:
@@ -27,6 +38,7 @@ def pooled_transport(connection_timeout: float) -> RequestsTransport:
     transport it did not build, so it is given here."""
     session = requests.Session()
     session.trust_env = _environment_configures_http()
+    session.auth = _NoNetrc()
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_CONNECTIONS_PER_HOST)
     session.mount("http://", adapter)
     session.mount("https://", adapter)

@@ -55,12 +55,17 @@ class ContentReuse:
                  report: BackupReport):
         self.cache, self.keys, self.vault_id, self.item, self.run_id = cache, keys, vault_id, item, run_id
         self.report = report
+        # No last backup (a first one, or its files forgotten): nothing to look up, but each small
+        # file's content id is still taken, for the next backup.
+        self.has_last_backup = bool(cache.last_run(vault_id, item))
 
     def content_id(self, data: bytes | memoryview) -> str:
         return crypto.chunk_id(self.keys, data)
 
     def adopt(self, entry: Entry, size: int) -> bool:
         """Whether `entry` (its content id taken, `size` bytes) took a last backup's file's extents."""
+        if not self.has_last_backup:
+            return False
         previous = self.cache.file_with_content(self.vault_id, self.item, entry.content)
         if previous is None:
             return False

@@ -97,3 +97,31 @@ def test_unusable_service_settings_are_refused_naming_the_file(tmp_path, monkeyp
     with pytest.raises(AgentError, match=error) as e:
         common.operator_services()
     assert str(settings) in str(e.value)
+
+
+def test_the_offset_clock_follows_its_file_without_reading_it_on_every_call(tmp_path, monkeypatch):
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    path = tmp_path / "offset"
+    clock = bootstrap.offset_clock(str(path))
+
+    def offset() -> float:
+        return (clock() - datetime.now(timezone.utc)).total_seconds()
+
+    assert abs(offset()) < 1  # no file: no offset
+    path.write_text("86400")
+    assert abs(offset() - 86400) < 1
+    path.write_text("17280")  # the same size at once: the same stat within one tick of file times
+    assert abs(offset() - 17280) < 1
+    path.write_text("")
+    assert abs(offset()) < 1
+    path.write_text("3600")
+    monkeypatch.setattr(bootstrap, "RECENT_CHANGE_NS", 0)  # settled: an unchanged stat is not read again
+    assert abs(offset() - 3600) < 1
+    reads = []
+    read_text = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: reads.append(self) or read_text(self, *a, **k))
+    for _ in range(100):
+        assert abs(offset() - 3600) < 1
+    assert reads == []

@@ -38,3 +38,18 @@ def test_only_the_loopback_emulator_goes_without_tls_verification():
     assert tls_options("http://127.0.0.1:8081/") == tls_options("http://localhost:8081/") == off
     assert tls_options("https://skyvault.documents.azure.com:443/") == {
         "connection_verify": True, "enable_endpoint_discovery": True}
+
+
+def test_netrc_is_never_read_even_when_the_environment_is_trusted(clean_environment, tmp_path, monkeypatch):
+    (tmp_path / ".netrc").write_text("machine 127.0.0.1 login someone password secret\n")
+    clean_environment.setenv("HOME", str(tmp_path))
+    clean_environment.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    looked_up = []
+    monkeypatch.setattr(requests.sessions, "get_netrc_auth", lambda *a, **k: looked_up.append(a))
+    transport = http_pool.pooled_transport(5)
+    assert transport.session.trust_env is True  # for the CA bundle
+    prepared = transport.session.prepare_request(
+        requests.Request("GET", "http://127.0.0.1:1/x", headers={"Authorization": "SharedKey a:b"}))
+    assert prepared.headers["Authorization"] == "SharedKey a:b" and looked_up == []
+    settings = transport.session.merge_environment_settings(prepared.url, {}, None, None, None)
+    assert settings["verify"] == "/etc/ssl/certs/ca-certificates.crt"  # the bundle still applies
