@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 # and the reader holds at most one such file in memory. A larger file is chunked on its own
 # anyway for the most part, and dedups against its old chunks through the chunker.
 REUSE_MAX_BYTES = CDC_PARAMS["max_size"]
-READ_AHEAD_BYTES = 1 << 20
 
 
 class ContentReuse:
@@ -152,9 +151,9 @@ class ConcatReader:
                 self._progress.reading(entry.path)
                 if self._reuse is not None and entry.doc["size"] <= REUSE_MAX_BYTES:
                     ahead = self._read_ahead(entry)
-                    if ahead is None or self._reused(entry, ahead):
+                    if ahead is None or self._reused(entry, *ahead):
                         continue
-                    self._ahead = memoryview(ahead)
+                    self._ahead = memoryview(ahead[0])
                 self._current = entry
                 self._manifest.file_started(entry, self.offset)
                 continue
@@ -173,16 +172,21 @@ class ConcatReader:
             self._file_read(self._current, self.offset)
             self._progress.advanced(files=1)
 
-    def _read_ahead(self, entry: Entry) -> bytearray | None:
-        """The open file's bytes, up to one more than REUSE_MAX_BYTES (the rest, if it grew past
-        that, is read from the file as it streams); None if it could not be read (left out)."""
-        data = bytearray()
+    def _read_ahead(self, entry: Entry) -> tuple[bytearray, bool] | None:
+        """The open file's bytes, up to one more than the size the walk stat'ed, into a buffer of
+        that size (reads of a fixed large size would allocate and zero that much for every small
+        file), and whether that was all of it: a file that grew is streamed on from the file and
+        not reused. None if it could not be read (left out)."""
+        want = entry.doc["size"] + 1
+        data = bytearray(want)
+        got = 0
         try:
-            while len(data) <= REUSE_MAX_BYTES:
-                block = self._file.read(min(READ_AHEAD_BYTES, REUSE_MAX_BYTES + 1 - len(data)))
-                if not block:
-                    break
-                data += block
+            with memoryview(data) as view:
+                while got < want:
+                    n = self._file.readinto(view[got:])
+                    if not n:
+                        break
+                    got += n
         except OSError as e:
             self._warn(f"error reading {entry.path}: {e.strerror or e}; file left out")
             self._file.close()
@@ -190,11 +194,12 @@ class ConcatReader:
             entry.failed = entry.complete = True
             self._progress.advanced(files=1)
             return None
-        return data
+        del data[got:]
+        return data, got < want
 
-    def _reused(self, entry: Entry, data: bytearray) -> bool:
-        """Whether the file read whole into `data` took a last backup's file's extents."""
-        if len(data) > REUSE_MAX_BYTES:
+    def _reused(self, entry: Entry, data: bytearray, whole: bool) -> bool:
+        """Whether the file read into `data` (`whole`: all of it) took a last backup's file's extents."""
+        if not whole:
             return False
         entry.content = self._reuse.content_id(data)
         if not self._reuse.adopt(entry, len(data)):

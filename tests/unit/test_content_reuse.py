@@ -160,3 +160,25 @@ def test_the_content_look_up_searches_the_index_not_the_items_rows(cache):
     assert any("USING INDEX files_by_content" in row[-1] for row in plan), plan
     import inspect as source
     assert "INDEXED BY files_by_content" in source.getsource(Cache.file_with_content)
+
+
+def test_a_file_that_grows_while_it_is_read_goes_whole_into_the_stream_not_reused(vault, cache, tmp_path):
+    from skyvault.backup.report import BackupProgress
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "log.txt").write_bytes(b"line\n" * 200)
+    Backup(vault, cache, "logs").run([str(data)])
+    os.utime(data / "log.txt", ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))  # read again
+
+    class Appender(BackupProgress):
+        def reading(self, path: str) -> None:  # after the walk stat'ed it, before it is read
+            with open(path, "ab") as f:
+                f.write(b"appended while backed up\n")
+
+    report = Backup(vault, cache, "logs", tracker=Appender()).run([str(data)])
+    assert report.files_reused == 0  # its first 1,000 bytes are the last backup's, but it is not that file
+    assert any("changed size while being read" in w for w in report.warnings)
+    target = tmp_path / "restored"
+    Restore(vault).run(report.point_id, str(target))
+    assert (target / "data" / "log.txt").read_bytes() == b"line\n" * 200 + b"appended while backed up\n"
