@@ -151,11 +151,15 @@ class Uploader:
         declared = [self._upload(cid, data, cid in unusable) for cid, data in batch.items() if cid not in verified]
         return verified, declared
 
-    def _upload(self, cid: str, data: memoryview, replace: bool) -> dict:
+    def _sealer(self) -> crypto.ChunkSealer:
+        """This worker thread's sealer (its envelope buffer is reused from chunk to chunk)."""
         sealer = getattr(self._local, "sealer", None)
         if sealer is None:
             sealer = self._local.sealer = crypto.ChunkSealer(self.keys, self.vault.vault_id)
-        envelope = sealer.seal(cid, data)  # this thread's buffer: used up before its next chunk
+        return sealer
+
+    def _upload(self, cid: str, data: memoryview, replace: bool) -> dict:
+        envelope = self._sealer().seal(cid, data)  # this thread's buffer: used up before its next chunk
         md5 = hashlib.md5(envelope).digest()
         name = replacement_blob_name(cid, secrets.token_hex(8)) if replace else chunk_blob_name(cid)
         declaration: dict = {"id": cid}
@@ -229,13 +233,7 @@ class DryRunUploader(Uploader):
     vault knows (another machine's, or those a lost cache knew)."""
 
     def _store_batch(self, batch: dict[str, memoryview]) -> tuple[set[str], list[dict]]:
-        declared = []
-        for cid, data in batch.items():
-            sealer = getattr(self._local, "sealer", None)
-            if sealer is None:
-                sealer = self._local.sealer = crypto.ChunkSealer(self.keys, self.vault.vault_id)
-            declared.append({"id": cid, "size": len(sealer.seal(cid, data))})
-        return set(), declared
+        return set(), [{"id": cid, "size": len(self._sealer().seal(cid, data))} for cid, data in batch.items()]
 
     def send_batch(self) -> None:
         self._batch = []
