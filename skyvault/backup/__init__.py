@@ -180,8 +180,9 @@ class Backup:
         """Walk, read and chunk the tree, then its manifest, through `uploader`; the manifest
         stream's chunk ids."""
         vault_id, seed, report = self.vault.vault_id, self.vault.keys.chunker_seed, self.report
-        scan = walk.Scan(roots, self.exclusions, self.tracker.totals)
-        scan.start()
+        scan = walk.Scan(roots, self.exclusions, self.tracker.totals) if self.tracker.wants_totals else None
+        if scan is not None:
+            scan.start()
         try:
             with tempfile.TemporaryFile(prefix="skyvault-manifest-") as file:
                 manifest = ManifestWriter(file, cache, vault_id, self.item, self.run_id, report)
@@ -198,7 +199,8 @@ class Backup:
                 uploader.chunk_stream(new_chunker(seed).cut_stream(lines), lambda cid, _o, _l: manifest_ids.append(cid))
                 uploader.drain()
         finally:
-            scan.stop()
+            if scan is not None:
+                scan.stop()
         return manifest_ids
 
     def _dry_run(self, paths: list[str]) -> BackupReport:

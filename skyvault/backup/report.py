@@ -55,6 +55,9 @@ class BackupProgress:
     from the scan's thread, the others from the backup's: an implementation must be
     thread-safe."""
 
+    # Whether it shows `totals`: the backup runs its scan (a second walk of the tree) only then.
+    wants_totals = False
+
     def totals(self, files: int, bytes_: int) -> None:
         """The files the backup goes through and their bytes, once the scan has counted them."""
 

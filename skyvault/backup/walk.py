@@ -339,6 +339,12 @@ class Scan:
         self._thread.join()
 
     def _run(self) -> None:
+        try:
+            self._scan_roots()
+        except RecursionError:  # a tree deeper than the interpreter's stack: no totals, the walk goes on
+            return
+
+    def _scan_roots(self) -> None:
         for root in self.roots:
             try:
                 st = os.lstat(root)

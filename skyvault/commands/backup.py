@@ -95,6 +95,7 @@ class OutputProgress:
     def __init__(self, output):
         self.output = output
         self.bar = output.progress("backup")
+        self.wants_totals = self.bar.shown  # else the backup makes no scan for them
 
     def __enter__(self) -> "OutputProgress":
         return self

@@ -135,6 +135,8 @@ class Progress:
         self._lock = threading.Lock()
         self._bar = None
         self.drawn = not output.json and not output.quiet and output.out.isatty() and output.err.isatty()
+        self.emitted = output.json and not output.quiet  # as "progress" JSON lines
+        self.shown = self.drawn or self.emitted  # anywhere: else its figures are of no use to anyone
         if self.drawn:
             from tqdm import tqdm  # only on a terminal: the agent's start-up does not pay for it
             self._bar = tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc=what,
@@ -165,7 +167,7 @@ class Progress:
                 self._bar.set_postfix_str(f"{self.files} files {_tail(self.current)}", refresh=False)
                 self._bar.update(bytes_)
             now = self.clock()
-            if self.output.json and not self.output.quiet and now - self._last_emit >= PROGRESS_EVERY_S:
+            if self.emitted and now - self._last_emit >= PROGRESS_EVERY_S:
                 self._last_emit = now
                 self._emit(now)
 
@@ -189,7 +191,7 @@ class Progress:
             if self._bar is not None:
                 self._bar.close()
                 self.output._bar = self._bar = None
-            if self.output.json and not self.output.quiet:
+            if self.emitted:
                 self._emit(self.clock())
 
 

@@ -272,3 +272,49 @@ def test_an_unchanged_file_newly_excluded_leaves_the_next_point_and_the_cache(va
     assert (third.files, third.files_read, third.files_unchanged) == (3, 2, 1)
     Restore(vault).run(third.point_id, str(tmp_path / "r3"))
     assert restored_paths(tmp_path / "r3" / "data") == {"a.txt", "b.tmp", "sub", "sub/c.tmp"}
+
+
+def test_the_scan_for_progress_totals_runs_only_when_the_progress_shows_them(vault, cache, tmp_path, monkeypatch):
+    from skyvault.backup import walk
+    from skyvault.backup.report import BackupProgress
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("a")
+    scans = []
+    real_scan = walk.Scan
+    monkeypatch.setattr(walk, "Scan", lambda *a: scans.append(a) or real_scan(*a))
+    Backup(vault, cache, "quiet").run([str(data)])  # no progress shown: a second walk would be for nothing
+    assert scans == []
+
+    class Shown(BackupProgress):
+        wants_totals = True
+
+        def __init__(self):
+            self.got = []
+
+        def totals(self, files: int, bytes_: int) -> None:
+            self.got.append((files, bytes_))
+
+    shown = Shown()
+    Backup(vault, cache, "shown", tracker=shown).run([str(data)])
+    assert len(scans) == 1 and shown.got == [(1, 1)]
+
+
+def test_a_tree_too_deep_for_the_scans_recursion_ends_the_scan_quietly(tmp_path, monkeypatch):
+    import sys
+    import threading
+
+    raised = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: raised.append(args.exc_type))
+
+    deep = path = tmp_path / "root"
+    deep.mkdir()
+    for _ in range(sys.getrecursionlimit() + 50):  # one level at a time: os.makedirs recurses too
+        path = path / "d"
+        path.mkdir()
+    totals = []
+    scan = Scan([deep], ExclusionRules().compile(), lambda f, b: totals.append((f, b)))
+    scan.start()
+    scan.join()
+    assert totals == [] and raised == []  # no totals, and no exception out of the thread
