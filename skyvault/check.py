@@ -35,7 +35,8 @@ from shared.domain import JobStatus, PointState, chunk_blob_name
 from shared.messages import CHECK_MAX_IDS, DAMAGE_MAX_REPORTS, MAX_TEXT, ChunkProblem, DamageOutcome, DamageReport
 from shared.ports import BlobContainer, BlobNotFound, StorageError, TransientError
 from skyvault import exitcodes
-from skyvault.restore import DOWNLOAD_WORKERS, Access, Meter, RegionReader, Restore, RestoreFailed, Unmetered
+from skyvault.meter import Meter, Unmetered
+from skyvault.restore import DOWNLOAD_WORKERS, Access, RegionReader, Restore, RestoreFailed
 from skyvault.vaultclient import AgentError, AgentVault
 
 REFS_PAGE_BYTES = 64 * 1024  # about 1,000 ids of a reference list per read

@@ -20,8 +20,8 @@ Words:
   stands in for it (its content and metadata, under the link's path) and the later ones link
   to the stand-in, as restic's restorer does. Its totals (files and bytes to write) drive
   the meter.
-- Meter: what the restore tells as it goes, of those totals (Meter; the CLI's progress bar
-  is one).
+- Meter: what the restore tells as it goes, of those totals (skyvault.meter; the CLI's
+  progress bar is one).
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ from collections import OrderedDict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any, BinaryIO, Callable, Iterator, Protocol
+from typing import Any, BinaryIO, Callable, Iterator
 
 from shared import crypto, formats, jsonfields
 from shared.domain import JobStatus, chunk_blob_name
@@ -48,6 +48,7 @@ from shared.messages import (DAMAGE_MAX_REPORTS, MAX_TEXT, DamageOutcome, Damage
 from shared.ports import BlobContainer, BlobNotFound, StorageError, TransientError
 from skyvault import exitcodes, restore_tree
 from skyvault.cache import path_key
+from skyvault.meter import Meter, Unmetered
 from skyvault.vaultclient import AgentError, AgentVault
 
 DOWNLOAD_WORKERS = 4
@@ -64,25 +65,6 @@ def _utcnow() -> datetime:
 
 class RestoreFailed(AgentError):
     pass
-
-
-class Meter(Protocol):
-    """Files and bytes done of a long restore or check, of totals known once it knows them, and
-    the path at work; called from any thread (skyvault.commands.output.Progress is one)."""
-
-    def set_totals(self, files: int | None = None, bytes_: int | None = None) -> None: ...
-
-    def update(self, files: int = 0, bytes_: int = 0, current: str | None = None) -> None: ...
-
-
-class Unmetered:
-    """The meter of a restore or check nobody watches."""
-
-    def set_totals(self, files: int | None = None, bytes_: int | None = None) -> None:
-        pass
-
-    def update(self, files: int = 0, bytes_: int = 0, current: str | None = None) -> None:
-        pass
 
 
 @dataclass

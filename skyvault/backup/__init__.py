@@ -42,10 +42,11 @@ from skyvault.backup.changes import Changes, ConcatReader, ContentReuse
 from skyvault.backup.committer import Committer
 from skyvault.backup.exclude import NO_EXCLUSIONS, Exclusions
 from skyvault.backup.manifest import ManifestWriter
-from skyvault.backup.report import DRY_RUN, BackupProgress, BackupReport
+from skyvault.backup.report import DRY_RUN, BackupReport
 from skyvault.backup.uploader import DryRunUploader, Uploader
 from skyvault.cache import Cache
 from skyvault.chunker import new_chunker
+from skyvault.meter import Meter, Unmetered
 from skyvault.vaultclient import AgentError, AgentVault, ApiError
 
 
@@ -102,19 +103,20 @@ def new_point_id(now: datetime) -> str:
 
 
 class Backup:
-    """One backup of an item: `progress` hears its notes and warnings, `tracker` what it goes
-    through (files, bytes)."""
+    """One backup of an item: `progress` hears its notes and warnings, `meter` what it goes
+    through (files, bytes, the file being read), `detail` a line for each file read."""
 
     def __init__(self, vault: AgentVault, cache: Cache, item: str,
                  progress: Callable[[str], None] = lambda _: None, exclusions: Exclusions = NO_EXCLUSIONS,
-                 tracker: BackupProgress = BackupProgress(), tags: tuple[str, ...] = ()):
+                 meter: Meter = Unmetered(), tags: tuple[str, ...] = (),
+                 detail: Callable[[str], None] = lambda _: None):
         if vault.keys is None:
             raise AgentError("backup needs the vault keys: register and give the passphrase")
         if not formats.NAME_ID.match(item):
             raise AgentError(f"item name {item!r} must be 1-63 letters, digits, '.', '_' or '-'")
         self.tags = check_tags(tags)
         self.vault, self.cache, self.item = vault, cache, item
-        self.progress, self.exclusions, self.tracker = progress, exclusions, tracker
+        self.progress, self.exclusions, self.meter, self.detail = progress, exclusions, meter, detail
         # One container, so the chunks and the point's own blobs share its connections.
         self.container = vault.container
         self.report: BackupReport | None = None
@@ -180,17 +182,18 @@ class Backup:
         """Walk, read and chunk the tree, then its manifest, through `uploader`; the manifest
         stream's chunk ids."""
         vault_id, seed, report = self.vault.vault_id, self.vault.keys.chunker_seed, self.report
-        scan = walk.Scan(roots, self.exclusions, self.tracker.totals) if self.tracker.wants_totals else None
+        # The totals only for a meter someone sees: the scan is a second walk of the tree.
+        scan = walk.Scan(roots, self.exclusions, self._totals) if self.meter.shown else None
         if scan is not None:
             scan.start()
         try:
             with tempfile.TemporaryFile(prefix="skyvault-manifest-") as file:
                 manifest = ManifestWriter(file, cache, vault_id, self.item, self.run_id, report)
                 changes = Changes(walk.Walk(report, self.warn, self.exclusions), manifest, cache, vault_id,
-                                  self.item, self.run_id, report, self.tracker)
+                                  self.item, self.run_id, report, self.meter)
                 reuse = ContentReuse(cache, self.vault.keys, vault_id, self.item, self.run_id, report)
-                reader = ConcatReader(changes.files_to_read(roots), manifest, report, self.warn, self.tracker,
-                                      reuse)
+                reader = ConcatReader(changes.files_to_read(roots), manifest, report, self.warn, self.meter,
+                                      reuse, self.detail)
                 uploader.chunk_stream(new_chunker(seed).cut_stream(reader), manifest.data_chunk)
                 manifest.end_of_data()
                 uploader.drain()
@@ -202,6 +205,9 @@ class Backup:
             if scan is not None:
                 scan.stop()
         return manifest_ids
+
+    def _totals(self, files: int, bytes_: int) -> None:
+        self.meter.set_totals(files=files, bytes_=bytes_)
 
     def _dry_run(self, paths: list[str]) -> BackupReport:
         """What a backup of `paths` would read and upload, with nothing written anywhere (see

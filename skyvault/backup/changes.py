@@ -20,8 +20,9 @@ stores those files, not every chunk they share with unchanged neighbours.
 The cache's rows of the last backup are read in one scan beside the walk, in the byte
 order both follow (cache.PreviousFiles), rather than one query per file.
 
-Both tell the backup's progress (report.BackupProgress) what they go through: an unchanged
-file is done at once, with its size; a read file byte by byte as it is read.
+Both tell the backup's meter (skyvault.meter) what they go through: an unchanged file is done
+at once, with its size; a read file byte by byte as it is read, named as the path at work (and
+to `detail`, a --verbose line) when it is opened.
 """
 from __future__ import annotations
 
@@ -32,10 +33,10 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from shared import crypto
 from skyvault.backup.manifest import ManifestWriter
-from skyvault.backup.report import BackupProgress
 from skyvault.backup.walk import Entry, Replaced, Walk, open_as_walked
 from skyvault.cache import Cache
 from skyvault.chunker import CDC_PARAMS
+from skyvault.meter import Meter, Unmetered
 
 if TYPE_CHECKING:
     from skyvault.backup.report import BackupReport
@@ -81,10 +82,10 @@ class ContentReuse:
 
 class Changes:
     def __init__(self, walk: Walk, manifest: ManifestWriter, cache: Cache, vault_id: str, item: str,
-                 run_id: str, report: BackupReport, progress: BackupProgress = BackupProgress()):
+                 run_id: str, report: BackupReport, meter: Meter = Unmetered()):
         self.walk, self.manifest, self.cache = walk, manifest, cache
         self.vault_id, self.item, self.run_id, self.report = vault_id, item, run_id, report
-        self.progress = progress
+        self.meter = meter
 
     def files_to_read(self, roots: list[Path]) -> Iterator[Entry]:
         """Every entry goes into the manifest order; only changed files go on to be read."""
@@ -98,7 +99,7 @@ class Changes:
                         entry.complete = True
                         self.report.files_unchanged += 1
                         self.cache.add_refs(self.run_id, previous.ids)
-                        self.progress.advanced(files=1, bytes_=entry.doc["size"])
+                        self.meter.update(files=1, bytes_=entry.doc["size"])
                     else:
                         yield entry
                 self.manifest.flush()
@@ -112,10 +113,11 @@ class ConcatReader:
     in its place, or a path that now leads elsewhere through a directory swapped for a link."""
 
     def __init__(self, to_read: Iterator[Entry], manifest: ManifestWriter, report: BackupReport,
-                 warn: Callable[[str], None], progress: BackupProgress = BackupProgress(),
-                 reuse: ContentReuse | None = None):
+                 warn: Callable[[str], None], meter: Meter = Unmetered(), reuse: ContentReuse | None = None,
+                 detail: Callable[[str], None] = lambda _: None):
         self._to_read = to_read
-        self._manifest, self._report, self._warn, self._progress = manifest, report, warn, progress
+        self._manifest, self._report, self._warn, self._meter = manifest, report, warn, meter
+        self._detail = detail
         self._reuse = reuse
         self._current: Entry | None = None
         self._file = None
@@ -129,7 +131,7 @@ class ConcatReader:
                 buf[:n] = self._ahead[:n]
                 self._ahead = self._ahead[n:]
                 self.offset += n
-                self._progress.advanced(bytes_=n)
+                self._meter.update(bytes_=n)
                 return n
             if self._file is None:
                 entry = next(self._to_read, None)
@@ -141,14 +143,15 @@ class ConcatReader:
                 except Replaced as e:
                     self._warn(f"{entry.path} changed while being backed up ({e.strerror}): file left out")
                     entry.failed = entry.complete = True
-                    self._progress.advanced(files=1)
+                    self._meter.update(files=1)
                     continue
                 except OSError as e:
                     self._warn(f"cannot read {entry.path}: {e.strerror or e}")
                     entry.failed = entry.complete = True
-                    self._progress.advanced(files=1)
+                    self._meter.update(files=1)
                     continue
-                self._progress.reading(entry.path)
+                self._detail(f"read {entry.path}")
+                self._meter.update(current=entry.path)
                 if self._reuse is not None and entry.doc["size"] <= REUSE_MAX_BYTES:
                     ahead = self._read_ahead(entry)
                     if ahead is None or self._reused(entry, *ahead):
@@ -165,12 +168,12 @@ class ConcatReader:
                 n = 0
             if n:
                 self.offset += n
-                self._progress.advanced(bytes_=n)
+                self._meter.update(bytes_=n)
                 return n
             self._file.close()
             self._file = None
             self._file_read(self._current, self.offset)
-            self._progress.advanced(files=1)
+            self._meter.update(files=1)
 
     def _read_ahead(self, entry: Entry) -> tuple[bytearray, bool] | None:
         """The open file's bytes, up to one more than the size the walk stat'ed, into a buffer of
@@ -192,7 +195,7 @@ class ConcatReader:
             self._file.close()
             self._file = None
             entry.failed = entry.complete = True
-            self._progress.advanced(files=1)
+            self._meter.update(files=1)
             return None
         del data[got:]
         return data, got < want
@@ -207,7 +210,7 @@ class ConcatReader:
         self._file.close()
         self._file = None
         self._count(entry, len(data))
-        self._progress.advanced(files=1, bytes_=len(data))
+        self._meter.update(files=1, bytes_=len(data))
         return True
 
     def _file_read(self, entry: Entry, end: int) -> None:

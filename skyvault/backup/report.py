@@ -1,6 +1,5 @@
 """What a backup reports: counts of what it read, uploaded and sent, what its exclusions left
-out, its warnings and the state of its recovery point; and what it tells a progress display as
-it goes (BackupProgress)."""
+out, its warnings and the state of its recovery point."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -49,20 +48,3 @@ class BackupReport:
                                               "bytes_read", "files_unchanged", "chunks_uploaded",
                                               "bytes_uploaded")}
 
-
-class BackupProgress:
-    """What a backup tells a progress display as it goes; this one shows nothing. `totals` comes
-    from the scan's thread, the others from the backup's: an implementation must be
-    thread-safe."""
-
-    # Whether it shows `totals`: the backup runs its scan (a second walk of the tree) only then.
-    wants_totals = False
-
-    def totals(self, files: int, bytes_: int) -> None:
-        """The files the backup goes through and their bytes, once the scan has counted them."""
-
-    def reading(self, path: str) -> None:
-        """The file at `path` is opened to be read."""
-
-    def advanced(self, files: int = 0, bytes_: int = 0) -> None:
-        """`files` more are done (read, unchanged or failed), `bytes_` more read or found unchanged."""

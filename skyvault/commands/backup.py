@@ -88,32 +88,6 @@ def _given_rules(args: argparse.Namespace):
     return rules if rules or args.clear_exclusions else None
 
 
-class OutputProgress:
-    """A report.BackupProgress on the command's output: its progress bar or JSON lines, and
-    each file read as a --verbose detail."""
-
-    def __init__(self, output):
-        self.output = output
-        self.bar = output.progress("backup")
-        self.wants_totals = self.bar.shown  # else the backup makes no scan for them
-
-    def __enter__(self) -> "OutputProgress":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.bar.close()
-
-    def totals(self, files: int, bytes_: int) -> None:
-        self.bar.set_totals(files=files, bytes_=bytes_)
-
-    def reading(self, path: str) -> None:
-        self.output.detail(f"read {path}")
-        self.bar.update(current=path)
-
-    def advanced(self, files: int = 0, bytes_: int = 0) -> None:
-        self.bar.update(files=files, bytes_=bytes_)
-
-
 def run(args: argparse.Namespace) -> int:
     from skyvault import items
     from skyvault.backup import Backup, walk
@@ -141,10 +115,10 @@ def run(args: argparse.Namespace) -> int:
         warn(f"dry run: the paths and exclusions of item {args.item} were not saved")
     cache = common.cache() if not args.dry_run else _read_only_cache()
     try:
-        with OutputProgress(output) as tracker:
-            report = Backup(vault, cache, args.item, progress=warn, exclusions=exclusions,
-                            tracker=tracker, tags=tuple(args.tag)).run([str(r) for r in roots], wait=not args.no_wait,
-                                                 dry_run=args.dry_run)
+        with output.progress("backup") as meter:
+            report = Backup(vault, cache, args.item, progress=warn, exclusions=exclusions, meter=meter,
+                            tags=tuple(args.tag), detail=output.detail).run([str(r) for r in roots],
+                                                                            wait=not args.no_wait, dry_run=args.dry_run)
     finally:
         cache.close()
     _summary(output, report)

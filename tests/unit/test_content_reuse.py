@@ -163,7 +163,7 @@ def test_the_content_look_up_searches_the_index_not_the_items_rows(cache):
 
 
 def test_a_file_that_grows_while_it_is_read_goes_whole_into_the_stream_not_reused(vault, cache, tmp_path):
-    from skyvault.backup.report import BackupProgress
+    from skyvault.meter import Unmetered
 
     data = tmp_path / "data"
     data.mkdir()
@@ -171,12 +171,13 @@ def test_a_file_that_grows_while_it_is_read_goes_whole_into_the_stream_not_reuse
     Backup(vault, cache, "logs").run([str(data)])
     os.utime(data / "log.txt", ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))  # read again
 
-    class Appender(BackupProgress):
-        def reading(self, path: str) -> None:  # after the walk stat'ed it, before it is read
-            with open(path, "ab") as f:
-                f.write(b"appended while backed up\n")
+    class Appender(Unmetered):
+        def update(self, files=0, bytes_=0, current=None) -> None:
+            if current is not None:  # the file at work: after the walk stat'ed it, before it is read
+                with open(current, "ab") as f:
+                    f.write(b"appended while backed up\n")
 
-    report = Backup(vault, cache, "logs", tracker=Appender()).run([str(data)])
+    report = Backup(vault, cache, "logs", meter=Appender()).run([str(data)])
     assert report.files_reused == 0  # its first 1,000 bytes are the last backup's, but it is not that file
     assert any("changed size while being read" in w for w in report.warnings)
     target = tmp_path / "restored"

@@ -276,7 +276,7 @@ def test_an_unchanged_file_newly_excluded_leaves_the_next_point_and_the_cache(va
 
 def test_the_scan_for_progress_totals_runs_only_when_the_progress_shows_them(vault, cache, tmp_path, monkeypatch):
     from skyvault.backup import walk
-    from skyvault.backup.report import BackupProgress
+    from skyvault.meter import Unmetered
 
     data = tmp_path / "data"
     data.mkdir()
@@ -287,17 +287,17 @@ def test_the_scan_for_progress_totals_runs_only_when_the_progress_shows_them(vau
     Backup(vault, cache, "quiet").run([str(data)])  # no progress shown: a second walk would be for nothing
     assert scans == []
 
-    class Shown(BackupProgress):
-        wants_totals = True
+    class Shown(Unmetered):
+        shown = True
 
         def __init__(self):
             self.got = []
 
-        def totals(self, files: int, bytes_: int) -> None:
+        def set_totals(self, files=None, bytes_=None) -> None:
             self.got.append((files, bytes_))
 
     shown = Shown()
-    Backup(vault, cache, "shown", tracker=shown).run([str(data)])
+    Backup(vault, cache, "shown", meter=shown).run([str(data)])
     assert len(scans) == 1 and shown.got == [(1, 1)]
 
 
@@ -310,11 +310,17 @@ def test_a_tree_too_deep_for_the_scans_recursion_ends_the_scan_quietly(tmp_path,
 
     deep = path = tmp_path / "root"
     deep.mkdir()
-    for _ in range(sys.getrecursionlimit() + 50):  # one level at a time: os.makedirs recurses too
-        path = path / "d"
-        path.mkdir()
-    totals = []
-    scan = Scan([deep], ExclusionRules().compile(), lambda f, b: totals.append((f, b)))
-    scan.start()
-    scan.join()
-    assert totals == [] and raised == []  # no totals, and no exception out of the thread
+    levels = [deep]
+    try:
+        for _ in range(sys.getrecursionlimit() + 50):  # one level at a time: os.makedirs recurses too
+            path = path / "d"
+            path.mkdir()
+            levels.append(path)
+        totals = []
+        scan = Scan([deep], ExclusionRules().compile(), lambda f, b: totals.append((f, b)))
+        scan.start()
+        scan.join()
+        assert totals == [] and raised == []  # no totals, and no exception out of the thread
+    finally:
+        for level in reversed(levels):  # deepest first: pytest's clean-up (shutil.rmtree) recurses too
+            level.rmdir()
