@@ -16,7 +16,7 @@ def main(argv: list[str]) -> int:
     if not 1 <= batch <= formats.CHUNKS_PER_MESSAGE:
         raise SystemExit(f"batched_agent: N must be 1 to {formats.CHUNKS_PER_MESSAGE}, not {batch}")
     uploader.INGEST_BATCH = batch
-    uploader.INLINE_BATCHES = formats.CHUNKS_PER_MESSAGE // batch - 1
+    uploader.HELD_BATCHES = formats.CHUNKS_PER_MESSAGE // batch - 1
     return cli.main(argv[1:])
 
 

@@ -220,6 +220,17 @@ def storage_requests(tool: str, run: Run, backup: Backup | None) -> int | None:
     return None
 
 
+def _writes_by_kind(backups) -> str:
+    """Where a dataset's Cosmos DB writes went, from the host's per-kind counts."""
+    kinds: Counter[str] = Counter()
+    for s in backups:
+        kinds.update({k.removeprefix("cosmos.write."): v for k, v in s.backup.details["service"].items()
+                      if k.startswith("cosmos.write.")})
+    if not kinds:
+        return ""
+    return " (" + ", ".join(f"{kind} {n:,}" for kind, n in kinds.most_common() if n) + ")"
+
+
 def steps_report(r: DatasetResult) -> list[str]:
     """Each step of each tool: wall time, the tool's CPU and peak memory, each emulator's CPU
     while it ran, storage requests and the objects its repository holds after it."""
@@ -325,7 +336,7 @@ def dataset_report(r: DatasetResult, repeat: int) -> list[str]:
         f"until the host's counts settled after it): {functions_per_gib:.2f} CPU-s/GiB",
         f"- {_check(new_chunks > 0 and cosmos_writes / new_chunks <= 1.1)} at most 1.1 Cosmos DB writes per new "
         f"chunk (every backup of the dataset): {cosmos_writes:,} writes / {new_chunks:,} new chunks = "
-        + (f"{cosmos_writes / new_chunks:.2f}" if new_chunks else "–"),
+        + (f"{cosmos_writes / new_chunks:.2f}" if new_chunks else "–") + _writes_by_kind(backups),
         f"- {_check(beyond <= allowed)} 0 bytes of chunks downloaded to verify: the functions read "
         f"{beyond:,} B beyond chunk headers over {len(backups)} backups, within what the reference lists and "
         f"manifest headers account for ({allowed:,} B: {REFS_BYTES_PER_CHUNK} B per chunk referenced, its "

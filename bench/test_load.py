@@ -100,10 +100,10 @@ def test_the_batched_agent_declares_its_batch_and_runs_the_agents_command(monkey
     from skyvault.backup import uploader
     seen = []
     monkeypatch.setattr(uploader, "INGEST_BATCH", uploader.INGEST_BATCH)
-    monkeypatch.setattr(uploader, "INLINE_BATCHES", uploader.INLINE_BATCHES)
+    monkeypatch.setattr(uploader, "HELD_BATCHES", uploader.HELD_BATCHES)
     monkeypatch.setattr(batched_agent.cli, "main", lambda argv: seen.append(argv) or 0)
     assert batched_agent.main(["1", "backup", "data"]) == 0
     assert seen == [["backup", "data"]] and uploader.INGEST_BATCH == 1
-    assert uploader.INLINE_BATCHES * uploader.INGEST_BATCH < formats.CHUNKS_PER_MESSAGE
+    assert uploader.HELD_BATCHES * uploader.INGEST_BATCH < formats.CHUNKS_PER_MESSAGE
     with pytest.raises(SystemExit, match="N must be 1 to"):
         batched_agent.main(["0", "backup", "data"])

@@ -58,24 +58,23 @@ class Committer:
         if self.tags:
             message["tags"] = list(self.tags)
         if not wait:
-            self.uploader.send_batch()
+            self.uploader.send_undeclared()
             self.vault.send("commit", message)
             self.report.messages += 1
             return
         # Over HTTP, with the last chunks declared in the same request, the service verifies them
         # and commits at once, without the latency of queue polls; a point still waiting for
         # chunks is re-checked from the commit queue.
-        declare = {entry["id"]: entry for entry in [*self._await_ingest(), *self.uploader.take_undeclared()]}
+        self._await_ingest()
+        declare = {entry["id"]: entry for entry in self.uploader.take_undeclared()}
         chunks = self.vault.sign({"type": "chunks", "chunks": list(declare.values())}) if declare else None
         self._settle(self.vault.commit(CommitRequest(commit=self.vault.sign(message), chunks=chunks)))
 
-    def _await_ingest(self) -> list[dict]:
-        """Wait (briefly) until the service has handled every ingest message this backup sent
-        but the last few, so the commit finds every chunk verified at once instead of
-        re-checking later. Returns the declarations of those last messages it has not handled
-        yet, for the commit request to carry."""
-        recent = {batch[-1]["id"]: batch for batch in self.uploader.recent_batches}
-        waiting = [cid for cid in dict.fromkeys(self.uploader.message_tails) if cid not in recent]
+    def _await_ingest(self) -> None:
+        """Wait (briefly) until the service has handled every ingest message this backup sent, so
+        the commit finds every chunk verified at once instead of re-checking later. The last
+        batches were never sent: the commit request declares them."""
+        waiting = list(dict.fromkeys(self.uploader.message_tails))
 
         def handled() -> bool:
             while waiting:
@@ -90,8 +89,6 @@ class Committer:
             self.vault.wait_for("the last chunks to be verified", handled, INGEST_WAIT_S)
         except AgentError:
             pass  # the commit waits for them itself
-        done = self._handled(list(recent)) if recent else set()
-        return [entry for tail, batch in recent.items() if tail not in done for entry in batch]
 
     def _handled(self, ids: list[str]) -> set[str]:
         """Those of `ids` the service has indexed (verified or rejected; a replacement this run

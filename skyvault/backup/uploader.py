@@ -51,9 +51,10 @@ ARENA_KEEP_BYTES = BATCH_BYTES + 2 * 1024 * 1024  # a batch, and its last chunk 
 # Chunks declared per ingest message: small enough that the Functions host verifies several
 # messages at once and the last one of a backup is done soon after its upload.
 INGEST_BATCH = 32
-# Batches the commit request may declare again: with the last partial one, at most
-# formats.CHUNKS_PER_MESSAGE chunks, which the service verifies within the request.
-INLINE_BATCHES = formats.CHUNKS_PER_MESSAGE // INGEST_BATCH - 1
+# Full batches held back from the ingest queue: the commit request declares the last ones with
+# the last partial batch (at most formats.CHUNKS_PER_MESSAGE chunks, which the service verifies
+# within the request), so that no chunk is declared twice, in a message and in the commit.
+HELD_BATCHES = formats.CHUNKS_PER_MESSAGE // INGEST_BATCH - 1
 
 
 class _Arena:
@@ -99,9 +100,10 @@ class Uploader:
         # The last chunk of each ingest message sent: ingest handles a message's chunks in order,
         # so once that one is indexed the whole message is (one id per INGEST_BATCH chunks).
         self.message_tails: list[str] = []
-        # The declarations of the last messages sent: those the service has not handled by the
-        # commit are declared again in the commit request, which verifies them at once.
-        self.recent_batches: deque[list[dict]] = deque(maxlen=INLINE_BATCHES)
+        # Full batches not sent yet: the last HELD_BATCHES of a backup go in its commit request.
+        # (Sending them too, and declaring again in the commit those not handled by then, had
+        # the service verify a chunk twice when the queue lagged: two header reads, two creates.)
+        self._held: deque[list[dict]] = deque()
         # Chunks this run uploaded replacements of: the look-up says "rejected" until ingest has
         # promoted them, so only "verified" tells that it has.
         self.replaced: set[str] = set()
@@ -191,7 +193,10 @@ class Uploader:
                 self.report.chunks_adopted += 1
             self._batch.append(entry)
             if len(self._batch) >= INGEST_BATCH:
-                self.send_batch()
+                self._held.append(self._batch)
+                self._batch = []
+                while len(self._held) > HELD_BATCHES:
+                    self._send(self._held.popleft())
 
     def drain(self) -> None:
         """Finish the uploads under way. The chunks of a batch not yet full are declared later: in
@@ -200,20 +205,27 @@ class Uploader:
         while self._inflight:
             self._collect_oldest()
 
-    def send_batch(self) -> None:
-        """Declare the uploaded chunks not yet declared in an ingest message, if there are any."""
-        if self._batch:
-            self.vault.send("ingest", {"type": "chunks", "chunks": self._batch})
-            self.report.messages += 1
-            self.message_tails.append(self._batch[-1]["id"])
-            self.recent_batches.append(self._batch)
-            self._batch = []
+    def _send(self, batch: list[dict]) -> None:
+        self.vault.send("ingest", {"type": "chunks", "chunks": batch})
+        self.report.messages += 1
+        self.message_tails.append(batch[-1]["id"])
+
+    def send_undeclared(self) -> None:
+        """Declare in ingest messages the uploaded chunks no message declared yet, if any."""
+        for batch in self.take_batches():
+            self._send(batch)
+
+    def take_batches(self) -> list[list[dict]]:
+        """The declarations of the uploaded chunks no ingest message declared, in batches of at
+        most INGEST_BATCH: the caller declares them instead."""
+        batches = [*self._held, self._batch] if self._batch else list(self._held)
+        self._held.clear()
+        self._batch = []
+        return batches
 
     def take_undeclared(self) -> list[dict]:
-        """The declarations of the uploaded chunks no ingest message declared: the caller
-        declares them instead."""
-        batch, self._batch = self._batch, []
-        return batch
+        """take_batches(), as one list (at most formats.CHUNKS_PER_MESSAGE declarations)."""
+        return [entry for batch in self.take_batches() for entry in batch]
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
         """Run `fn(*args)` on an upload thread."""
@@ -235,5 +247,5 @@ class DryRunUploader(Uploader):
     def _store_batch(self, batch: dict[str, memoryview]) -> tuple[set[str], list[dict]]:
         return set(), [{"id": cid, "size": len(self._sealer().seal(cid, data))} for cid, data in batch.items()]
 
-    def send_batch(self) -> None:
-        self._batch = []
+    def send_undeclared(self) -> None:
+        self.take_batches()

@@ -78,7 +78,7 @@ class Interrupted(KeyboardInterrupt):
 
 
 def interrupt(vault: InProcessVault, monkeypatch, stage: str) -> None:
-    if stage == "after upload, before declare":
+    if stage == "after upload, before declare":  # the first declaration: an ingest message or the commit's
         send = vault.send
 
         def send_or_stop(queue, body):
@@ -87,6 +87,7 @@ def interrupt(vault: InProcessVault, monkeypatch, stage: str) -> None:
             return send(queue, body)
 
         monkeypatch.setattr(vault, "send", send_or_stop)
+        monkeypatch.setattr(vault, "commit", lambda request: (_ for _ in ()).throw(Interrupted()))
     elif stage == "after declare, before commit":
         monkeypatch.setattr(vault, "commit", lambda request: (_ for _ in ()).throw(Interrupted()))
     else:  # during the commit: the service commits, its answer never arrives

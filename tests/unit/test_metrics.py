@@ -26,7 +26,7 @@ def test_counting_services_count_what_the_bill_is_made_of(tmp_path):
     expected = {"blob.metrics-primary.create_container": 1, "blob.metrics-primary.put": 1,
                 "blob.metrics-primary.bytes_written": 5, "blob.metrics-primary.read": 1,
                 "blob.metrics-primary.read_head": 1, "blob.metrics-primary.bytes_read": 5, "queue.ingest.send": 1,
-                "cosmos.write": 1, "cosmos.query": 1}
+                "cosmos.write": 1, "cosmos.write.add_chunk": 1, "cosmos.query": 1}
     assert counts.snapshot()["counts"] == expected
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and not path.exists():
