@@ -140,9 +140,9 @@ def open_point(restore: Restore, point_id: str, on_bytes: Callable[[int], None] 
     with tempfile.NamedTemporaryFile(prefix="skyvault-manifest-") as spool:
         restore.spool_manifest(reader, root, _CountingSpool(spool, on_bytes))
         spool.flush()
-        manifest = _SpooledManifest(spool.name, point_id)
-        link_sources = manifest.check(None)
-        yield OpenPoint(restore, reader, root, manifest, link_sources)
+        with _SpooledManifest(spool.name, point_id) as manifest:
+            link_sources = manifest.check(None)
+            yield OpenPoint(restore, reader, root, manifest, link_sources)
 
 
 def point_entries(restore: Restore, point_id: str) -> Iterator[ManifestEntry]:

@@ -111,12 +111,12 @@ def _spooled(tmp_path, lines: list[bytes]) -> _SpooledManifest:
 
 
 def _restored_or_refused(tmp_path, lines: list[bytes]) -> None:
-    manifest = _spooled(tmp_path, lines)
-    try:
-        manifest.check(None)
-        list(manifest.entries(lambda entry: True))
-    except RestoreFailed:
-        pass
+    with _spooled(tmp_path, lines) as manifest:
+        try:
+            manifest.check(None)
+            list(manifest.entries(lambda entry: True))
+        except RestoreFailed:
+            pass
 
 
 @FUZZ
