@@ -39,10 +39,12 @@ SAS are signed with the account key, or, keyless, with a user-delegation key (va
 requested again when a SAS would outlive it; Storage Blob Data Owner includes the right to get
 one). An account's containers are read (Get Blob, ranged or not, and Get Blob Properties)
 through a read-only container SAS of the account's own signing, valid an hour and held per
-container, with shared.adapters.sas_rest's plain requests: the SDK's pipeline costs about seven
-times the CPU per call, and ingest reads a chunk header per chunk. Service clients are cached per connection, and retries are short so
-that an unreachable service fails in seconds, not minutes: the caller (the
-Functions host, the agent) owns retrying.
+container, with shared.adapters.sas_rest's plain requests: the SDK's pipeline costs about
+seven times the CPU per call, and ingest reads a chunk header per chunk. A read the held SAS
+gets refused is tried once more with a SAS signed anew (keyless: under a new user-delegation
+key, as after the account's keys were revoked). Service clients are cached per connection,
+and retries are short so that an unreachable service fails in seconds, not minutes: the
+caller (the Functions host, the agent) owns retrying.
 """
 from __future__ import annotations
 
@@ -53,7 +55,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from collections import OrderedDict
-from typing import Any, Callable, Iterator, Union
+from typing import Any, Callable, Iterator, TypeVar, Union
 
 from azure.core.exceptions import (
     HttpResponseError,
@@ -227,12 +229,23 @@ class AzureBlobContainer(BlobContainer):
     """One container, reached with the account key or with a container SAS. Its reads (Get
     Blob, Get Blob Properties) go through `reads`: the container through a SAS over plain HTTP
     (shared.adapters.sas_rest). The SDK's pipeline spends about 1.5 ms of CPU on each ranged
-    read, plain http.client 0.2 ms, and ingest reads a header per chunk."""
+    read, plain http.client 0.2 ms, and ingest reads a header per chunk. A read refused (403)
+    is tried once more through `renewed()`, when given: the container through a SAS signed
+    anew, after the account's user-delegation keys were revoked."""
 
-    def __init__(self, client: ContainerClient, reads: Callable[[], BlobContainer]):
+    def __init__(self, client: ContainerClient, reads: Callable[[], BlobContainer],
+                 renewed: Callable[[], BlobContainer] | None = None):
         self._client = client
-        self._reads = reads
+        self._reads, self._renewed = reads, renewed
         self.name = client.container_name
+
+    def _read(self, read: Callable[[BlobContainer], T]) -> T:
+        try:
+            return read(self._reads())
+        except PermissionError:
+            if self._renewed is None:
+                raise
+            return read(self._renewed())
 
     def create(self, *, exist_ok: bool = True) -> None:
         with _blob_errors(f"create container {self.name}"):
@@ -264,7 +277,7 @@ class AzureBlobContainer(BlobContainer):
         )
 
     def properties(self, name: str) -> BlobProperties:
-        return self._reads().properties(name)
+        return self._read(lambda reads: reads.properties(name))
 
     def copy_from(self, name: str, source_url: str) -> BlobProperties:
         # Copy Blob (not Put Blob From URL, which Azurite lacks): it keeps the
@@ -281,10 +294,10 @@ class AzureBlobContainer(BlobContainer):
             return wait_for_copy(what, poll)
 
     def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
-        return self._reads().read(name, offset, length)
+        return self._read(lambda reads: reads.read(name, offset, length))
 
     def read_head(self, name: str, length: int) -> tuple[bytes, BlobProperties]:
-        return self._reads().read_head(name, length)
+        return self._read(lambda reads: reads.read_head(name, length))
 
     def delete(self, name: str) -> None:
         with _blob_errors(f"delete {self.name}/{name}"):
@@ -349,6 +362,8 @@ def _blob_properties(name: str, props) -> BlobProperties:
     )
 
 
+T = TypeVar("T")
+
 # A user-delegation key is asked for this long (Azure allows 7 days), from a little before now
 # so that a clock behind Azure's does not make it start in the future.
 DELEGATION_KEY_LIFETIME = timedelta(days=1)
@@ -373,15 +388,22 @@ class AzureBlobAccount(BlobAccount):
         self._readers_lock = threading.Lock()
 
     def container(self, name: str) -> AzureBlobContainer:
-        return AzureBlobContainer(self._service.get_container_client(name), reads=lambda: self._reader(name))
+        return AzureBlobContainer(self._service.get_container_client(name), reads=lambda: self._reader(name),
+                                  renewed=lambda: self._reader(name, renew=True))
 
-    def _reader(self, container: str) -> SasContainer:
+    def _reader(self, container: str, renew: bool = False) -> SasContainer:
         """The container through a read-only SAS of this account's own signing, held until
-        READ_SAS_RENEW before it expires (for at most READERS_HELD containers)."""
+        READ_SAS_RENEW before it expires (for at most READERS_HELD containers). `renew` signs
+        a new one whatever the held one's time, keyless with a new user-delegation key: the
+        held one was refused (the account's user-delegation keys were revoked)."""
         now = datetime.now(timezone.utc)
         with self._readers_lock:
             held = self._readers.get(container)
-            if held is not None and held[1] - now > READ_SAS_RENEW:
+            if renew:
+                self._readers.pop(container, None)
+                with self._delegation_lock:
+                    self._delegation_key = None
+            elif held is not None and held[1] - now > READ_SAS_RENEW:
                 self._readers.move_to_end(container)
                 return held[0]
         expiry = now + READ_SAS_LIFETIME

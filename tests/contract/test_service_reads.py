@@ -4,7 +4,7 @@ pipeline (shared.adapters.azure_storage): what that SAS may do, and when it is s
 from __future__ import annotations
 
 import hashlib
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from azure.storage.blob import BlobClient, ContainerClient
@@ -62,3 +62,30 @@ def test_the_read_sas_is_held_and_signed_anew_before_it_expires(account, monkeyp
     for other in ("a", "b", "c"):
         account._reader(f"{name}{other}")
     assert list(account._readers) == [f"{name}b", f"{name}c"], "the least recently used are let go"
+
+
+def test_a_refused_read_is_tried_again_through_a_sas_signed_anew(account):
+    """After the account's user-delegation keys are revoked, the held SAS answers 403: the read
+    is tried once more with a new SAS (keyless, under a new user-delegation key)."""
+    container = account.container(unique("revoked"))
+    container.create()
+    container.put("chunks/ab/x", b"0123456789")
+    account._reader(container.name)
+    held, expiry = account._readers[container.name]
+    refused = SasContainer(account.container_sas_url(container.name, "c", expiry))  # no "r": reads get 403
+    account._readers[container.name] = (refused, expiry)
+    account._delegation_key = object()  # what a keyless account would hold: dropped with the SAS
+    assert container.read("chunks/ab/x", 2, 3) == b"234"
+    assert account._readers[container.name][0] is not refused and account._delegation_key is None
+    assert container.read_head("chunks/ab/x", 4)[0] == b"0123"
+
+
+def test_a_read_through_a_sas_url_is_refused_without_a_second_try(account):
+    from shared.adapters.azure_storage import container_from_url
+    name = unique("urlsas")
+    account.container(name).create()
+    account.container(name).put("b", b"x")
+    expiry = datetime.now(timezone.utc) + timedelta(hours=1)
+    create_only = container_from_url(account.container_sas_url(name, "c", expiry))
+    with pytest.raises(PermissionError):
+        create_only.read("b")
