@@ -33,6 +33,7 @@ import compileall
 import contextlib
 import datetime
 import hashlib
+import json
 import os
 import platform
 import shutil
@@ -459,7 +460,24 @@ def machine_report(version: str) -> list[str]:
             f"machine: {os.cpu_count()} CPUs ({cpu}), load average at start {os.getloadavg()[0]:.2f}",
             f"- Skyvault at `{version}`, Python {platform.python_version()}; "
             f"{_command_output(['restic', 'version'])}; {_command_output(['rclone', 'version'])}; "
-            f"{_command_output(['borg', '--version'])}"]
+            f"{_command_output(['borg', '--version'])}",
+            f"- stack: {stack_description()}"]
+
+
+def stack_description() -> str:
+    """Which local stack the Skyvault figures used (issue 17: report it), from the installed
+    emulators and host.json."""
+    def version(package: str) -> str:
+        try:
+            return json.loads((REPO / "node_modules" / package / "package.json").read_text())["version"]
+        except (OSError, ValueError, KeyError):
+            return "unknown"
+
+    queues = json.loads((REPO / "host.json").read_text()).get("extensions", {}).get("queues", {})
+    return (f"Azurite {version('azurite')} with its metadata in memory (LokiJS, `--inMemoryPersistence`), "
+            f"@vercel/cosmosdb-server {version('@vercel/cosmosdb-server')} (in memory), and the project's "
+            f"local Functions host: one worker process, host.json's queue batchSize "
+            f"{queues.get('batchSize', '?')} and newBatchThreshold {queues.get('newBatchThreshold', '?')}")
 
 
 def scratch_parent() -> str | None:
