@@ -51,6 +51,7 @@ from bench import data
 from bench.data import GiB, MiB
 from bench.tools import (RCLONE_REMOTE, RESTIC_CONTAINER_PREFIX, Backup, Borg, Restic, ResticAzurite, Run,
                          Skyvault, Stack, Tool)
+from skyvault.stack import emulators
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_IMAGE_SIZE = 2 * GiB
@@ -469,8 +470,8 @@ def stack_description() -> str:
     emulators and host.json."""
     def version(package: str) -> str:
         try:
-            return json.loads((REPO / "node_modules" / package / "package.json").read_text())["version"]
-        except (OSError, ValueError, KeyError):
+            return json.loads((emulators.node_modules() / package / "package.json").read_text())["version"]
+        except (OSError, ValueError, KeyError, emulators.EmulatorError):
             return "unknown"
 
     queues = json.loads((REPO / "host.json").read_text()).get("extensions", {}).get("queues", {})

@@ -5,10 +5,11 @@ import json
 from types import SimpleNamespace
 
 from bench import run
+from skyvault.stack import emulators
 
 
 def test_the_report_says_which_stack_it_used():
-    azurite = json.loads((run.REPO / "node_modules" / "azurite" / "package.json").read_text())["version"]
+    azurite = json.loads((emulators.node_modules() / "azurite" / "package.json").read_text())["version"]
     queues = json.loads((run.REPO / "host.json").read_text())["extensions"]["queues"]
     described = run.stack_description()
     assert f"Azurite {azurite} with its metadata in memory" in described

@@ -29,6 +29,7 @@ import base64
 import fnmatch
 import hashlib
 import marshal
+import operator
 import os
 import tempfile
 import threading
@@ -38,7 +39,7 @@ import uuid
 import zstandard
 from collections import OrderedDict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, BinaryIO, Callable, Iterator
 
@@ -543,11 +544,9 @@ class _SizedChunks:
 ENTRIES_PER_BATCH = 256
 
 
-def _entry_tuple(entry: ManifestEntry) -> tuple:
-    """A checked entry's fields in ManifestEntry's order, for marshal (str, int, bytes, None
-    and tuples of them only)."""
-    return (entry.path, entry.type, entry.mode, entry.mtime, entry.size, entry.extents, entry.target, entry.uid,
-            entry.gid, entry.user, entry.group, entry.major, entry.minor, entry.xattrs)
+# A checked entry's fields in ManifestEntry's order, for marshal (str, int, bytes, None and
+# tuples of them only), taken from the dataclass itself so that a new field is not left out.
+_entry_tuple = operator.attrgetter(*(f.name for f in fields(ManifestEntry)))
 
 
 class _SpooledManifest:
@@ -599,8 +598,8 @@ class _SpooledManifest:
                     batch = marshal.load(kept)
                 except EOFError:
                     return
-                for fields in batch:
-                    yield ManifestEntry(*fields)
+                for values in batch:
+                    yield ManifestEntry(*values)
 
     def check(self, include: list[str] | None) -> set[str]:
         """Refuse a manifest out of walk order, before anything is written; the first paths the
