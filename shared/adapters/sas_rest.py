@@ -16,12 +16,15 @@ shared.adapters.azure_storage gives them, and they pass the same contract tests:
 - 408, 429, 5xx, timeouts and connection failures → retried twice with backoff, then
   TransientError, so an unreachable service fails in seconds.
 
-Connections are kept alive, one per thread and host.
+Connections are kept alive, one per thread and host, with TCP_NODELAY (as urllib3, under the
+SDKs, sets it): http.client writes a request's headers and its body apart, and with Nagle's
+algorithm a small body would wait for the server's delayed ACK of the headers.
 """
 from __future__ import annotations
 
 import base64
 import http.client
+import socket
 import threading
 from email.utils import parsedate_to_datetime
 from typing import Callable, Iterator
@@ -79,6 +82,22 @@ def insecure(url: str) -> str | None:
     return None
 
 
+class _NoDelay:
+    sock: socket.socket
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class _Connection(_NoDelay, http.client.HTTPConnection):
+    pass
+
+
+class _TlsConnection(_NoDelay, http.client.HTTPSConnection):
+    pass
+
+
 class Endpoint:
     """scheme://host:port and path of a URL (with its SAS query, if any), and requests to it over
     kept-alive connections. Connection failures, and unless `retry_status` is False also 408, 429
@@ -105,7 +124,7 @@ class Endpoint:
         if connection is None or fresh:
             if connection is not None:
                 connection.close()
-            kind = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
+            kind = _TlsConnection if self.scheme == "https" else _Connection
             connection = pool[key] = kind(self.host, self.port, timeout=CONNECT_TIMEOUT_S)
         return connection
 

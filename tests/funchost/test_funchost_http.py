@@ -1,9 +1,13 @@
 """HTTP triggers: routes, route and query parameters, methods, responses, errors and the status endpoint."""
 from __future__ import annotations
 
+import http.client
 import json
 import logging
+import os
 import re
+import socket
+from urllib.parse import urlsplit
 
 import azure.functions as func
 import pytest
@@ -99,3 +103,38 @@ def test_route_prefix_comes_from_host_json(run_host):
     url = run_host(http_app(), host_json={"version": "2.0", "extensions": {"http": {"routePrefix": ""}}}).url
     assert requests.get(f"{url}/items/7").json()["id"] == "7"
     assert requests.get(f"{url}/api/items/7").status_code == 404
+
+
+def _own_socket_with_peer(address: tuple[str, int]) -> socket.socket:
+    """The socket of this process (the host serves in its threads) connected to `address`."""
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if not os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
+                continue
+            sock = socket.socket(fileno=os.dup(int(fd)))
+        except OSError:  # closed meanwhile
+            continue
+        try:
+            if sock.family == socket.AF_INET and sock.getpeername() == address:
+                return sock
+        except OSError:  # a listening socket: no peer
+            pass
+        sock.close()
+    raise AssertionError(f"no socket of this process is connected to {address}")
+
+
+def test_answers_are_sent_at_once_not_held_for_the_clients_ack(base_url):
+    """The host writes an answer's headers and its body apart; with Nagle's algorithm the body
+    would wait for the client's delayed ACK of the headers, 40 ms on every request of a
+    kept-alive connection but its first few. Kestrel, the real host's server, sets TCP_NODELAY."""
+    url = urlsplit(base_url)
+    client = http.client.HTTPConnection(url.hostname, url.port)
+    try:
+        for _ in range(3):
+            client.request("POST", "/api/echo", body=b"chunk")
+            assert client.getresponse().read() == b"chunk"
+        served = _own_socket_with_peer(client.sock.getsockname())
+        with served:
+            assert served.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        client.close()

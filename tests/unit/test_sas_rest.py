@@ -2,6 +2,8 @@
 kept-alive connections while they are idle, or answers 503."""
 from __future__ import annotations
 
+import http.client
+import socket
 import socketserver
 import threading
 from http.server import BaseHTTPRequestHandler
@@ -120,3 +122,18 @@ def test_a_request_retried_after_a_lost_answer_is_signed_anew(monkeypatch):
     # Two attempts reached the server, each signed anew (an attempt can also fail before it is
     # sent, a pooled connection found closed: then it is the second and third nonces).
     assert len(seen) == 2 and seen[0] != seen[1] and seen == sorted(seen), seen
+
+
+def test_requests_are_sent_without_nagles_delay(server):
+    """http.client writes a request's headers and its body apart: without TCP_NODELAY a small
+    body would wait for the server's delayed ACK of the headers (urllib3, under the SDKs, sets
+    it too). The connection a request takes, on plain HTTP and on TLS."""
+    endpoint = sas_rest.Endpoint(f"http://127.0.0.1:{server.server_address[1]}/acct/vault-x?sp=c&sig=x")
+    connection = endpoint._connection(fresh=True)
+    connection.connect()
+    try:
+        assert connection.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        connection.close()
+    assert issubclass(sas_rest._TlsConnection, http.client.HTTPSConnection)
+    assert sas_rest._TlsConnection.connect is sas_rest._Connection.connect
