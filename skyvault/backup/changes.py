@@ -2,7 +2,10 @@
 
 Every entry of the walk takes its place in the manifest. A regular file whose stat
 signature (size, mtime, ctime, inode) equals the one the cache recorded at the item's last
-backup is unchanged: it keeps its manifest line and extents from the cache and is not read.
+backup is unchanged: it keeps its manifest line and extents from the cache and is not read,
+nor are its owner and extended attributes (the walk compares the signatures; a chown, chmod or
+setxattr changes the ctime). A file read has its extended attributes read from the descriptor
+it is read through.
 FIFOs, devices and hard links (a later path of a file already met) are recorded as they
 are and never read. The other files are concatenated, in walk order, into one stream
 (ConcatReader) that is chunked as a whole, so chunks span file boundaries and ten thousand
@@ -33,7 +36,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from shared import crypto
 from skyvault.backup.manifest import ManifestWriter
-from skyvault.backup.walk import Entry, Replaced, Walk, open_as_walked
+from skyvault.backup.walk import Entry, Replaced, Walk, add_xattrs, open_as_walked, read_xattrs
 from skyvault.cache import Cache
 from skyvault.chunker import CDC_PARAMS
 from skyvault.meter import Meter, Unmetered
@@ -90,18 +93,14 @@ class Changes:
     def files_to_read(self, roots: list[Path]) -> Iterator[Entry]:
         """Every entry goes into the manifest order; only changed files go on to be read."""
         with self.cache.previous_files(self.vault_id, self.item, self.run_id) as last_backup:
-            for entry in self.walk.entries(roots):
+            for entry in self.walk.entries(roots, last_backup.get):
                 self.manifest.add(entry)
-                if not entry.complete:
-                    previous = last_backup.get(entry.doc["path"])
-                    if previous and previous.signature == entry.signature:
-                        entry.previous = previous
-                        entry.complete = True
-                        self.report.files_unchanged += 1
-                        self.cache.add_refs(self.run_id, previous.ids)
-                        self.meter.update(files=1, bytes_=entry.doc["size"])
-                    else:
-                        yield entry
+                if entry.previous is not None:  # unchanged (the walk compared the signatures)
+                    self.report.files_unchanged += 1
+                    self.cache.add_refs(self.run_id, entry.previous.ids)
+                    self.meter.update(files=1, bytes_=entry.doc["size"])
+                elif not entry.complete:
+                    yield entry
                 self.manifest.flush()
             last_backup.finish()
 
@@ -150,6 +149,7 @@ class ConcatReader:
                     entry.failed = entry.complete = True
                     self._meter.update(files=1)
                     continue
+                add_xattrs(entry.doc, read_xattrs(self._file.fileno(), entry.path, self._warn))
                 self._detail(f"read {entry.path}")
                 self._meter.update(current=entry.path)
                 if self._reuse is not None and entry.doc["size"] <= REUSE_MAX_BYTES:

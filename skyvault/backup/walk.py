@@ -25,10 +25,12 @@ Words:
 No link is followed below a root: each directory is opened with O_NOFOLLOW relative to its
 parent's descriptor and checked against its identity, and its entries are stat'ed, their
 links and attributes read, relative to it; so a directory swapped for a symlink mid-walk
-shows nothing of what the link points to. The walk holds one descriptor per level of the
-path it is in. Files are read later by their paths (skyvault.backup.changes), each checked
-against its identity (open_as_walked): one reached through a swapped directory is not the
-file the walk stat'ed.
+shows nothing of what the link points to. A directory is opened when it is stat'ed, and its
+attributes read through that descriptor, which then lists it. The walk holds one descriptor
+per level of the path it is in, and that of the directory it just yielded. Files are read
+later by their paths (skyvault.backup.changes), each checked against its identity
+(open_as_walked): one reached through a swapped directory is not the file the walk stat'ed;
+their attributes are read through the descriptor they are read through.
 """
 from __future__ import annotations
 
@@ -56,7 +58,7 @@ class Entry:
     """A manifest entry waiting for its place in the manifest (files: for their extents)."""
 
     __slots__ = ("doc", "signature", "start", "end", "complete", "failed", "path", "previous", "identity",
-                 "keep_contents", "content")
+                 "keep_contents", "content", "fd")
 
     def __init__(self, doc: dict, path: str = "", signature: str = "", complete: bool = True,
                  identity: tuple[int, int] | None = None):
@@ -68,6 +70,7 @@ class Entry:
         # A file's or directory's; None only in entries the walk did not make (tests craft some).
         self.identity = identity
         self.keep_contents = True  # a directory: False when the exclusions keep it empty
+        self.fd: int | None = None  # a directory the walk opened to list next: its descriptor
 
 
 class Replaced(OSError):
@@ -173,12 +176,23 @@ class Walk:
         # The first path of each inode with several links, so its later paths become hard links.
         self._first_paths: dict[tuple[int, int], str] = {}
         self._root_dev = 0  # the device of the root being walked (--one-file-system)
+        self._previous: Callable[[str], PreviousFile | None] = lambda rel: None
 
-    def entries(self, roots: list[Path]) -> Iterator[Entry]:
+    def entries(self, roots: list[Path],
+                previous: Callable[[str], PreviousFile | None] | None = None) -> Iterator[Entry]:
         """Depth first, a directory before its entries; with a stack of open directories rather
-        than nested generators, whose every yield would pass up through each level."""
+        than nested generators, whose every yield would pass up through each level.
+
+        `previous` gives the last backup's file at a manifest path, looked up in walk order. A
+        regular file with that file's stat signature is unchanged: its entry is complete, with
+        `previous` set, and its owner and extended attributes are not read (what would change
+        them changes its ctime, hence its signature). A file to read has no "xattrs" yet: they
+        are read from its descriptor once it is opened (read_xattrs, add_xattrs)."""
+        if previous is not None:
+            self._previous = previous
         for root in sorted(roots, key=_root_key):  # so the roots' paths are in byte order too
             open_dirs = [_OpenDirectory(None, [(str(root), str(root), root.name or "root")])]
+            to_list = None  # the descriptor of the directory just yielded, to list next
             try:
                 while open_dirs:
                     directory = open_dirs[-1]
@@ -189,26 +203,32 @@ class Walk:
                     entry = self._entry(directory.fd, name, path, rel)
                     if entry is None:
                         continue
+                    to_list, entry.fd = entry.fd, None
                     yield entry
-                    if entry.doc["type"] == "dir" and entry.keep_contents:
-                        listed = self._list(directory.fd, name, path, rel, entry.identity)
+                    if to_list is not None:
+                        fd, to_list = to_list, None
+                        listed = self._list(fd, path, rel)
                         if listed is not None:
                             open_dirs.append(listed)
             finally:  # the backup may stop mid-walk
+                if to_list is not None:
+                    os.close(to_list)
                 for directory in open_dirs:
                     directory.close()
 
-    def _list(self, parent_fd: int | None, name: str, path: str, rel: str,
-              identity: tuple[int, int]) -> _OpenDirectory | None:
-        """The directory the walk stat'ed at `path`, open, with its entries to visit."""
+    def _open_directory(self, parent_fd: int | None, name: str, path: str, identity: tuple[int, int]) -> int | None:
+        """The directory the walk stat'ed at `path`, open to be listed; None, warned of, if it
+        cannot be."""
         try:
-            fd = open_as_walked(name, os.O_RDONLY | os.O_DIRECTORY, stat.S_IFDIR, identity, parent_fd)
+            return open_as_walked(name, os.O_RDONLY | os.O_DIRECTORY, stat.S_IFDIR, identity, parent_fd)
         except Replaced as e:
             self.warn(f"{path} changed while being backed up ({e.strerror}): its entries are left out")
-            return None
         except OSError as e:
             self.warn(f"cannot list {path}: {e.strerror or e}")
-            return None
+        return None
+
+    def _list(self, fd: int, path: str, rel: str) -> _OpenDirectory | None:
+        """The entries to visit of the directory open as `fd` (closed if it cannot be listed)."""
         try:
             children = _tag_children(self.exclusions, fd)
             if children is not None:
@@ -253,18 +273,34 @@ class Walk:
             if first != rel:
                 self.report.hardlinks += 1
                 return Entry({**base, "type": "hardlink", "target": first})
-        doc = {**base, "type": kind, **self._owner(st)}
-        xattrs = self._xattrs(_in_directory(dir_fd, name), path)
-        if xattrs:
-            doc["xattrs"] = xattrs_doc(xattrs)
         identity = (st.st_dev, st.st_ino)
+        if kind == "file":
+            # "2:" names the line format: a cache row of an older format has another signature,
+            # so that file is read once more and gets a line with its owner and attributes.
+            signature = f"2:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
+            previous = self._previous(rel)
+            if previous is not None and previous.signature == signature:
+                entry = Entry({"path": rel, "type": "file", "size": st.st_size}, path, signature, identity=identity)
+                entry.previous = previous
+                return entry
+            return Entry({**base, "type": kind, **self._owner(st), "size": st.st_size}, path, signature,
+                         complete=False, identity=identity)
+        doc = {**base, "type": kind, **self._owner(st)}
         if kind == "dir":
             self.report.dirs += 1
             entry = Entry(doc, identity=identity)
             if decision is Decision.KEEP_EMPTY:
                 self.report.excluded_dirs += 1  # its contents
                 entry.keep_contents = False
+            else:  # opened now: its attributes are read through the descriptor it is listed with
+                entry.fd = self._open_directory(dir_fd, name, path, identity)
+            xattrs = read_xattrs(_in_directory(dir_fd, name) if entry.fd is None else entry.fd, path, self.warn)
+            if xattrs:
+                doc["xattrs"] = xattrs_doc(xattrs)
             return entry
+        xattrs = read_xattrs(_in_directory(dir_fd, name), path, self.warn)
+        if xattrs:
+            doc["xattrs"] = xattrs_doc(xattrs)
         if kind == "symlink":
             try:
                 doc["target"] = os.readlink(name, dir_fd=dir_fd)
@@ -272,12 +308,6 @@ class Walk:
                 self.warn(f"{path} vanished or cannot be read: {e.strerror or e}")
                 return None
             self.report.symlinks += 1
-        elif kind == "file":
-            doc["size"] = st.st_size
-            # "2:" names the line format: a cache row of an older format has another signature,
-            # so that file is read once more and gets a line with its owner and attributes.
-            signature = f"2:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
-            return Entry(doc, path, signature, complete=False, identity=identity)
         else:
             self.report.specials += 1
             if kind != "fifo":
@@ -295,23 +325,34 @@ class Walk:
             owner["group"] = group
         return owner
 
-    def _xattrs(self, at: str, path: str) -> list[tuple[str, bytes]]:
-        """The extended attributes the agent can read (ACLs among them) of the entry `at` names;
-        one it cannot is warned of, by its `path`."""
+def read_xattrs(at: str | int, path: str, warn: Callable[[str], None]) -> list[tuple[str, bytes]]:
+    """The extended attributes the agent can read (ACLs among them) of the entry `at` names (a
+    path the kernel resolves without following a link at its end, or an open descriptor); one
+    it cannot is warned of, by its `path`."""
+    follow = isinstance(at, int)  # a descriptor: what it is open on (os refuses follow_symlinks=False)
+    try:
+        names = os.listxattr(at, follow_symlinks=follow)
+    except OSError as e:
+        if e.errno not in _NO_XATTRS:
+            warn(f"{path}: extended attributes not backed up: {e.strerror or e}")
+        return []
+    found = []
+    for name in names:
         try:
-            names = os.listxattr(at, follow_symlinks=False)
+            found.append((name, os.getxattr(at, name, follow_symlinks=follow)))
         except OSError as e:
-            if e.errno not in _NO_XATTRS:
-                self.warn(f"{path}: extended attributes not backed up: {e.strerror or e}")
-            return []
-        found = []
-        for name in names:
-            try:
-                found.append((name, os.getxattr(at, name, follow_symlinks=False)))
-            except OSError as e:
-                if e.errno != errno.ENODATA:  # removed since the listing
-                    self.warn(f"{path}: extended attribute {name} not backed up: {e.strerror or e}")
-        return found
+            if e.errno != errno.ENODATA:  # removed since the listing
+                warn(f"{path}: extended attribute {name} not backed up: {e.strerror or e}")
+    return found
+
+
+def add_xattrs(doc: dict, xattrs: list[tuple[str, bytes]]) -> None:
+    """A file's extended attributes, read once it is open, into its manifest document, where the
+    walk puts other entries': before its size."""
+    if xattrs:
+        size = doc.pop("size")
+        doc["xattrs"] = xattrs_doc(xattrs)
+        doc["size"] = size
 
 
 class Scan:

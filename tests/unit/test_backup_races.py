@@ -51,8 +51,8 @@ def swap_after_stat(monkeypatch, path: str, swap) -> None:
     goes on with it."""
     entries = walk.Walk.entries
 
-    def entries_then_swap(self, roots):
-        for entry in entries(self, roots):
+    def entries_then_swap(self, roots, previous=None):
+        for entry in entries(self, roots, previous):
             if entry.doc["path"] == path:
                 swap()
             yield entry

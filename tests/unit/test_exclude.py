@@ -324,3 +324,19 @@ def test_a_tree_too_deep_for_the_scans_recursion_ends_the_scan_quietly(tmp_path,
     finally:
         for level in reversed(levels):  # deepest first: pytest's clean-up (shutil.rmtree) recurses too
             level.rmdir()
+
+
+def test_a_walk_stopped_at_any_entry_leaves_no_descriptor_open(tmp_path):
+    """The walk holds a descriptor per level of its path, and the one of the directory it just
+    yielded (opened to read its attributes, listed next): a backup that stops mid-walk closes
+    them all."""
+    root = make(tmp_path / "data")
+    before = set(os.listdir("/proc/self/fd"))
+    count = sum(1 for _ in Walk(BackupReport(point_id="p", item="i"), print).entries([root]))
+    for stop_after in range(1, count + 1):
+        entries = Walk(BackupReport(point_id="p", item="i"), print).entries([root])
+        for n, entry in enumerate(entries, 1):
+            if n == stop_after:
+                break
+        entries.close()
+        assert set(os.listdir("/proc/self/fd")) == before, f"stopped after {stop_after} ({entry.doc['path']})"

@@ -144,6 +144,34 @@ def test_extended_attributes_round_trip_and_a_refused_one_is_a_warning(vault, ca
     assert len(odd.warnings) == 1 and odd.warnings[0].startswith("odd: extended attribute nonamespace.x not restored")
 
 
+def test_an_unchanged_files_attributes_are_not_read_and_a_changed_one_is_read_again(vault, cache, tmp_path,
+                                                                                     monkeypatch):
+    """An unchanged file keeps its last line, owner and attributes included: what changes them
+    (chown, chmod, setxattr) changes its ctime, so its signature. A file read, and a directory
+    listed, have their attributes read through the descriptor they are read through, not
+    through a path the kernel resolves again."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "f.txt").write_text("tagged\n")
+    (data / "g.txt").write_text("plain\n")
+    os.setxattr(data / "f.txt", "user.v", b"1")
+    Backup(vault, cache, "app").run([str(data)])
+    listed = []
+    listxattr = os.listxattr
+    monkeypatch.setattr(os, "listxattr", lambda at, **kw: listed.append(at) or listxattr(at, **kw))
+    report = Backup(vault, cache, "app").run([str(data)])
+    assert report.files_unchanged == 2 and report.files_read == 0
+    assert len(listed) == 1 and isinstance(listed[0], int), "only the directory's, through its descriptor"
+    os.setxattr(data / "f.txt", "user.v", b"2")
+    listed.clear()
+    report = Backup(vault, cache, "app").run([str(data)])
+    assert report.files_unchanged == 1 and report.files_read == 1
+    assert len(listed) == 2 and all(isinstance(at, int) for at in listed), "and the file read's, through its own"
+    Restore(vault).run(report.point_id, str(tmp_path / "r"))
+    assert os.getxattr(tmp_path / "r" / "data" / "f.txt", "user.v") == b"2"
+    assert os.listxattr(tmp_path / "r" / "data" / "g.txt") == []
+
+
 def test_lines_written_before_owners_and_attributes_still_read():
     old = {"path": "d/f", "mode": 0o644, "mtime": 1, "type": "file", "size": 0, "extents": []}
     entry = ManifestEntry.from_doc(old)

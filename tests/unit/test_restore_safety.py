@@ -51,7 +51,7 @@ def crafted_backup(vault, cache, tmp_path, monkeypatch, docs: list[dict]) -> str
             entries.append(walk.Entry(dict(doc), str(source), f"crafted:{i}", complete=False))
         else:
             entries.append(walk.Entry(dict(doc)))
-    monkeypatch.setattr(walk.Walk, "entries", lambda self, roots: iter(entries))
+    monkeypatch.setattr(walk.Walk, "entries", lambda self, roots, previous=None: iter(entries))
     report = Backup(vault, cache, "crafted").run([str(tmp_path)])
     monkeypatch.undo()
     assert report.state == "committed"
