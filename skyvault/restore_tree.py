@@ -29,6 +29,7 @@ from __future__ import annotations
 import errno
 import functools
 import grp
+import itertools
 import os
 import pwd
 import secrets
@@ -72,6 +73,7 @@ class Target:
         self.owners, self._link_sources = owners, link_sources
         self._inodes: dict[str, tuple[int, int]] = {}
         self._warn, self._fail = warn, fail
+        self._temp_prefix, self._temp_count = f"{TEMP_PREFIX}{secrets.token_hex(8)}-", itertools.count()
 
     def __enter__(self) -> "Target":
         return self
@@ -102,16 +104,19 @@ class Target:
         parent, name = self._parent(entry.path)
         tmp, fd = self._temporary(parent, lambda tmp: os.open(tmp, NEW_FILE_FLAGS, 0o600, dir_fd=parent))
         try:
-            with os.fdopen(fd, "wb") as out:
+            # Unbuffered: a file's bytes are written from its chunks' buffers as they are (no copy
+            # into a buffer of the file object's own, and one object fewer per file).
+            with open(fd, "wb", buffering=0) as out:
                 yield out
-                out.flush()
                 self._set_metadata(out.fileno(), entry)
-                inode = os.fstat(out.fileno())
+                # Only a later hard link's first path needs its inode (_note_inode).
+                inode = os.fstat(out.fileno()) if entry.path in self._link_sources else None
             self._replace(parent, tmp, name)
         except BaseException:
             _unlink_quietly(parent, tmp)
             raise
-        self._note_inode(entry.path, inode)
+        if inode is not None:
+            self._note_inode(entry.path, inode)
 
     def symlink(self, entry: ManifestEntry) -> None:
         parent, name = self._parent(entry.path)
@@ -215,10 +220,11 @@ class Target:
 
     # Names and metadata
 
-    @staticmethod
-    def _temporary(parent: int, make: Callable[[str], object]) -> tuple[str, object]:
+    def _temporary(self, parent: int, make: Callable[[str], object]) -> tuple[str, object]:
+        """A new name in `parent` for what `make` makes (refused if it exists): this restore's
+        random token and a count, rather than new random bytes each, a getrandom call per file."""
         while True:
-            tmp = TEMP_PREFIX + secrets.token_hex(8)
+            tmp = f"{self._temp_prefix}{next(self._temp_count):x}"
             try:
                 return tmp, make(tmp)
             except FileExistsError:
