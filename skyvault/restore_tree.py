@@ -109,14 +109,12 @@ class Target:
             with open(fd, "wb", buffering=0) as out:
                 yield out
                 self._set_metadata(out.fileno(), entry)
-                # Only a later hard link's first path needs its inode (_note_inode).
-                inode = os.fstat(out.fileno()) if entry.path in self._link_sources else None
+                inode = self._linked_inode(entry.path, lambda: os.fstat(out.fileno()))
             self._replace(parent, tmp, name)
         except BaseException:
             _unlink_quietly(parent, tmp)
             raise
-        if inode is not None:
-            self._note_inode(entry.path, inode)
+        self._note_inode(entry.path, inode)
 
     def symlink(self, entry: ManifestEntry) -> None:
         parent, name = self._parent(entry.path)
@@ -233,7 +231,7 @@ class Target:
     def _place(self, parent: int, tmp: str, name: str, entry: ManifestEntry) -> None:
         try:
             self._set_metadata_at(parent, tmp, entry)
-            inode = os.stat(tmp, dir_fd=parent, follow_symlinks=False)
+            inode = self._linked_inode(entry.path, lambda: os.stat(tmp, dir_fd=parent, follow_symlinks=False))
             self._replace(parent, tmp, name)
         except BaseException:
             _unlink_quietly(parent, tmp)
@@ -249,9 +247,17 @@ class Target:
             shutil.rmtree(name, dir_fd=parent)
             os.rename(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
 
-    def _note_inode(self, path: str, st: os.stat_result) -> None:
-        if path in self._link_sources:
-            self._inodes[path] = (st.st_dev, st.st_ino)
+    def _linked_inode(self, path: str, take: Callable[[], os.stat_result]) -> tuple[int, int] | None:
+        """(st_dev, st_ino) of the new inode of `path`, as `take` stats it before it is put in
+        place, if later hard links link to it; None, and no stat, for any other path."""
+        if path not in self._link_sources:
+            return None
+        st = take()
+        return st.st_dev, st.st_ino
+
+    def _note_inode(self, path: str, inode: tuple[int, int] | None) -> None:
+        if inode is not None:
+            self._inodes[path] = inode
 
     def _owned(self, entry: ManifestEntry) -> bool:
         return self.owners and entry.uid is not None

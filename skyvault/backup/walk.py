@@ -176,7 +176,6 @@ class Walk:
         # The first path of each inode with several links, so its later paths become hard links.
         self._first_paths: dict[tuple[int, int], str] = {}
         self._root_dev = 0  # the device of the root being walked (--one-file-system)
-        self._previous: Callable[[str], PreviousFile | None] = lambda rel: None
 
     def entries(self, roots: list[Path],
                 previous: Callable[[str], PreviousFile | None] | None = None) -> Iterator[Entry]:
@@ -188,8 +187,6 @@ class Walk:
         `previous` set, and its owner and extended attributes are not read (what would change
         them changes its ctime, hence its signature). A file to read has no "xattrs" yet: they
         are read from its descriptor once it is opened (read_xattrs, add_xattrs)."""
-        if previous is not None:
-            self._previous = previous
         for root in sorted(roots, key=_root_key):  # so the roots' paths are in byte order too
             open_dirs = [_OpenDirectory(None, [(str(root), str(root), root.name or "root")])]
             to_list = None  # the descriptor of the directory just yielded, to list next
@@ -200,7 +197,7 @@ class Walk:
                         open_dirs.pop().close()
                         continue
                     name, path, rel = directory.children.pop()
-                    entry = self._entry(directory.fd, name, path, rel)
+                    entry = self._entry(directory.fd, name, path, rel, previous)
                     if entry is None:
                         continue
                     to_list, entry.fd = entry.fd, None
@@ -243,7 +240,8 @@ class Walk:
         return _OpenDirectory(fd, [(child, os.path.join(path, child), f"{rel}/{child}")
                                    for _, child in reversed(children)])
 
-    def _entry(self, dir_fd: int | None, name: str, path: str, rel: str) -> Entry | None:
+    def _entry(self, dir_fd: int | None, name: str, path: str, rel: str,
+               previous_file: Callable[[str], PreviousFile | None] | None) -> Entry | None:
         try:
             st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         except OSError as e:
@@ -278,7 +276,7 @@ class Walk:
             # "2:" names the line format: a cache row of an older format has another signature,
             # so that file is read once more and gets a line with its owner and attributes.
             signature = f"2:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
-            previous = self._previous(rel)
+            previous = previous_file(rel) if previous_file is not None else None
             if previous is not None and previous.signature == signature:
                 entry = Entry({"path": rel, "type": "file", "size": st.st_size}, path, signature, identity=identity)
                 entry.previous = previous
@@ -286,21 +284,21 @@ class Walk:
             return Entry({**base, "type": kind, **self._owner(st), "size": st.st_size}, path, signature,
                          complete=False, identity=identity)
         doc = {**base, "type": kind, **self._owner(st)}
+        # A directory to list is opened now: its attributes are read through the descriptor it
+        # is then listed with.
+        fd = self._open_directory(dir_fd, name, path, identity) \
+            if kind == "dir" and decision is not Decision.KEEP_EMPTY else None
+        xattrs = read_xattrs(_in_directory(dir_fd, name) if fd is None else fd, path, self.warn)
+        if xattrs:
+            doc["xattrs"] = xattrs_doc(xattrs)
         if kind == "dir":
             self.report.dirs += 1
             entry = Entry(doc, identity=identity)
+            entry.fd = fd
             if decision is Decision.KEEP_EMPTY:
                 self.report.excluded_dirs += 1  # its contents
                 entry.keep_contents = False
-            else:  # opened now: its attributes are read through the descriptor it is listed with
-                entry.fd = self._open_directory(dir_fd, name, path, identity)
-            xattrs = read_xattrs(_in_directory(dir_fd, name) if entry.fd is None else entry.fd, path, self.warn)
-            if xattrs:
-                doc["xattrs"] = xattrs_doc(xattrs)
             return entry
-        xattrs = read_xattrs(_in_directory(dir_fd, name), path, self.warn)
-        if xattrs:
-            doc["xattrs"] = xattrs_doc(xattrs)
         if kind == "symlink":
             try:
                 doc["target"] = os.readlink(name, dir_fd=dir_fd)
